@@ -1,0 +1,62 @@
+"""The proxy interface: the one seam between text-to-image models and the Alchemist method.
+
+A proxy turns a data batch into frozen-encoder outputs once (:meth:`T2IProxy.encode`; cacheable
+per key), computes the *true* per-sample training loss on them (:meth:`T2IProxy.per_sample_loss`),
+and exposes what a rater reads (:meth:`T2IProxy.rater_inputs`). STAR and FLUX implement it; a
+user's own model can too.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+Batch = dict[str, Any]
+"""A collated data batch: ``key`` (list[str]), ``image`` (float [B,C,H,W] in [-1, 1]),
+``caption`` (list[str]), ``meta`` (list[dict]), ``shard`` (list[str])."""
+
+Encoded = dict[str, Any]
+"""Frozen-encoder outputs of a batch; batch-first tensors plus ``key`` (list[str])."""
+
+
+@dataclass
+class RaterInputs:
+    """What a rater reads for a batch of B samples.
+
+    Attributes:
+        tokens: image token features ``[B, L, C]`` (STAR: teacher-forcing VQ features; FLUX: packed latents).
+        text: caption text states ``[B, T, D]``.
+        text_mask: ``[B, T]`` bool, True where a text position is a real token.
+        pooled_text: pooled caption embedding ``[B, D]``.
+        levels: optional ``[L]`` long tensor, the scale index of each token (scale-wise models).
+    """
+
+    tokens: Tensor
+    text: Tensor
+    text_mask: Tensor
+    pooled_text: Tensor
+    levels: Optional[Tensor] = None
+
+
+class T2IProxy(nn.Module, ABC):
+    """Base class of proxy text-to-image models."""
+
+    @abstractmethod
+    def encode(self, batch: Batch) -> Encoded:
+        """Run the frozen encoders (image tokenizer/VAE, text encoder) on a batch, without grad."""
+
+    @abstractmethod
+    def per_sample_loss(self, encoded: Encoded, generator: Optional[torch.Generator] = None) -> Tensor:
+        """The per-sample training loss, shape ``[B]``; batched values equal one-at-a-time values.
+
+        ``generator`` fixes any randomness of the objective (noise, timesteps) so that two passes
+        over the same batch see identical draws.
+        """
+
+    @abstractmethod
+    def rater_inputs(self, encoded: Encoded) -> RaterInputs:
+        """The rater's view of the batch (frozen-encoder features only, no proxy activations)."""

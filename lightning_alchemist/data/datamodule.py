@@ -1,0 +1,178 @@
+"""``T2IDataModule``: pool, validation and scoring loaders over webdataset shards."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from lightning_alchemist.config import DataConfig, data_config
+from lightning_alchemist.data.decode import SampleDecoder
+from lightning_alchemist.data.mapstyle import ShardDataset, ShardInfo
+from lightning_alchemist.data.predict_sampler import ShardPartitionSampler
+from lightning_alchemist.data.sample import collate_samples
+from lightning_alchemist.data.sources import DataSource, resolve_source
+from lightning_alchemist.data.stream import make_stream
+from lightning_alchemist.data.transforms import CenterCropResize
+
+log = logging.getLogger(__name__)
+
+
+class T2IDataModule(L.LightningDataModule):
+    """Image–caption data for rating, scoring and training.
+
+    - **pool** (``train_dataloader``): the samples to be rated, selected and trained on;
+    - **validation** (``val_dataloader``): the held-out split (clean for ``shapes``), used by the
+      rater's upper level and for evaluation;
+    - **predict** (``predict_dataloader``): every pool sample exactly once across all ranks, whole
+      shards per rank, skipping the shards in :attr:`skip_shards` (resumable scoring).
+
+    Args:
+        cfg: the validated ``data`` config (or a dict/DictConfig with its keys).
+        seed: seeds the held-out split, shard and sample shuffles.
+    """
+
+    def __init__(self, cfg: Any = None, seed: int = 0) -> None:
+        super().__init__()
+        self.cfg: DataConfig = data_config(cfg)
+        self.seed = seed
+        self.skip_shards: set[str] = set()
+        self._source: Optional[DataSource] = None
+        self._pool: Optional[ShardDataset] = None
+        self._val: Optional[ShardDataset] = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def prepare_data(self) -> None:
+        """Materialise the data and build shard indices (once, on one process per node)."""
+        source = resolve_source(self.cfg, self.seed)
+        self._build(source)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self._pool is None:
+            self._build(resolve_source(self.cfg, self.seed))
+
+    def _build(self, source: DataSource) -> None:
+        self._source = source
+        self._pool = ShardDataset(source.pool_urls, self._decoder(), key_filter=source.split.is_pool)
+        if source.val_urls:
+            self._val = ShardDataset(source.val_urls, self._decoder())
+        else:
+            self._val = ShardDataset(source.pool_urls, self._decoder(), key_filter=source.split.is_val)
+        if len(self._pool) == 0:
+            from lightning_alchemist.errors import DataError
+
+            raise DataError(f"data '{self.cfg.name}': the pool is empty ({len(source.pool_urls)} shards, no usable samples)")
+        for name, ds in (("pool", self._pool), ("validation", self._val)):
+            if ds.index_stats.total:
+                log.warning("%s: %s", name, ds.index_stats.summary())
+
+    def _decoder(self) -> SampleDecoder:
+        return SampleDecoder(CenterCropResize(self.cfg.image_size))
+
+    # ------------------------------------------------------------------ datasets
+
+    @property
+    def source(self) -> DataSource:
+        self.setup()
+        assert self._source is not None
+        return self._source
+
+    @property
+    def pool(self) -> ShardDataset:
+        """The pool as a map-style dataset (``keys`` addresses samples)."""
+        self.setup()
+        assert self._pool is not None
+        return self._pool
+
+    @property
+    def val(self) -> ShardDataset:
+        """The validation split as a map-style dataset."""
+        self.setup()
+        assert self._val is not None
+        return self._val
+
+    @property
+    def labels_path(self) -> Optional[Path]:
+        """``labels.parquet`` (key, defect) when the dataset has one; for evaluation only."""
+        return self.source.labels_path
+
+    def pool_shards(self) -> list[ShardInfo]:
+        """The pool's shards with their pool-sample counts."""
+        return list(self.pool.shards)
+
+    # ------------------------------------------------------------------ loaders
+
+    def _loader(self, dataset: Any, **kwargs: Any) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=kwargs.pop("batch_size", self.cfg.batch_size),
+            num_workers=self.cfg.num_workers,
+            collate_fn=collate_samples,
+            persistent_workers=self.cfg.num_workers > 0,
+            **kwargs,
+        )
+
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return trainer.world_size, trainer.global_rank
+        return 1, 0
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled pool batches. Map style: Lightning adds a ``DistributedSampler`` under DDP.
+
+        Iterable style: resampled shards with an equal per-rank epoch length, so DDP ranks step
+        equally.
+        """
+        if self.cfg.style == "map":
+            generator = torch.Generator().manual_seed(self.seed)
+            return self._loader(self.pool, shuffle=True, drop_last=True, generator=generator)
+        world, _ = self._world()
+        workers = max(self.cfg.num_workers, 1)
+        per_worker = math.ceil(len(self.pool) / world / workers)
+        stream = make_stream(
+            self.source.pool_urls,
+            self._decoder(),
+            key_filter=self.source.split.is_pool,
+            shuffle=True,
+            seed=self.seed,
+            shuffle_buffer=self.cfg.shuffle_buffer,
+            resampled=True,
+            samples_per_worker=per_worker,
+        )
+        return self._loader(stream)
+
+    def train_stream(self, resampled: bool = False, shuffle: bool = True) -> Any:
+        """The pool as a webdataset pipeline (the streaming style), e.g. for a custom loader."""
+        return make_stream(
+            self.source.pool_urls,
+            self._decoder(),
+            key_filter=self.source.split.is_pool,
+            shuffle=shuffle,
+            seed=self.seed,
+            shuffle_buffer=self.cfg.shuffle_buffer,
+            resampled=resampled,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        """Every pool sample once across ranks (whole shards per rank), minus :attr:`skip_shards`."""
+        world, rank = self._world()
+        sampler = ShardPartitionSampler(self.pool, skip_stems=sorted(self.skip_shards), num_replicas=world, rank=rank)
+        return self._loader(self.pool, sampler=sampler, shuffle=False)
+
+
+def build_datamodule(cfg: Any, seed: int = 0) -> T2IDataModule:
+    """A :class:`T2IDataModule` from the ``data`` config node (validated, one-line errors)."""
+    return T2IDataModule(cfg, seed=seed)

@@ -1,0 +1,382 @@
+"""``shapes``: the embedded, generated text-to-image dataset with defects of known kinds.
+
+Each clean sample shows 1–3 objects (shape, colour, size, position) on a coloured background,
+captioned from a small grammar, e.g. "a small red circle above a large blue square on a white
+background". A configurable share of the pool is defective, modelled on what the Alchemist paper
+found at the ends of its ranking:
+
+- ``plain``: an empty or near-empty solid background with a generic caption (the too-easy product shot);
+- ``chaotic``: noise or dense clutter;
+- ``mismatch``: a correct image with the caption of another scene;
+- ``duplicate``: near-copies of a few clean samples (clusters of near-identical pairs);
+- ``degraded``: heavy blur or low resolution.
+
+The validation split is always clean. The defect kind of each key goes into ``labels.parquet``
+(for evaluation and benchmarks only: nothing that rates or selects may read it); each sample's
+``.json`` describes the drawn scene. Generation is deterministic for a config and cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import webdataset as wds
+from PIL import Image, ImageDraw, ImageFilter
+
+from lightning_alchemist.config import ShapesConfig
+from lightning_alchemist.errors import ConfigError
+from lightning_alchemist.paths import cache_root
+
+log = logging.getLogger(__name__)
+
+GENERATOR_VERSION = "1"
+DEFECT_KINDS = ("plain", "chaotic", "mismatch", "duplicate", "degraded")
+CLEAN = "clean"
+
+SHAPES = ("circle", "square", "triangle", "diamond")
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (240, 210, 40),
+    "purple": (140, 60, 180),
+    "orange": (245, 140, 30),
+    "white": (245, 245, 245),
+    "black": (25, 25, 25),
+}
+SIZES = {"small": 0.2, "large": 0.36}  # object side as a fraction of the image side
+ONE_OBJECT_POSITIONS = {
+    "on the left": (0.27, 0.5),
+    "on the right": (0.73, 0.5),
+    "at the top": (0.5, 0.27),
+    "at the bottom": (0.5, 0.73),
+    "in the center": (0.5, 0.5),
+}
+RELATIONS = {  # relation of object A to object B -> (A centre, B centre)
+    "above": ((0.5, 0.27), (0.5, 0.73)),
+    "below": ((0.5, 0.73), (0.5, 0.27)),
+    "to the left of": ((0.27, 0.5), (0.73, 0.5)),
+    "to the right of": ((0.73, 0.5), (0.27, 0.5)),
+}
+THREE_OBJECT_SLOTS = ((0.25, 0.3), (0.75, 0.3), (0.5, 0.75))
+PLAIN_CAPTIONS = (
+    "a plain background",
+    "an empty image",
+    "a product photo",
+    "a simple background",
+    "a photo",
+    "a minimal image",
+)
+
+
+@dataclass
+class ShapesArtifacts:
+    """Where a materialised ``shapes`` dataset lives."""
+
+    root: Path
+    pool_urls: list[str]
+    val_urls: list[str]
+    labels_path: Path
+    summary: dict[str, Any]
+
+
+def _fingerprint(cfg: ShapesConfig) -> str:
+    payload = json.dumps({"v": GENERATOR_VERSION, **asdict(cfg)}, sort_keys=True)
+    return hashlib.sha1(payload.encode()).hexdigest()[:12]
+
+
+def validate_shapes_config(cfg: ShapesConfig) -> None:
+    unknown = set(cfg.defects) - set(DEFECT_KINDS)
+    if unknown:
+        raise ConfigError(f"config 'data.shapes.defects': unknown kinds {sorted(unknown)}; valid: {list(DEFECT_KINDS)}")
+    if any(v < 0 for v in cfg.defects.values()) or sum(cfg.defects.values()) >= 1.0:
+        raise ConfigError("config 'data.shapes.defects': shares must be >= 0 and sum to less than 1")
+    if cfg.resolution not in (32, 64, 128):
+        raise ConfigError(f"config 'data.shapes.resolution': got {cfg.resolution}, use 32, 64 or 128")
+    if cfg.num_pool <= 0 or cfg.num_val <= 0 or cfg.shard_size <= 0:
+        raise ConfigError("config 'data.shapes': num_pool, num_val and shard_size must be positive")
+
+
+# ----------------------------------------------------------------------------- scenes and captions
+
+
+def random_scene(rng: np.random.Generator) -> dict[str, Any]:
+    """A random clean scene: background colour and 1–3 objects with size, colour, shape, centre."""
+    background = str(rng.choice(list(COLORS)))
+    n = int(rng.integers(1, 4))
+    palette = [c for c in COLORS if c != background]
+    objects = []
+    for _ in range(n):
+        objects.append(
+            {
+                "shape": str(rng.choice(SHAPES)),
+                "color": str(rng.choice(palette)),
+                "size": str(rng.choice(list(SIZES))),
+            }
+        )
+    scene: dict[str, Any] = {"background": background, "objects": objects}
+    if n == 1:
+        position = str(rng.choice(list(ONE_OBJECT_POSITIONS)))
+        objects[0]["center"] = list(ONE_OBJECT_POSITIONS[position])
+        scene["layout"] = position
+    elif n == 2:
+        relation = str(rng.choice(list(RELATIONS)))
+        a, b = RELATIONS[relation]
+        objects[0]["center"], objects[1]["center"] = list(a), list(b)
+        scene["layout"] = relation
+    else:
+        for obj, slot in zip(objects, THREE_OBJECT_SLOTS):
+            obj["center"] = list(slot)
+        scene["layout"] = "row"
+    return scene
+
+
+def _phrase(obj: dict[str, Any]) -> str:
+    return f"a {obj['size']} {obj['color']} {obj['shape']}"
+
+
+def caption_of(scene: dict[str, Any]) -> str:
+    """The grammar caption of a clean scene."""
+    objs = scene["objects"]
+    tail = f"on a {scene['background']} background"
+    if len(objs) == 1:
+        return f"{_phrase(objs[0])} {scene['layout']} {tail}"
+    if len(objs) == 2:
+        return f"{_phrase(objs[0])} {scene['layout']} {_phrase(objs[1])} {tail}"
+    return f"{_phrase(objs[0])}, {_phrase(objs[1])} and {_phrase(objs[2])} {tail}"
+
+
+# ----------------------------------------------------------------------------- drawing
+
+_SUPERSAMPLE = 2  # draw at 2x and downsample: cheap anti-aliasing
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, half: float, fill) -> None:
+    if shape == "circle":
+        draw.ellipse((cx - half, cy - half, cx + half, cy + half), fill=fill)
+    elif shape == "square":
+        draw.rectangle((cx - half, cy - half, cx + half, cy + half), fill=fill)
+    elif shape == "triangle":
+        draw.polygon([(cx, cy - half), (cx - half, cy + half), (cx + half, cy + half)], fill=fill)
+    elif shape == "diamond":
+        draw.polygon([(cx, cy - half), (cx + half, cy), (cx, cy + half), (cx - half, cy)], fill=fill)
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+
+
+def render_scene(scene: dict[str, Any], resolution: int, jitter: Optional[np.random.Generator] = None) -> Image.Image:
+    """Draw a scene; ``jitter`` shifts objects by a pixel or two (for near-duplicates)."""
+    side = resolution * _SUPERSAMPLE
+    image = Image.new("RGB", (side, side), COLORS[scene["background"]])
+    draw = ImageDraw.Draw(image)
+    for obj in scene["objects"]:
+        cx, cy = obj["center"][0] * side, obj["center"][1] * side
+        if jitter is not None:
+            cx += float(jitter.integers(-2, 3)) * _SUPERSAMPLE
+            cy += float(jitter.integers(-2, 3)) * _SUPERSAMPLE
+        half = SIZES[obj["size"]] * side / 2
+        _draw_shape(draw, obj["shape"], cx, cy, half, COLORS[obj["color"]])
+    return image.resize((resolution, resolution), Image.Resampling.LANCZOS)
+
+
+def _plain_image(rng: np.random.Generator, resolution: int) -> Image.Image:
+    colour = np.asarray(COLORS[str(rng.choice(list(COLORS)))], dtype=np.float32)
+    array = np.broadcast_to(colour, (resolution, resolution, 3)).copy()
+    array += rng.normal(0.0, 2.0, size=array.shape)  # near-empty: a faint sensor-like noise
+    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
+
+
+def _chaotic_image(rng: np.random.Generator, resolution: int) -> Image.Image:
+    if rng.random() < 0.5:
+        noise = rng.integers(0, 256, size=(resolution, resolution, 3), dtype=np.uint8)
+        return Image.fromarray(noise)
+    side = resolution * _SUPERSAMPLE
+    image = Image.new("RGB", (side, side), tuple(int(v) for v in rng.integers(0, 256, 3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(25, 45))):
+        shape = str(rng.choice(SHAPES))
+        cx, cy = rng.uniform(0, side, 2)
+        half = rng.uniform(0.03, 0.15) * side
+        _draw_shape(draw, shape, cx, cy, half, tuple(int(v) for v in rng.integers(0, 256, 3)))
+    return image.resize((resolution, resolution), Image.Resampling.LANCZOS)
+
+
+def _degrade(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    resolution = image.size[0]
+    if rng.random() < 0.5:
+        return image.filter(ImageFilter.GaussianBlur(radius=resolution / 16))
+    small = max(resolution // 8, 2)
+    return image.resize((small, small), Image.Resampling.BILINEAR).resize((resolution, resolution), Image.Resampling.NEAREST)
+
+
+def _near_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    array = np.asarray(image, dtype=np.float32) + rng.normal(0.0, 3.0, size=(*image.size[::-1], 3))
+    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+def _scene_rng(seed: int, split: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, split, index])
+
+
+def defect_plan(cfg: ShapesConfig) -> np.ndarray:
+    """The defect kind of every pool index (exactly ``round(share * num_pool)`` of each kind)."""
+    n = cfg.num_pool
+    kinds = np.full(n, CLEAN, dtype=object)
+    order = np.random.default_rng([cfg.seed, 7]).permutation(n)
+    start = 0
+    for kind in DEFECT_KINDS:
+        count = int(round(cfg.defects.get(kind, 0.0) * n))
+        kinds[order[start : start + count]] = kind
+        start += count
+    return kinds
+
+
+def _duplicate_sources(cfg: ShapesConfig, kinds: np.ndarray) -> dict[int, int]:
+    """Map each duplicate index to the clean index it copies; a few sources get several copies."""
+    dups = np.flatnonzero(kinds == "duplicate")
+    clean = np.flatnonzero(kinds == CLEAN)
+    if len(dups) == 0 or len(clean) == 0:
+        return {}
+    rng = np.random.default_rng([cfg.seed, 11])
+    n_sources = max(1, len(dups) // 4)  # clusters of ~4 near-copies (+ the original)
+    sources = rng.choice(clean, size=min(n_sources, len(clean)), replace=False)
+    return {int(d): int(sources[i % len(sources)]) for i, d in enumerate(rng.permutation(dups))}
+
+
+def make_sample(cfg: ShapesConfig, split: str, index: int, kind: str, dup_source: Optional[int] = None) -> dict[str, Any]:
+    """Generate one sample deterministically: ``{"__key__", "png", "txt", "json"}``."""
+    split_id = 0 if split == "pool" else 1
+    rng = _scene_rng(cfg.seed, split_id, index)
+    key = f"{split[0]}{index:07d}"
+    res = cfg.resolution
+    if kind == "plain":
+        scene: dict[str, Any] = {"background": None, "objects": []}
+        image = _plain_image(rng, res)
+        caption = str(rng.choice(PLAIN_CAPTIONS))
+    elif kind == "chaotic":
+        scene = {"background": None, "objects": [], "clutter": True}
+        image = _chaotic_image(rng, res)
+        caption = caption_of(random_scene(rng))
+    elif kind == "duplicate":
+        assert dup_source is not None
+        scene = random_scene(_scene_rng(cfg.seed, split_id, dup_source))
+        image = _near_copy(render_scene(scene, res, jitter=rng), rng)
+        caption = caption_of(scene)
+        scene = {**scene, "copy_of": f"{split[0]}{dup_source:07d}"}
+    else:
+        scene = random_scene(rng)
+        image = render_scene(scene, res)
+        caption = caption_of(scene)
+        if kind == "mismatch":
+            other = random_scene(np.random.default_rng([cfg.seed, 99, index]))
+            caption = caption_of(other)
+        elif kind == "degraded":
+            image = _degrade(image, rng)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return {"__key__": key, "png": buffer.getvalue(), "txt": caption, "json": json.dumps(scene)}
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _write_shard(args: tuple) -> tuple[str, int]:
+    cfg, split, path, indices, kinds, dup_sources = args
+    with wds.TarWriter(path) as sink:
+        for index in indices:
+            kind = kinds[index] if kinds is not None else CLEAN
+            sink.write(make_sample(cfg, split, index, kind, dup_sources.get(index)))
+    return path, len(indices)
+
+
+def _shard_jobs(cfg: ShapesConfig, split: str, n: int, folder: Path, kinds, dup_sources) -> list[tuple]:
+    jobs = []
+    for s, start in enumerate(range(0, n, cfg.shard_size)):
+        indices = list(range(start, min(start + cfg.shard_size, n)))
+        jobs.append((cfg, split, str(folder / f"{split}-{s:06d}.tar"), indices, kinds, dup_sources))
+    return jobs
+
+
+def shapes_root(cfg: ShapesConfig, cache_dir: Optional[str] = None) -> Path:
+    """The cache folder of the dataset for ``cfg`` (it may not exist yet)."""
+    base = Path(cache_dir).expanduser() if cache_dir else cache_root() / "shapes"
+    return base / f"shapes-{cfg.resolution}px-{_fingerprint(cfg)}"
+
+
+def _artifacts(root: Path) -> ShapesArtifacts:
+    summary = json.loads((root / "summary.json").read_text())
+    return ShapesArtifacts(
+        root=root,
+        pool_urls=sorted(str(p) for p in root.glob("pool-*.tar")),
+        val_urls=sorted(str(p) for p in root.glob("val-*.tar")),
+        labels_path=root / "labels.parquet",
+        summary=summary,
+    )
+
+
+def ensure_shapes(cfg: ShapesConfig, cache_dir: Optional[str] = None, workers: Optional[int] = None) -> ShapesArtifacts:
+    """Materialise the dataset for ``cfg`` under the cache (once) and return where it is.
+
+    Generation writes into a temporary folder and renames it into place, so concurrent
+    processes never see a partial dataset; a second call reuses the cache.
+    """
+    validate_shapes_config(cfg)
+    root = shapes_root(cfg, cache_dir)
+    if (root / "summary.json").exists():
+        return _artifacts(root)
+    start = time.perf_counter()
+    tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    kinds = defect_plan(cfg)
+    dup_sources = _duplicate_sources(cfg, kinds)
+    jobs = _shard_jobs(cfg, "pool", cfg.num_pool, tmp, kinds, dup_sources)
+    jobs += _shard_jobs(cfg, "val", cfg.num_val, tmp, None, {})
+    n_workers = workers if workers is not None else min(len(jobs), os.cpu_count() or 1)
+    log.info("generating shapes (%d pool + %d val samples, %d shards) into %s", cfg.num_pool, cfg.num_val, len(jobs), root)
+    if n_workers > 1:
+        with get_context("fork").Pool(n_workers) as pool:
+            list(pool.imap_unordered(_write_shard, jobs))
+    else:
+        for job in jobs:
+            _write_shard(job)
+    keys = [f"p{i:07d}" for i in range(cfg.num_pool)]
+    pq.write_table(pa.table({"key": keys, "defect": [str(k) for k in kinds]}), tmp / "labels.parquet")
+    counts = {kind: int((kinds == kind).sum()) for kind in (CLEAN, *DEFECT_KINDS)}
+    summary = {
+        "config": asdict(cfg),
+        "pool_samples": cfg.num_pool,
+        "val_samples": cfg.num_val,
+        "pool_shards": len(_shard_jobs(cfg, "pool", cfg.num_pool, tmp, None, {})),
+        "val_shards": len(_shard_jobs(cfg, "val", cfg.num_val, tmp, None, {})),
+        "defects": counts,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
+    try:
+        os.replace(tmp, root)
+    except OSError:  # another process finished first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _artifacts(root)
+
+
+def read_labels(path: os.PathLike | str) -> dict[str, str]:
+    """``key -> defect kind`` from ``labels.parquet`` (evaluation and benchmarks only)."""
+    table = pq.read_table(path)
+    return dict(zip(table.column("key").to_pylist(), table.column("defect").to_pylist()))

@@ -1,0 +1,50 @@
+"""Resolving shard specifications: lists, globs, brace patterns and folders."""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import Iterable, Union
+
+import braceexpand
+
+from lightning_alchemist.errors import DataError
+
+UrlSpec = Union[str, os.PathLike, Iterable[Union[str, os.PathLike]]]
+
+
+def expand_urls(spec: UrlSpec, what: str = "data.urls") -> list[str]:
+    """Expand ``spec`` into a sorted, de-duplicated list of local shard paths.
+
+    Accepts a path, a brace pattern (``shards-{000..099}.tar``), a glob (``shards/*.tar``), a
+    folder (all ``*.tar`` inside) or a list of those. Remote URLs (``pipe:``, ``s3://``, ...)
+    pass through untouched.
+
+    Raises:
+        DataError: nothing matched; the message names ``what`` and the pattern.
+    """
+    items = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
+    out: list[str] = []
+    for item in items:
+        for pattern in braceexpand.braceexpand(str(item)):
+            if "://" in pattern or pattern.startswith("pipe:"):
+                out.append(pattern)
+            elif os.path.isdir(pattern):
+                out.extend(sorted(str(p) for p in Path(pattern).glob("*.tar")))
+            elif any(ch in pattern for ch in "*?["):
+                out.extend(sorted(glob.glob(pattern)))
+            elif os.path.exists(pattern):
+                out.append(pattern)
+            else:
+                raise DataError(f"{what}: shard '{pattern}' does not exist; check the path or pattern")
+    unique = list(dict.fromkeys(out))
+    if not unique:
+        raise DataError(f"{what}: no shards match {spec!r}; point it at .tar shards (a folder, glob or brace pattern)")
+    return unique
+
+
+def shard_stem(url: str) -> str:
+    """The shard's file name without ``.tar`` (used to name per-shard outputs such as ratings)."""
+    name = os.path.basename(url.rstrip("/"))
+    return name[: -len(".tar")] if name.endswith(".tar") else name

@@ -1,0 +1,53 @@
+"""Resolving the ``data`` config into shard lists: the pool, the validation split, labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from lightning_alchemist.config import DataConfig
+from lightning_alchemist.data.shapes import ensure_shapes
+from lightning_alchemist.data.shards import expand_urls
+from lightning_alchemist.data.split import HeldOutSplit
+
+
+@dataclass
+class DataSource:
+    """Where a dataset's shards are and how the pool and validation splits are formed.
+
+    When ``val_urls`` is empty the validation split is a seeded held-out fraction of the pool
+    (``split``); otherwise ``split`` holds out nothing.
+    """
+
+    name: str
+    pool_urls: list[str]
+    val_urls: list[str]
+    split: HeldOutSplit
+    labels_path: Optional[Path] = None
+    root: Optional[Path] = None
+
+
+def resolve_source(cfg: DataConfig, seed: int = 0) -> DataSource:
+    """Materialise (``shapes``) or locate (webdataset shards) the data described by ``cfg``."""
+    if cfg.name == "shapes" and cfg.urls is None:
+        artifacts = ensure_shapes(cfg.shapes, cfg.cache_dir)
+        return DataSource(
+            name="shapes",
+            pool_urls=artifacts.pool_urls,
+            val_urls=artifacts.val_urls,
+            split=HeldOutSplit(0.0, seed),
+            labels_path=artifacts.labels_path,
+            root=artifacts.root,
+        )
+    pool = expand_urls(cfg.urls, "data.urls")
+    val = expand_urls(cfg.val_urls, "data.val_urls") if cfg.val_urls else []
+    labels = Path(pool[0]).parent / "labels.parquet"
+    return DataSource(
+        name=cfg.name,
+        pool_urls=pool,
+        val_urls=val,
+        split=HeldOutSplit(0.0 if val else cfg.val_fraction, seed),
+        labels_path=labels if labels.exists() else None,
+        root=Path(pool[0]).parent,
+    )

@@ -55,7 +55,10 @@ def check_overrides(config_name: str, overrides: list[str], conf_dir: Path = CON
     try:
         reduced = _first_of_sweeps(overrides)
     except Exception as err:  # the override grammar itself
-        raise ConfigError(f"cannot parse overrides {overrides}: {one_line(err)}") from None
+        raise ConfigError(
+            f"cannot parse overrides {overrides}: {one_line(err)}; quote values with braces, commas or "
+            f"spaces, e.g. \"data.urls='/data/{{00000..00099}}.tar'\""
+        ) from None
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):

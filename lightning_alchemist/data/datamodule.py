@@ -127,28 +127,27 @@ class T2IDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Shuffled pool batches. Map style: Lightning adds a ``DistributedSampler`` under DDP.
 
-        Iterable style: resampled shards with an equal per-rank epoch length, so DDP ranks step
-        equally.
+        Iterable style: each rank and worker cycles over its own shards (disjoint across ranks)
+        with an equal per-rank epoch length, so DDP ranks step equally.
         """
         if self.cfg.style == "map":
             generator = torch.Generator().manual_seed(self.seed)
             return self._loader(self.pool, shuffle=True, drop_last=True, generator=generator)
         world, _ = self._world()
         workers = max(self.cfg.num_workers, 1)
+        shards = len(self.source.pool_urls)
+        if shards < world * workers:
+            from lightning_alchemist.errors import DataError
+
+            raise DataError(
+                f"data '{self.cfg.name}': the iterable style needs at least one shard per rank and worker "
+                f"({world} ranks x {workers} workers > {shards} shards); use data.style=map or fewer data.num_workers"
+            )
         per_worker = math.ceil(len(self.pool) / world / workers)
-        stream = make_stream(
-            self.source.pool_urls,
-            self._decoder(),
-            key_filter=self.source.split.is_pool,
-            shuffle=True,
-            seed=self.seed,
-            shuffle_buffer=self.cfg.shuffle_buffer,
-            resampled=True,
-            samples_per_worker=per_worker,
-        )
+        stream = self.train_stream(cycle=True).with_epoch(per_worker)
         return self._loader(stream)
 
-    def train_stream(self, resampled: bool = False, shuffle: bool = True) -> Any:
+    def train_stream(self, cycle: bool = False, shuffle: bool = True) -> Any:
         """The pool as a webdataset pipeline (the streaming style), e.g. for a custom loader."""
         return make_stream(
             self.source.pool_urls,
@@ -157,7 +156,7 @@ class T2IDataModule(L.LightningDataModule):
             shuffle=shuffle,
             seed=self.seed,
             shuffle_buffer=self.cfg.shuffle_buffer,
-            resampled=resampled,
+            cycle=cycle,
         )
 
     def val_dataloader(self) -> DataLoader:

@@ -1,0 +1,136 @@
+"""Schema of the ``rater`` config group (``conf/rater/*.yaml``), validated into dataclasses.
+
+The rater's config is independent of the *target* model: it names the *proxy* it trains with
+(``proxy``, a ``conf/model`` entry) and nothing else model-specific, so a rater trained with one
+proxy can score data for any target (the rating artifact depends only on data + rater).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from lightning_alchemist.config import to_dataclass
+from lightning_alchemist.errors import ConfigError
+
+__all__ = [
+    "GROUP_HEADS",
+    "META_GRADIENTS",
+    "NetworkConfig",
+    "OptimConfig",
+    "RaterConfig",
+    "ScoreConfig",
+    "rater_config",
+]
+
+GROUP_HEADS = ("temperature", "product", "none")
+META_GRADIENTS = ("first_order", "penalty", "unrolled")
+
+
+@dataclass
+class NetworkConfig:
+    """The rater transformer (official: depth 8, width 512, 8 heads; ours is small by default)."""
+
+    depth: int = 2
+    width: int = 128
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    head_hidden: int = 64
+    # Learned per-scale embedding for scale-wise proxies (STAR); tokens' ``levels`` index it.
+    max_levels: int = 32
+    dropout: float = 0.0
+
+
+@dataclass
+class OptimConfig:
+    """One AdamW optimiser and its schedule (official defaults for both proxy and rater)."""
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.05  # on >=2-D weights only, as the official code
+    clip: float = 2.0  # global grad-norm clip; 0 disables
+    warmup_epochs: float = 0.2  # linear warm-up from warmup_start x lr
+    warmup_start: float = 0.005
+    flat_fraction: float = 0.05  # after warm-up: flat for this share of the rest ("lin0") ...
+    final_factor: float = 0.01  # ... then linear decay to final_factor x lr
+
+
+@dataclass
+class ScoreConfig:
+    """Scoring: how ratings are computed and written."""
+
+    # Also store ``rating_batch``, the batch-relative weight of each sample in its scoring batch
+    # (depends on batch neighbours: for inspection/parity only, never a rating).
+    store_batch_rating: bool = False
+    batch_size: int = 256
+
+
+@dataclass
+class RaterConfig:
+    """Rater training: network, weighting, meta-gradient variant, schedules (schema of ``rater``)."""
+
+    # conf/model entry of the proxy the rater trains with; null = use the root ``model`` node.
+    proxy: Optional[str] = "star_tiny"
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    # temperature (default): w = softmax_B(tau_B * phi), tau_B = 2 sigmoid(group(mean, var));
+    # product: paper-literal softmax_B(phi) * sigmoid(group) (does not sum to 1); none: softmax_B(phi).
+    group_head: str = "temperature"
+    # Reproduce the official softmax(softmax(sigmoid(phi)) * sigmoid(g)) weights (checkpoint/number parity).
+    legacy_alchemist_weights: bool = False
+    # Official pool term (1/B) sum_i w_i l_i instead of sum_i w_i l_i.
+    legacy_mean_over_batch: bool = False
+    meta_gradient: str = "first_order"
+    # unrolled: functional inner SGD steps, their lr, and which proxy parameters they move (fnmatch
+    # patterns over named_parameters; [] = all trainable, affordable only for tiny proxies).
+    unrolled_steps: int = 1
+    unrolled_inner_lr: float = 1e-2
+    unrolled_params: list[str] = field(default_factory=list)
+    # Upper-level weight alpha_e = max(alpha_min, alpha0 - alpha_decay * e); alpha_epoch0 overrides
+    # epoch 0 (e.g. 0.9) so the proxy sees the pool from the start.
+    alpha0: float = 1.0
+    alpha_decay: float = 0.03
+    alpha_min: float = 0.0
+    alpha_epoch0: Optional[float] = None
+    # Weight of the (negative, normalised) weight-entropy regulariser on the rater loss; 0 = off.
+    entropy_weight: float = 0.0
+    # Freeze the proxy (official fixVar): rater-only training against a fixed proxy.
+    freeze_proxy: bool = False
+    proxy_optim: OptimConfig = field(default_factory=OptimConfig)
+    rater_optim: OptimConfig = field(default_factory=OptimConfig)
+    # Samples of the fixed probe set (first pool batches) whose ratings are rank-correlated
+    # between epochs and logged as ``probe_rank_corr`` (a convergence signal); 0 = off.
+    probe_size: int = 256
+    epochs: int = 10
+    seed: int = 0
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+
+
+def validate_rater_config(cfg: RaterConfig) -> RaterConfig:
+    """Cross-field checks the dataclass types cannot express."""
+    if cfg.group_head not in GROUP_HEADS:
+        raise ConfigError(f"config 'rater.group_head': got '{cfg.group_head}', expected one of {', '.join(GROUP_HEADS)}")
+    if cfg.meta_gradient not in META_GRADIENTS:
+        raise ConfigError(
+            f"config 'rater.meta_gradient': got '{cfg.meta_gradient}', expected one of {', '.join(META_GRADIENTS)}"
+        )
+    if cfg.network.width % cfg.network.heads:
+        raise ConfigError(
+            f"config 'rater.network.width' ({cfg.network.width}) must be divisible by 'rater.network.heads' ({cfg.network.heads})"
+        )
+    if cfg.network.depth < 0 or cfg.network.width <= 0:
+        raise ConfigError("config 'rater.network.depth' must be >= 0 and 'rater.network.width' > 0")
+    for name in ("alpha0", "alpha_min"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise ConfigError(f"config 'rater.{name}': got {getattr(cfg, name)}, expected a value in [0, 1]")
+    if cfg.alpha_epoch0 is not None and not 0.0 <= cfg.alpha_epoch0 <= 1.0:
+        raise ConfigError(f"config 'rater.alpha_epoch0': got {cfg.alpha_epoch0}, expected null or a value in [0, 1]")
+    if cfg.unrolled_steps not in (1, 2, 3):
+        raise ConfigError(f"config 'rater.unrolled_steps': got {cfg.unrolled_steps}, expected 1, 2 or 3")
+    if cfg.legacy_alchemist_weights and cfg.group_head == "product":
+        raise ConfigError("config 'rater.legacy_alchemist_weights' already includes the group product; set rater.group_head=temperature")
+    return cfg
+
+
+def rater_config(node: Any) -> RaterConfig:
+    """Validate the ``rater`` group (a DictConfig, dict, RaterConfig or None for defaults)."""
+    return validate_rater_config(to_dataclass(node, RaterConfig, "rater"))

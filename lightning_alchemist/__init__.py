@@ -1,3 +1,45 @@
-"""lightning_alchemist: learned data selection for text-to-image training with PyTorch Lightning."""
+"""lightning_alchemist: learned data selection for text-to-image training with PyTorch Lightning.
+
+The public API is importable from here; submodules load on first use, so ``import
+lightning_alchemist`` stays cheap (no diffusers/transformers until a model is needed).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # data
+    "T2IDataModule": "lightning_alchemist.data.datamodule",
+    "build_datamodule": "lightning_alchemist.data.datamodule",
+    "ShardDataset": "lightning_alchemist.data.mapstyle",
+    "SampleDecoder": "lightning_alchemist.data.decode",
+    "collate_samples": "lightning_alchemist.data.sample",
+    "make_stream": "lightning_alchemist.data.stream",
+    "ensure_shapes": "lightning_alchemist.data.shapes",
+    # proxy interface
+    "T2IProxy": "lightning_alchemist.proxy.base",
+    "RaterInputs": "lightning_alchemist.proxy.base",
+    # config and errors
+    "ConfigError": "lightning_alchemist.errors",
+    "DataError": "lightning_alchemist.errors",
+    "AlchemistError": "lightning_alchemist.errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lightning_alchemist' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,360 @@
+"""``DataSelectionCallback``: train on a selection without touching the user's module or data code.
+
+Attach it to any ``Trainer``. When Lightning requests the train dataloader, the callback
+
+* map-style dataset: finds each sample's key (``dataset.keys`` or ``key_fn``), builds a
+  :class:`~lightning_alchemist.sampling.WeightedSubsetSampler` over the selected positions
+  (sharded per rank under DDP) and re-instantiates the user's ``DataLoader`` around it with
+  Lightning's own machinery, so batch size, workers and collate stay as the user set them;
+* webdataset pipeline: inserts a :class:`~lightning_alchemist.sampling.KeyFilter` right after
+  samples are formed (before decoding) and sets the epoch length (``with_epoch``) so every rank
+  and worker yields the same number of items.
+
+It logs the effective keep ratio and how many selected keys the dataset holds (under
+``warn_below`` of the selection found: a warning; under ``error_below``: a ``DataError``), and
+stores ``(epoch, selection fingerprint)`` in checkpoints, refusing to resume with another selection.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import lightning.pytorch as pl
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from torch.utils.data import DataLoader, IterableDataset
+
+from lightning_alchemist.errors import ConfigError, DataError
+from lightning_alchemist.sampling.samplers import DistributedWeightedSubsetSampler, WeightedSubsetSampler
+from lightning_alchemist.sampling.webdataset import (
+    KeyFilter,
+    batch_size_of,
+    find_insert_position,
+    per_worker_epoch,
+    scan_tar_keys,
+    shard_urls,
+)
+from lightning_alchemist.selection.manifest import Selection
+from lightning_alchemist.selection.ratings import Ratings
+from lightning_alchemist.selection.strategies import Strategy
+
+__all__ = ["DataSelectionCallback"]
+
+log = logging.getLogger(__name__)
+KeyFn = Callable[[Any, int], str]
+
+
+def dataset_keys(dataset: Any, key_fn: Optional[KeyFn] = None) -> pa.Array:
+    """The key of every sample of a map-style dataset, from ``key_fn(dataset, i)`` or ``dataset.keys``."""
+    if key_fn is not None:
+        keys: Any = [key_fn(dataset, i) for i in range(len(dataset))]
+    else:
+        keys = getattr(dataset, "keys", None)
+        if callable(keys):
+            keys = keys()
+        if keys is None:
+            raise ConfigError(
+                f"DataSelectionCallback: dataset {type(dataset).__name__} has no 'keys' attribute: "
+                "give it `keys` (one string per index) or pass key_fn=lambda dataset, i: <key of sample i>"
+            )
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
+    arr = keys if isinstance(keys, pa.Array) else pa.array(list(keys) if not isinstance(keys, np.ndarray) else keys, type=pa.string())
+    if len(arr) != len(dataset):
+        raise DataError(f"DataSelectionCallback: dataset has {len(dataset)} samples but {len(arr)} keys")
+    return arr
+
+
+class DataSelectionCallback(Callback):
+    """Make the training dataloader see only (``subset``) or mostly (``weighted``) the selected samples.
+
+    Args:
+        selection: a :class:`Selection`, a path to ``selection.parquet``, or a :class:`Ratings`
+            table (then ``strategy`` and ``keep`` choose the selection when training starts).
+        mode: ``"subset"``: each epoch a fresh shuffle of exactly the selected samples;
+            ``"weighted"``: each epoch ``num_samples`` draws ∝ weight (curricula always use it).
+        key_fn: ``key_fn(dataset, index) -> key`` for map-style datasets without ``keys``.
+        strategy, keep: used only when ``selection`` is a :class:`Ratings` table.
+        seed: the epoch orders are a function of ``(seed, epoch)``, identical on every rank.
+        num_samples: draws per epoch in ``weighted`` mode (default: the selected samples found).
+        replacement: draw with replacement in ``weighted`` mode (map-style only).
+        warn_below, error_below: share of the selection found in the dataset under which to warn / fail.
+        epoch_length: for a stream whose shards cannot be scanned for keys, the selected samples
+            per epoch (all ranks together); sets ``with_epoch``.
+    """
+
+    def __init__(
+        self,
+        selection: Union[Selection, Ratings, str, os.PathLike],
+        mode: str = "subset",
+        key_fn: Optional[KeyFn] = None,
+        strategy: Optional[Strategy] = None,
+        keep: Optional[float] = None,
+        seed: int = 0,
+        num_samples: Optional[int] = None,
+        replacement: bool = False,
+        warn_below: float = 0.99,
+        error_below: float = 0.01,
+        epoch_length: Optional[int] = None,
+    ) -> None:
+        if mode not in ("subset", "weighted"):
+            raise ConfigError(f"DataSelectionCallback: mode must be 'subset' or 'weighted', got {mode!r}")
+        if isinstance(selection, Ratings) and (strategy is None or keep is None):
+            raise ConfigError("DataSelectionCallback: given Ratings, also pass strategy=... and keep=... to select from them")
+        self._source = selection
+        self.mode = mode
+        self.key_fn = key_fn
+        self.strategy = strategy
+        self.keep = keep
+        self.seed = int(seed)
+        self.num_samples = num_samples
+        self.replacement = replacement
+        self.warn_below = warn_below
+        self.error_below = error_below
+        self.epoch_length = epoch_length
+        self.selection: Optional[Selection] = selection if isinstance(selection, Selection) else None
+        self.stats: dict[str, Any] = {}
+        self.epoch = 0
+        self._restored: Optional[dict[str, Any]] = None
+        self._samplers: list[WeightedSubsetSampler] = []
+        self._filters: list[KeyFilter] = []
+        self._patched: Optional[tuple[Any, Any]] = None
+
+    # -- selection -------------------------------------------------------------------------------------------------
+    def resolve(self) -> Selection:
+        """Load or compute the selection (once)."""
+        if self.selection is None:
+            src = self._source
+            if isinstance(src, Ratings):
+                assert self.strategy is not None and self.keep is not None
+                self.selection = self.strategy.select(src, self.keep, self.seed)
+            elif isinstance(src, (str, os.PathLike)):
+                self.selection = Selection.read(Path(src))
+            else:
+                raise ConfigError(
+                    f"DataSelectionCallback: selection must be a Selection, a path or Ratings, got {type(src).__name__}"
+                )
+        return self.selection
+
+    # -- hooks -----------------------------------------------------------------------------------------------------
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        """Resolve the selection and hook the train dataloader request (``fit`` only)."""
+        if stage != "fit":
+            return
+        self.resolve()
+        source = getattr(trainer.fit_loop, "_data_source", None)
+        if source is None or not hasattr(source, "dataloader"):
+            raise RuntimeError("DataSelectionCallback: this Lightning version has no fit_loop._data_source; please report")
+        if self._patched is not None:
+            return
+        original = source.dataloader
+
+        def selected_dataloader() -> Any:
+            return self._apply_all(trainer, original())
+
+        # An instance attribute shadows the method: Lightning still calls it inside its own
+        # argument-capturing context, so the user's DataLoader can be re-instantiated.
+        source.dataloader = selected_dataloader
+        self._patched = (source, original)
+
+    def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        if self._patched is not None:
+            source, _ = self._patched
+            source.__dict__.pop("dataloader", None)
+            self._patched = None
+
+    def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        """Advance the stream filters' epoch (samplers get ``set_epoch`` from Lightning) and log the ratios."""
+        self.epoch = trainer.current_epoch
+        for f in self._filters:
+            f.set_epoch(self.epoch)
+        for name in ("keep_ratio", "found_ratio"):
+            if name in self.stats:
+                pl_module.log(f"selection/{name}", float(self.stats[name]), on_step=False, on_epoch=True, sync_dist=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        sel = self.selection
+        return {
+            "epoch": self.epoch,
+            "seed": self.seed,
+            "mode": self.mode,
+            "selection_fingerprint": sel.fingerprint if sel is not None else None,
+            "num_selected": len(sel) if sel is not None else None,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the epoch; refuse a checkpoint made with another selection or seed."""
+        self._restored = dict(state_dict)
+        self.epoch = int(state_dict.get("epoch", 0))
+        fp = state_dict.get("selection_fingerprint")
+        sel = self.resolve()
+        if fp is not None and fp != sel.fingerprint:
+            raise DataError(
+                f"DataSelectionCallback: the checkpoint was trained on selection {fp} but this run has "
+                f"{sel.fingerprint} ({len(sel)} keys); pass the same selection to resume, or start a new run"
+            )
+        if int(state_dict.get("seed", self.seed)) != self.seed:
+            raise DataError(
+                f"DataSelectionCallback: the checkpoint used seed={state_dict['seed']} but this run has seed={self.seed}; "
+                "pass the same seed to resume the same epoch orders"
+            )
+
+    # -- dataloader rewriting --------------------------------------------------------------------------------------
+    def _apply_all(self, trainer: "pl.Trainer", loaders: Any) -> Any:
+        from lightning.pytorch.utilities import CombinedLoader
+        from lightning_utilities.core.apply_func import apply_to_collection
+
+        if isinstance(loaders, CombinedLoader):
+            loaders.flattened = [self._apply(trainer, dl) for dl in loaders.flattened]
+            return loaders
+        return apply_to_collection(loaders, DataLoader, lambda dl: self._apply(trainer, dl))
+
+    def _apply(self, trainer: "pl.Trainer", dl: DataLoader) -> DataLoader:
+        if isinstance(dl.dataset, IterableDataset):
+            self._apply_stream(trainer, dl)
+            return dl
+        return self._apply_map(trainer, dl)
+
+    def _check_match(self, found: int, dataset_size: int, what: str) -> None:
+        sel = self.resolve()
+        share = found / max(len(sel), 1)
+        msg = (
+            f"DataSelectionCallback: {found} of {len(sel)} selected keys ({share:.1%}) were found in the "
+            f"{what} of {dataset_size} samples"
+        )
+        if share < self.error_below:
+            raise DataError(f"{msg}: the selection does not belong to this dataset; select from ratings of this dataset")
+        if share < self.warn_below:
+            rank_zero_warn(f"{msg}; the rest are skipped (was the dataset filtered or re-sharded after scoring?)")
+
+    def _effective_mode(self) -> str:
+        if self.resolve().schedule and self.mode != "weighted":
+            rank_zero_info("DataSelectionCallback: the selection has a per-epoch schedule; using mode='weighted'")
+            return "weighted"
+        return self.mode
+
+    def _apply_map(self, trainer: "pl.Trainer", dl: DataLoader) -> DataLoader:
+        from lightning.pytorch.trainer.states import RunningStage
+        from lightning.pytorch.utilities.data import _update_dataloader
+
+        sel = self.resolve()
+        dataset = dl.dataset
+        keys = dataset_keys(dataset, self.key_fn)
+        rows = pc.index_in(keys, value_set=sel.keys.combine_chunks() if sel.keys.num_chunks != 1 else sel.keys.chunk(0))
+        found_mask = rows.is_valid().to_numpy(zero_copy_only=False)
+        positions = np.flatnonzero(found_mask)
+        sel_rows = rows.filter(rows.is_valid()).to_numpy().astype(np.int64)
+        self._check_match(len(positions), len(dataset), "map-style dataset")
+        mode = self._effective_mode()
+        weights = sel.weights[sel_rows]
+        epoch_weights = None
+        num_samples = self.num_samples
+        if sel.schedule:
+            epoch_weights = lambda epoch: sel.epoch_weights(epoch)[sel_rows]  # noqa: E731
+            if num_samples is None:
+                num_samples = round(sel.samples_per_epoch() * len(positions) / max(len(sel), 1))
+        if mode == "weighted" and num_samples is None:
+            num_samples = int((weights > 0).sum())
+        sampler = WeightedSubsetSampler(
+            positions,
+            weights=None if mode == "subset" or np.all(weights == weights[:1]) and epoch_weights is None else weights,
+            mode=mode,
+            num_samples=num_samples,
+            replacement=self.replacement,
+            seed=self.seed,
+            epoch_weights=epoch_weights,
+        )
+        sampler.set_epoch(trainer.current_epoch)
+        self._samplers.append(sampler)
+        final: Any = sampler
+        if trainer.world_size > 1:
+            # Our own DistributedSampler: Lightning leaves it alone, and no rank lists the whole order.
+            final = DistributedWeightedSubsetSampler(sampler, trainer.world_size, trainer.global_rank, drop_last=dl.drop_last)
+        new_dl = _update_dataloader(dl, final, mode=RunningStage.TRAINING)
+        self._record(len(positions), len(dataset), len(sampler))
+        return new_dl
+
+    def _apply_stream(self, trainer: "pl.Trainer", dl: DataLoader) -> None:
+        sel = self.resolve()
+        pipeline = dl.dataset
+        stages = getattr(pipeline, "pipeline", None)
+        if not isinstance(stages, list):
+            raise ConfigError(
+                f"DataSelectionCallback: the iterable dataset {type(pipeline).__name__} is not a webdataset pipeline; "
+                "use a webdataset.WebDataset/DataPipeline, or add lightning_alchemist.sampling.KeyFilter to your stream yourself"
+            )
+        mode = self._effective_mode()
+        if sel.schedule:
+            raise ConfigError("DataSelectionCallback: curriculum schedules need a map-style dataset (a sampler); use data.style=map")
+        keys_in_data = None
+        urls = shard_urls(pipeline)
+        if urls:
+            keys_in_data = scan_tar_keys(urls)
+        sel_keys = sel.keys.to_pylist()
+        if keys_in_data is not None:
+            data_set = set(keys_in_data)
+            idx = [i for i, k in enumerate(sel_keys) if k in data_set]
+            found = len(idx)
+            self._check_match(found, len(keys_in_data), "webdataset shards")
+        else:
+            idx = list(range(len(sel_keys)))
+            found = None
+            rank_zero_warn(
+                "DataSelectionCallback: cannot list the keys of this stream's shards (not local tar files); "
+                "the share of the selection present is unknown"
+            )
+        w = sel.weights[idx] if idx else np.zeros(0)
+        if mode == "subset":
+            probs = np.where(w > 0, 1.0, 0.0)
+        else:
+            target = self.num_samples if self.num_samples is not None else float((w > 0).sum())
+            scale = target / max(float(w.sum()), 1e-300)
+            probs = np.minimum(1.0, w * scale)
+        keep_prob = {sel_keys[i]: float(p) for i, p in zip(idx, probs.tolist()) if p > 0}
+        expected = float(probs.sum())
+        filt = KeyFilter(keep_prob, seed=self.seed)
+        filt.set_epoch(trainer.current_epoch)
+        old = [i for i, s in enumerate(stages) if isinstance(s, KeyFilter)]
+        if old:  # the user's hook returned the same pipeline again (reload): replace our stage
+            stages[old[0]] = filt
+        else:
+            pos = find_insert_position(pipeline)
+            if pos is None:
+                raise ConfigError(
+                    "DataSelectionCallback: cannot find where this pipeline forms samples from tar members "
+                    "(webdataset's tarfile_to_samples); add lightning_alchemist.sampling.KeyFilter to it yourself"
+                )
+            stages.insert(pos, filt)
+        self._filters = [filt]
+        total = self.epoch_length if self.epoch_length is not None else (expected if found is not None else None)
+        if total is not None:
+            n = per_worker_epoch(total, trainer.world_size, dl.num_workers, batch_size_of(pipeline))
+            pipeline.with_epoch(n)
+            if hasattr(pipeline, "size"):
+                pipeline.size = n * max(dl.num_workers, 1)
+        else:
+            rank_zero_warn(
+                "DataSelectionCallback: epoch length unknown for this stream; pass epoch_length= so all ranks step equally"
+            )
+        self._record(found if found is not None else -1, len(keys_in_data) if keys_in_data is not None else -1, expected)
+
+    def _record(self, found: int, dataset_size: int, per_epoch: float) -> None:
+        sel = self.resolve()
+        self.stats = {
+            "found": found,
+            "selected": len(sel),
+            "dataset_size": dataset_size,
+            "samples_per_epoch": per_epoch,
+            "found_ratio": found / max(len(sel), 1) if found >= 0 else float("nan"),
+            "keep_ratio": per_epoch / dataset_size if dataset_size > 0 else float("nan"),
+        }
+        rank_zero_info(
+            f"DataSelectionCallback: {found} of {len(sel)} selected keys found in {dataset_size} samples; "
+            f"{per_epoch:.0f} samples per epoch (effective keep ratio {self.stats['keep_ratio']:.3f}, mode={self.mode})"
+        )

@@ -1,0 +1,134 @@
+"""Selection for streaming (webdataset) pipelines: a key filter stage and epoch sizing.
+
+An iterable dataset has no sampler: the selection becomes a pipeline stage placed right after
+samples are formed from the tar members (before decoding, so dropped samples cost no decode):
+``subset`` keeps the selected keys, ``weighted`` keeps each selected key with a probability
+∝ its weight, drawn from a hash of ``(seed, epoch, key)`` (the same on every rank and worker).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import tarfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+__all__ = ["KeyFilter", "batch_size_of", "find_insert_position", "scan_tar_keys", "shard_urls"]
+
+# webdataset's own rule (tariterators.base_plus_ext): the key is the path up to the first dot of the basename.
+_KEY_RE = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+_SAMPLE_FORMERS = ("group_by_keys", "tarfile_samples", "check_empty")
+
+
+def _uniform(seed: int, epoch: int, key: str) -> float:
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2.0**64
+
+
+class KeyFilter:
+    """Pipeline stage: pass only selected samples (by ``__key__``, or ``key`` once decoded).
+
+    Args:
+        keep_prob: key → probability of keeping it this epoch (1.0 for a plain subset).
+        seed: with the epoch, fixes which keys a ``weighted`` epoch keeps.
+    """
+
+    def __init__(self, keep_prob: dict[str, float], seed: int = 0) -> None:
+        self.keep_prob = keep_prob
+        self.seed = int(seed)
+        self.epoch = 0
+        self.all_ones = all(p >= 1.0 for p in keep_prob.values())
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the weighted draw; takes effect in workers started after the call (not persistent ones)."""
+        self.epoch = int(epoch)
+
+    def keeps(self, key: str) -> bool:
+        p = self.keep_prob.get(key)
+        if p is None:
+            return False
+        return p >= 1.0 or _uniform(self.seed, self.epoch, key) < p
+
+    def __call__(self, samples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for sample in samples:
+            key = sample.get("__key__", sample.get("key")) if isinstance(sample, dict) else None
+            if key is not None and self.keeps(key):
+                yield sample
+
+    def __repr__(self) -> str:
+        return f"KeyFilter(keys={len(self.keep_prob)}, seed={self.seed}, epoch={self.epoch})"
+
+
+def _stage_name(stage: Any) -> str:
+    f = getattr(stage, "f", stage)
+    return getattr(f, "__name__", type(stage).__name__)
+
+
+def find_insert_position(pipeline: Any) -> Optional[int]:
+    """Index just after the stage that forms ``__key__`` samples from tar members (None if absent)."""
+    stages = getattr(pipeline, "pipeline", None)
+    if not isinstance(stages, list):
+        return None
+    found = None
+    for i, stage in enumerate(stages):
+        if _stage_name(stage) in _SAMPLE_FORMERS:
+            found = i + 1
+    return found
+
+
+def batch_size_of(pipeline: Any) -> Optional[int]:
+    """The batch size of a ``.batched(n)`` stage in the pipeline, if any (then it yields batches)."""
+    for stage in getattr(pipeline, "pipeline", []):
+        if _stage_name(stage) == "_batched":
+            kw = getattr(stage, "kw", {})
+            args = getattr(stage, "args", ())
+            return int(kw.get("batchsize", args[0] if args else 20))
+    return None
+
+
+def shard_urls(pipeline: Any) -> Optional[list[str]]:
+    """The shard list of a webdataset pipeline (its first stage), or None if it cannot be read."""
+    stages = getattr(pipeline, "pipeline", None)
+    if not stages:
+        return None
+    urls = getattr(stages[0], "urls", None)
+    if isinstance(urls, str):
+        import braceexpand
+
+        urls = list(braceexpand.braceexpand(urls))
+    return list(urls) if urls else None
+
+
+def scan_tar_keys(urls: list[str]) -> Optional[list[str]]:
+    """Every sample key in local tar shards, from the headers only; None if a shard is not a local file."""
+    keys: list[str] = []
+    for url in urls:
+        path = Path(url[len("file:") :] if url.startswith("file:") else url)
+        if not path.is_file():
+            return None
+        try:
+            with tarfile.open(path) as tar:
+                last = None
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    m = _KEY_RE.match(member.name)
+                    if m is None or "/__" in "/" + member.name:
+                        continue
+                    if m.group(1) != last:
+                        last = m.group(1)
+                        keys.append(last)
+        except tarfile.TarError:
+            return None
+    return keys
+
+
+def per_worker_epoch(total: float, world_size: int, num_workers: int, batch_size: Optional[int]) -> int:
+    """Items each worker's pipeline yields per epoch so every rank covers ``total`` samples jointly."""
+    per_rank = total / max(world_size, 1)
+    per_worker = per_rank / max(num_workers, 1)
+    if batch_size:
+        per_worker /= batch_size
+    return max(1, math.ceil(per_worker))

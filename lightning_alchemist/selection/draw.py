@@ -1,0 +1,144 @@
+"""Exact, seeded, O(N) random draws over tens of millions of items (pure numpy).
+
+``torch.multinomial`` refuses more than 2^24 categories and ``numpy.choice(p=...)`` without
+replacement is slow; Gumbel-top-k (Efraimidis–Spirakis) is exact, linear and has no cap.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+__all__ = ["gumbel_top_k", "index_dtype", "make_rng", "permutation", "rank_order", "weighted_draw"]
+
+
+def make_rng(seed: int, *stream: int) -> np.random.Generator:
+    """A PCG64 generator for ``seed`` and an optional stream id (e.g. the epoch): identical on every machine."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed) & (2**63 - 1), *map(int, stream)])))
+
+
+def index_dtype(n: int) -> type:
+    """The smallest index dtype for ``n`` items (int32 halves the memory of 30M-item orders)."""
+    return np.int32 if n < 2**31 else np.int64
+
+
+def rank_order(values: np.ndarray) -> np.ndarray:
+    """Indices of ``values`` from highest to lowest; ties keep their original order (stable).
+
+    Exact for float64 input, but ~10x faster than ``np.argsort(kind="stable")``: one SIMD sort of
+    ``(float32 key, index)`` packed into uint64, then a fix-up of the rare runs whose float32 keys tie.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n = len(values)
+    if n >= 2**32:
+        return np.argsort(-values, kind="stable")
+    bits = values.astype(np.float32).view(np.int32)
+    # Order-preserving map float32 -> uint32 (ascending), inverted for descending order.
+    mask = (bits >> 31) | np.int32(-(2**31))
+    bits ^= mask
+    np.invert(bits, out=bits)
+    packed = bits.view(np.uint32).astype(np.uint64)
+    del bits, mask
+    packed <<= np.uint64(32)
+    packed |= np.arange(n, dtype=np.uint64)
+    packed.sort()
+    high = (packed >> np.uint64(32)).astype(np.uint32)
+    order = (packed & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    del packed
+    # Runs of equal float32 keys may hold float64 values in the wrong order: re-sort those runs exactly.
+    same = high[1:] == high[:-1]
+    del high
+    if same.any():
+        in_run = np.zeros(n, dtype=bool)
+        in_run[1:] |= same
+        in_run[:-1] |= same
+        pos = np.flatnonzero(in_run)
+        sub = order[pos]
+        # Runs are in descending float32 order, so their float64 values are nearly sorted: timsort
+        # (numpy's stable sort) is fast here, and keeps index order for exact ties.
+        order[pos] = sub[np.argsort(-values[sub], kind="stable")]
+    return order
+
+
+def gumbel_top_k(log_weights: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Positions of ``k`` items drawn without replacement with probability ∝ ``exp(log_weights)``.
+
+    Gumbel-top-k: keep the ``k`` largest ``log w_i − log E_i`` with ``E_i ~ Exp(1)``. Items with
+    weight 0 (``-inf``) are taken only when fewer than ``k`` others remain, uniformly among themselves.
+    Returned positions are in no particular order.
+    """
+    n = len(log_weights)
+    if not 0 <= k <= n:
+        raise ValueError(f"cannot draw {k} of {n} items without replacement")
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    keys = rng.standard_exponential(n)
+    np.log(keys, out=keys)
+    np.subtract(log_weights, keys, out=keys)
+    if k == n:
+        return np.arange(n, dtype=np.int64)
+    top = np.argpartition(keys, n - k)[n - k :]
+    finite = np.isfinite(keys[top])
+    if not finite.all():
+        # Fewer than k positive weights: keep all of them and fill uniformly from the zero-weight rest.
+        positive = np.flatnonzero(np.isfinite(keys))
+        zero = np.flatnonzero(~np.isfinite(keys))
+        fill = rng.choice(zero, size=k - len(positive), replace=False)
+        top = np.concatenate([positive, fill])
+    return top.astype(np.int64, copy=False)
+
+
+def weighted_draw(
+    weights: np.ndarray, num_samples: int, replacement: bool, rng: np.random.Generator,
+    positive: Optional[np.ndarray] = None,
+) -> np.ndarray:
+    """``num_samples`` positions drawn ∝ ``weights`` (non-negative), shuffled.
+
+    With replacement: inverse-CDF over a float64 cumulative sum (exact at any N, no 2^24 cap).
+    Without: Gumbel-top-k over the positive weights, then a uniform shuffle of the drawn set.
+    """
+    if positive is None:
+        positive = np.flatnonzero(weights > 0)
+    w = weights[positive].astype(np.float64, copy=False)
+    if replacement:
+        cdf = np.cumsum(w)
+        u = rng.random(num_samples)
+        u *= cdf[-1]
+        picked = np.searchsorted(cdf, u, side="right")
+        np.minimum(picked, len(cdf) - 1, out=picked)
+        return positive[picked]
+    if num_samples > len(positive):
+        raise ValueError(f"cannot draw {num_samples} samples without replacement from {len(positive)} with positive weight")
+    logw = np.log(w)
+    picked = gumbel_top_k(logw, num_samples, rng)
+    return permutation(positive[picked], rng)
+
+
+def permutation(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random permutation of ``values`` (a new array).
+
+    Above a million items, sorting random 32-bit keys packed with positions (SIMD sort, sequential
+    memory) beats Fisher–Yates' random access by 2x or more; colliding keys are re-shuffled, so
+    the permutation stays exactly uniform.
+    """
+    n = len(values)
+    if n < 1_000_000 or n >= 2**32:
+        return rng.permutation(values)
+    packed = rng.integers(0, 2**32, size=n, dtype=np.uint64)
+    packed <<= np.uint64(32)
+    packed |= np.arange(n, dtype=np.uint64)
+    packed.sort()
+    high = packed >> np.uint64(32)
+    tie = high[1:] == high[:-1]
+    del high
+    pos = (packed & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    del packed
+    if tie.any():
+        starts = np.flatnonzero(tie & ~np.concatenate(([False], tie[:-1])))
+        for s in starts.tolist():  # ~n^2 / 2^33 runs: a few dozen at 15M
+            e = s + 1
+            while e < len(tie) and tie[e]:
+                e += 1
+            pos[s : e + 1] = rng.permutation(pos[s : e + 1])
+    return values[pos]

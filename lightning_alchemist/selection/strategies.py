@@ -1,0 +1,268 @@
+"""Pruning strategies: which ``round(keep · N)`` of N rated samples to train on.
+
+Every strategy ranks samples by rating, highest first (ties: file order), with percentile
+``u = rank / N``, and is deterministic for a seed on every machine and rank. Each is a dataclass
+whose fields are its parameters, so it is built from the Hydra ``selection`` group as is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+
+from lightning_alchemist.errors import ConfigError, DataError
+from lightning_alchemist.selection.draw import gumbel_top_k, make_rng, rank_order
+from lightning_alchemist.selection.manifest import Selection
+from lightning_alchemist.selection.ratings import Ratings
+
+__all__ = [
+    "STRATEGIES",
+    "Block",
+    "BottomK",
+    "Curriculum",
+    "Gsample",
+    "Random",
+    "ShiftGaussian",
+    "Strategy",
+    "TopK",
+    "build_strategy",
+    "curriculum_bin_weights",
+    "num_kept",
+]
+
+
+def num_kept(keep: float, n: int) -> int:
+    """``round(keep · n)``, after checking ``0 < keep <= 1``."""
+    if not isinstance(keep, (int, float)) or not 0.0 < keep <= 1.0:
+        raise ConfigError(f"config 'keep': got {keep!r}, expected a fraction 0 < keep <= 1 (1.0 keeps everything)")
+    k = round(keep * n)
+    if k == 0:
+        raise ConfigError(f"config 'keep': {keep} of {n} rated samples keeps none; raise keep")
+    return k
+
+
+@dataclass
+class Strategy:
+    """Base class: subclasses implement :meth:`_pick` on the rank order."""
+
+    name: ClassVar[str] = "strategy"
+
+    def params(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def select(self, ratings: Ratings, keep: float, seed: int = 0) -> Selection:
+        """Choose ``round(keep · len(ratings))`` samples; returns a :class:`Selection` with weight 1 each."""
+        n = len(ratings)
+        k = num_kept(keep, n)
+        indices = np.sort(self._pick(ratings, k, seed)).astype(np.int64, copy=False)
+        assert len(indices) == k, f"{self.name} picked {len(indices)} of {k}"
+        return Selection(
+            keys=ratings.take(indices),
+            weights=np.ones(k),
+            meta=self._meta(ratings, keep, seed, k),
+            indices=indices,
+        )
+
+    def _meta(self, ratings: Ratings, keep: float, seed: int, k: int) -> dict[str, Any]:
+        return {
+            "strategy": self.name,
+            "params": self.params(),
+            "keep": float(keep),
+            "seed": int(seed),
+            "num_rated": len(ratings),
+            "num_kept": int(k),
+            "ratings_fingerprint": ratings.fingerprint,
+            "scoring_fingerprints": list(ratings.scoring_fingerprints),
+        }
+
+    def _pick(self, ratings: Ratings, k: int, seed: int) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _check_fraction(name: str, value: float, low_open: bool = False) -> None:
+    ok = (0.0 < value <= 1.0) if low_open else (0.0 <= value <= 1.0)
+    if not ok:
+        raise ConfigError(f"config 'selection.{name}': got {value}, expected a fraction in {'(0, 1]' if low_open else '[0, 1]'}")
+
+
+@dataclass
+class ShiftGaussian(Strategy):
+    """Alchemist's Shift-Gsample: drop the head ``u < n``, draw the rest ∝ N(u; mu, sigma) without replacement.
+
+    When ``keep > 1 − n`` the head shrinks to ``1 − keep`` (the rest is then kept whole).
+    The draw is Gumbel-top-k: exact, O(N), seeded.
+    """
+
+    n: float = 0.2
+    mu: float = 0.6
+    sigma: float = 0.2
+    name: ClassVar[str] = "shift_gauss"
+
+    def __post_init__(self) -> None:
+        _check_fraction("n", self.n)
+        if not self.sigma > 0:
+            raise ConfigError(f"config 'selection.sigma': got {self.sigma}, expected > 0")
+
+    def head_size(self, n_items: int, k: int) -> int:
+        """How many top-ranked samples are dropped outright."""
+        head = math.ceil(self.n * n_items - 1e-9)  # ranks r with r / N < n
+        return max(0, min(head, n_items - k))
+
+    def log_weights(self, u: np.ndarray) -> np.ndarray:
+        """Unnormalised log-probability of percentile ``u`` (the head is handled separately)."""
+        z = u - self.mu
+        z *= z
+        z *= -1.0 / (2.0 * self.sigma**2)
+        return z
+
+    def _pick(self, ratings: Ratings, k: int, seed: int) -> np.ndarray:
+        n_items = len(ratings)
+        order = rank_order(ratings.ratings)
+        head = self.head_size(n_items, k)
+        u = np.arange(head, n_items, dtype=np.float64)
+        u *= 1.0 / n_items
+        ranks = gumbel_top_k(self.log_weights(u), k, make_rng(seed))
+        ranks += head
+        return order[ranks]
+
+
+@dataclass
+class Gsample(ShiftGaussian):
+    """The unshifted baseline: a Gaussian centred on the middle percentile, no head dropped."""
+
+    n: float = 0.0
+    mu: float = 0.5
+    sigma: float = 0.2
+    name: ClassVar[str] = "gsample"
+
+
+@dataclass
+class TopK(Strategy):
+    """The ``k`` highest-rated samples."""
+
+    name: ClassVar[str] = "topk"
+
+    def _pick(self, ratings: Ratings, k: int, seed: int) -> np.ndarray:
+        return rank_order(ratings.ratings)[:k]
+
+
+@dataclass
+class BottomK(Strategy):
+    """The ``k`` lowest-rated samples."""
+
+    name: ClassVar[str] = "bottomk"
+
+    def _pick(self, ratings: Ratings, k: int, seed: int) -> np.ndarray:
+        return rank_order(ratings.ratings)[len(ratings) - k :]
+
+
+@dataclass
+class Block(Strategy):
+    """A contiguous band of percentiles ``[start, start + keep)`` (the paper's s0…s80 blocks)."""
+
+    start: float = 0.4
+    name: ClassVar[str] = "block"
+
+    def __post_init__(self) -> None:
+        _check_fraction("start", self.start)
+
+    def _pick(self, ratings: Ratings, k: int, seed: int) -> np.ndarray:
+        n_items = len(ratings)
+        first = round(self.start * n_items)
+        if first + k > n_items:
+            raise ConfigError(
+                f"config 'selection.start': block [{self.start}, {self.start} + keep) runs past the last "
+                f"percentile ({first} + {k} > {n_items}); lower selection.start to at most 1 - keep"
+            )
+        return rank_order(ratings.ratings)[first : first + k]
+
+
+@dataclass
+class Random(Strategy):
+    """``k`` samples uniformly at random, without replacement."""
+
+    name: ClassVar[str] = "random"
+
+    def _pick(self, ratings: Ratings, k: int, seed: int) -> np.ndarray:
+        return make_rng(seed).choice(len(ratings), size=k, replace=False)
+
+
+def curriculum_bin_weights(epoch: int, epochs: int, num_bins: int = 10) -> np.ndarray:
+    """The official code's moving cosine: ``w_b(e) = ½(1 + cos(π(e/E − b/(B−1))))``.
+
+    Bin 0 holds the highest ratings: epoch 0 favours it, and the peak moves to the last bin by epoch E.
+    """
+    b = np.arange(num_bins, dtype=np.float64) / max(num_bins - 1, 1)
+    e = min(max(epoch, 0), epochs) / max(epochs, 1)
+    return 0.5 * (1.0 + np.cos(np.pi * (e - b)))
+
+
+@dataclass
+class Curriculum(Strategy):
+    """Rating bins whose sampling weights move from the top bins to the bottom ones over epochs.
+
+    ``select`` keeps every rated sample with its bin; each epoch a sampler draws
+    ``round(keep · N)`` of them without replacement ∝ :func:`curriculum_bin_weights`.
+    """
+
+    num_bins: int = 10
+    epochs: int = 10
+    name: ClassVar[str] = "curriculum"
+
+    def __post_init__(self) -> None:
+        if self.num_bins < 1 or self.epochs < 1:
+            raise ConfigError("config 'selection.num_bins' and 'selection.epochs' must be >= 1")
+
+    def select(self, ratings: Ratings, keep: float, seed: int = 0) -> Selection:
+        n_items = len(ratings)
+        k = num_kept(keep, n_items)
+        order = rank_order(ratings.ratings)
+        bins = np.empty(n_items, dtype=np.int16)
+        bins[order] = (np.arange(n_items, dtype=np.int64) * self.num_bins // n_items).astype(np.int16)
+        meta = self._meta(ratings, keep, seed, k)
+        meta["schedule"] = {"name": "curriculum", "num_bins": self.num_bins, "epochs": self.epochs, "num_samples": k}
+        return Selection(ratings.keys, np.ones(n_items), meta, bins=bins, indices=np.arange(n_items))
+
+    def epoch_indices(self, selection: Selection, epoch: int, seed: int = 0) -> np.ndarray:
+        """The rows drawn for ``epoch`` (sorted); what a sampler in weighted mode uses."""
+        from lightning_alchemist.selection.draw import weighted_draw
+
+        k = selection.samples_per_epoch()
+        return np.sort(weighted_draw(selection.epoch_weights(epoch), k, False, make_rng(seed, epoch)))
+
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (ShiftGaussian, Gsample, TopK, BottomK, Block, Random, Curriculum)
+}
+
+
+def build_strategy(cfg: Any) -> Optional[Strategy]:
+    """A strategy from the ``selection`` config node (``name`` plus parameters); ``None`` for ``name: none``.
+
+    Raises:
+        ConfigError: unknown name, unknown parameter or bad value (one line).
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    from lightning_alchemist.config import to_dataclass
+
+    if isinstance(cfg, Strategy):
+        return cfg
+    node = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
+    name = node.pop("name", None)
+    if name in (None, "none"):
+        return None
+    if name not in STRATEGIES:
+        raise ConfigError(f"config 'selection.name': unknown strategy '{name}', expected one of {sorted(STRATEGIES) + ['none']}")
+    return to_dataclass(node, STRATEGIES[name], "selection")
+
+
+def check_ratings_match(selection: Selection, ratings: Ratings) -> None:
+    """Raise :class:`DataError` when a selection was not made from these ratings."""
+    fp = selection.meta.get("ratings_fingerprint")
+    if fp is not None and fp != ratings.fingerprint:
+        raise DataError(f"selection was made from ratings {fp}, not {ratings.fingerprint} ({ratings.source}); re-run selection")

@@ -33,7 +33,10 @@ def rank_order(values: np.ndarray) -> np.ndarray:
     n = len(values)
     if n >= 2**32:
         return np.argsort(-values, kind="stable")
-    bits = values.astype(np.float32).view(np.int32)
+    with np.errstate(over="ignore"):  # beyond float32 range -> ±inf: a tie, fixed up below
+        f32 = values.astype(np.float32)
+    f32 += np.float32(0.0)  # -0.0 -> +0.0: they are equal, so must tie
+    bits = f32.view(np.int32)
     # Order-preserving map float32 -> uint32 (ascending), inverted for descending order.
     mask = (bits >> 31) | np.int32(-(2**31))
     bits ^= mask
@@ -109,8 +112,14 @@ def weighted_draw(
         np.minimum(picked, len(cdf) - 1, out=picked)
         return positive[picked]
     if num_samples > len(positive):
-        raise ValueError(f"cannot draw {num_samples} samples without replacement from {len(positive)} with positive weight")
-    logw = np.log(w)
+        # Too few positive weights (e.g. a curriculum bin at weight 0): Gumbel-top-k over every
+        # item takes all positives, then fills uniformly from the zero-weight ones.
+        if num_samples > len(weights):
+            raise ValueError(f"cannot draw {num_samples} samples without replacement from {len(weights)} items")
+        positive = np.arange(len(weights))
+        w = weights.astype(np.float64, copy=False)
+    with np.errstate(divide="ignore"):
+        logw = np.log(w)
     picked = gumbel_top_k(logw, num_samples, rng)
     return permutation(positive[picked], rng)
 

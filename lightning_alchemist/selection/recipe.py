@@ -1,0 +1,50 @@
+"""The ``select`` stage as a library call: ratings folder -> ``selection.parquet`` + histogram PNG."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from lightning_alchemist.errors import ConfigError
+from lightning_alchemist.selection.manifest import Selection
+from lightning_alchemist.selection.plot import plot_selection
+from lightning_alchemist.selection.ratings import Ratings
+from lightning_alchemist.selection.strategies import build_strategy
+
+__all__ = ["SelectConfig", "run_select"]
+
+
+@dataclass
+class SelectConfig:
+    """Schema of ``conf/select.yaml`` (the ``selection`` group is validated by ``build_strategy``)."""
+
+    ratings: Optional[str] = None
+    keep: float = 0.5
+    seed: int = 0
+    out: str = "outputs"
+    selection: Any = None
+
+
+def run_select(cfg: Any) -> dict[str, Path]:
+    """Read ratings, apply the configured strategy, write ``out/selection.parquet`` and ``out/selection_histogram.png``."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from lightning_alchemist.config import to_dataclass
+
+    node = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    node = {k: v for k, v in node.items() if k in {f.name for f in dataclasses.fields(SelectConfig)}}
+    conf = to_dataclass(node, SelectConfig, "select")
+    if not conf.ratings:
+        raise ConfigError("config 'ratings' is required: pass ratings=DIR/ratings (the scorer's output folder)")
+    strategy = build_strategy(conf.selection)
+    if strategy is None:
+        raise ConfigError("config 'selection': 'none' selects nothing to write; pick a strategy, e.g. selection=shift_gauss")
+    ratings = Ratings.read(conf.ratings)
+    selection: Selection = strategy.select(ratings, conf.keep, conf.seed)
+    out = Path(conf.out)
+    manifest = selection.write(out / "selection.parquet")
+    plot = plot_selection(ratings, selection, out / "selection_histogram.png")
+    print(f"selected {selection.meta['num_kept']} of {len(ratings)} ({strategy.name}, keep={conf.keep}) -> {manifest}")
+    return {"selection": manifest, "histogram": plot}

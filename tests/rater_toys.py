@@ -130,5 +130,49 @@ class ToyScoreData(pl.LightningDataModule):
             self.shards[stem] = make_samples(per_shard, 0.5, seed + s, prefix=f"{stem}-", shard=f"/data/{stem}.tar")
         self.skip_shards: set[str] = set()
 
+    def pool_shards(self) -> list[Any]:
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(path=f"/data/{stem}.tar", stem=stem, num_samples=len(s)) for stem, s in sorted(self.shards.items())]
+
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(ShardedToyPredict(self.shards, set(self.skip_shards)), batch_size=self.batch_size, collate_fn=collate)
+
+
+class LinearToyProxy(T2IProxy):
+    """Linear regression ``ℓ_i = (θᵀx_i − y_i)²`` behind the proxy interface (finite-difference tests).
+
+    Batches are already encoded: ``{"key", "x" [B, D], "y" [B]}``; the rater would read ``x``.
+    """
+
+    def __init__(self, dim: int = 8) -> None:
+        super().__init__()
+        self.theta = nn.Parameter(torch.zeros(dim, dtype=torch.float64))
+
+    def encode(self, batch: Batch) -> Encoded:
+        return dict(batch)
+
+    def per_sample_loss(self, encoded: Encoded, generator: Optional[torch.Generator] = None) -> Tensor:
+        return (encoded["x"] @ self.theta - encoded["y"]) ** 2
+
+    def rater_inputs(self, encoded: Encoded) -> RaterInputs:
+        x = encoded["x"].float()
+        b = x.shape[0]
+        return RaterInputs(x.unsqueeze(1), torch.zeros(b, 1, 1), torch.ones(b, 1, dtype=torch.bool), torch.zeros(b, 1), None)
+
+
+def flipped_regression(n_pool: int = 32, n_val: int = 64, dim: int = 8, seed: int = 0) -> tuple[Encoded, Encoded, Tensor, Tensor]:
+    """Pool where every other sample's target is flipped (a consistently wrong caption), clean val.
+
+    Returns ``(pool, val, bad [n_pool] bool, theta_star)``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    theta_star = torch.randn(dim, generator=g, dtype=torch.float64)
+    xp = torch.randn(n_pool, dim, generator=g, dtype=torch.float64)
+    xv = torch.randn(n_val, dim, generator=g, dtype=torch.float64)
+    bad = torch.arange(n_pool) % 2 == 0
+    yp = xp @ theta_star + 0.05 * torch.randn(n_pool, generator=g, dtype=torch.float64)
+    yp = torch.where(bad, -(xp @ theta_star), yp)
+    yv = xv @ theta_star + 0.05 * torch.randn(n_val, generator=g, dtype=torch.float64)
+    keys = [f"p{i}" for i in range(n_pool)]
+    return {"key": keys, "x": xp, "y": yp}, {"key": [f"v{i}" for i in range(n_val)], "x": xv, "y": yv}, bad, theta_star

@@ -244,8 +244,10 @@ class RaterModule(pl.LightningModule):
         ratings = self.probe_ratings()
         if ratings is None:
             return
-        if self._probe_prev is not None and self._probe_prev.shape == ratings.shape:
-            self.log("train/probe_rank_corr", spearman(self._probe_prev, ratings), on_epoch=True, prog_bar=True)
+        if self._probe_prev is not None and len(self._probe_prev) > 1:
+            # The probe is append-only until full: compare the samples both epochs rated.
+            n = len(self._probe_prev)
+            self.log("train/probe_rank_corr", spearman(self._probe_prev, ratings[:n]), on_epoch=True, prog_bar=True)
         self._probe_prev = ratings
 
     # ----------------------------------------------------------------------------- scoring

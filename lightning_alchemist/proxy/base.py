@@ -60,3 +60,36 @@ class T2IProxy(nn.Module, ABC):
     @abstractmethod
     def rater_inputs(self, encoded: Encoded) -> RaterInputs:
         """The rater's view of the batch (frozen-encoder features only, no proxy activations)."""
+
+    # ---- optional hooks (concrete defaults), used by T2IModule, LoRA and checkpointing ----
+
+    #: Name of the child module that trains (the rest is frozen); LoRA wraps it, checkpoints keep it.
+    trainable_attr: str = ""
+    #: Default LoRA target module names (suffix match) inside the trainable module.
+    lora_targets: tuple[str, ...] = ()
+
+    @property
+    def trainable(self) -> nn.Module:
+        """The module that trains (STAR transformer, FLUX transformer)."""
+        if not self.trainable_attr:
+            raise NotImplementedError(f"{type(self).__name__} does not name its trainable module (trainable_attr)")
+        return getattr(self, self.trainable_attr)
+
+    def null_text(self, batch_size: int) -> dict[str, Tensor]:
+        """Text entries (``text``, ``text_mask``, ``pooled``) of the empty caption, for CFG and caption dropout."""
+        raise NotImplementedError(f"{type(self).__name__} has no empty-caption encoding")
+
+    def drop_captions(self, encoded: Encoded, drop: Tensor) -> Encoded:
+        """A copy of ``encoded`` whose samples where ``drop`` [B] is True see the empty caption."""
+        if not bool(drop.any()):
+            return encoded
+        null = self.null_text(int(drop.shape[0]))
+        out = dict(encoded)
+        for name, value in null.items():
+            sel = drop.to(value.device).view(-1, *([1] * (value.ndim - 1)))
+            out[name] = torch.where(sel, value.to(encoded[name].dtype), encoded[name])
+        return out
+
+    def generate(self, prompts: list[str], generator: Optional[torch.Generator] = None, **kwargs: Any) -> Tensor:
+        """Sample images ``[N, 3, H, W]`` in [-1, 1] for ``prompts``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot generate images")

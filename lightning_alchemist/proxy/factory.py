@@ -1,0 +1,58 @@
+"""``build_proxy(model_cfg, finetune_cfg)``: a configured proxy from validated config nodes."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+from lightning_alchemist.config import as_container, to_dataclass
+from lightning_alchemist.errors import ConfigError
+from lightning_alchemist.proxy.base import T2IProxy
+from lightning_alchemist.proxy.lora import FinetuneConfig, apply_finetune, finetune_config
+
+__all__ = ["build_proxy", "model_config", "register_family", "FAMILIES"]
+
+
+def _star() -> tuple[type, Callable[[Any], T2IProxy]]:
+    from lightning_alchemist.proxy.star.proxy import StarConfig, StarProxy
+
+    return StarConfig, StarProxy
+
+
+def _flux() -> tuple[type, Callable[[Any], T2IProxy]]:
+    from lightning_alchemist.proxy.flux import FluxConfig, FluxProxy
+
+    return FluxConfig, FluxProxy
+
+
+FAMILIES: dict[str, Callable[[], tuple[type, Callable[[Any], T2IProxy]]]] = {"star": _star, "flux": _flux}
+"""``model.family`` → a loader returning (config dataclass, builder taking the validated config)."""
+
+
+def register_family(name: str, config_cls: type, builder: Callable[[Any], T2IProxy]) -> None:
+    """Make a user's own proxy buildable from ``model.family=<name>``."""
+    FAMILIES[name] = lambda: (config_cls, builder)
+
+
+def model_config(node: Any) -> Any:
+    """Validate the ``model`` node against its family's schema."""
+    if node is None:
+        raise ConfigError("config 'model' is missing: pass model=star_tiny (or flux_tiny, star_40m, flux, ...)")
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        return node
+    container = as_container(node)
+    if not isinstance(container, dict):
+        raise ConfigError(f"config 'model': expected a mapping, got {type(container).__name__}")
+    family = container.get("family", "star")
+    if family not in FAMILIES:
+        raise ConfigError(f"config 'model.family': got '{family}', expected one of {sorted(FAMILIES)}")
+    cls, _ = FAMILIES[family]()
+    return to_dataclass(container, cls, "model")
+
+
+def build_proxy(model_cfg: Any, finetune_cfg: Optional[Any] = None) -> T2IProxy:
+    """Build the proxy of ``model_cfg`` and apply the fine-tuning mode of ``finetune_cfg`` (default: full)."""
+    mcfg = model_config(model_cfg)
+    ft = finetune_cfg if isinstance(finetune_cfg, FinetuneConfig) else finetune_config(finetune_cfg)
+    _, builder = FAMILIES[mcfg.family]()
+    return apply_finetune(builder(mcfg), ft)

@@ -1,0 +1,49 @@
+"""Train the STAR proxy's multi-scale VQ tokenizer on the embedded ``shapes`` data and cache it.
+
+    python recipes/train_tokenizer.py                      # the star_tiny tokenizer
+    python recipes/train_tokenizer.py model.tokenizer.train_steps=2000 +force=true
+
+The checkpoint goes to ``<cache>/tokenizers/<fingerprint>.pt`` (``LIGHTNING_ALCHEMIST_CACHE``
+overrides the cache root), where ``StarProxy`` finds it automatically. A tokenizer that is already
+cached is not retrained unless ``+force=true``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning_alchemist.cli import hydra_main
+
+
+def train_tokenizer_recipe(cfg: Any) -> str:
+    import torch
+
+    from lightning_alchemist.config import to_dataclass
+    from lightning_alchemist.errors import ConfigError
+    from lightning_alchemist.proxy.factory import model_config
+    from lightning_alchemist.proxy.star.train_vq import load_or_train_tokenizer, tokenizer_cache_path
+
+    mcfg = model_config(cfg.model)
+    if mcfg.family != "star":
+        raise ConfigError(f"config 'model': {mcfg.name} is a {mcfg.family} model; the VQ tokenizer recipe is for STAR (model=star_tiny)")
+    if cfg.trainer and cfg.trainer.get("num_threads"):
+        torch.set_num_threads(int(cfg.trainer.num_threads))
+    vq = mcfg.tokenizer
+    vq.checkpoint, vq.auto_train = None, True
+    path = tokenizer_cache_path(vq)
+    if cfg.get("force", False) and path.exists():
+        path.unlink()
+    cached = path.exists()
+    load_or_train_tokenizer(vq)
+    stats = torch.load(path, map_location="cpu", weights_only=True).get("stats", {})
+    print(f"tokenizer {'(cached) ' if cached else ''}at {path}: {stats}")
+    return str(path)
+
+
+@hydra_main("config")
+def main(cfg: Any) -> None:
+    train_tokenizer_recipe(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -264,7 +264,7 @@ def test_checkpoint_roundtrip_rebuilds_proxy_and_gives_same_ratings(tmp_path):
     from lightning_alchemist.rater.scoring import load_rater
 
     torch.manual_seed(0)
-    m = RaterModule(ToyProxy(), 48, 16, SMALL, proxy_spec={"class": "rater_toys.ToyProxy", "kwargs": {}})
+    m = RaterModule(ToyProxy(), 48, 16, SMALL, proxy_spec={"model": {"class": "rater_toys.ToyProxy", "kwargs": {}}})
     t = trainer(1, limit_train_batches=2)
     t.fit(m, PairedLoader(loader(make_samples(32, 0.5, 1, "p"), 8), loader(make_samples(16, 0, 2, "v"), 8)))
     t.save_checkpoint(tmp_path / "rater.ckpt")

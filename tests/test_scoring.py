@@ -42,7 +42,7 @@ def ckpt(tmp_path_factory) -> Path:
     """A briefly trained toy rater checkpoint that rebuilds its proxy from ``proxy_spec``."""
     torch.manual_seed(0)
     m = RaterModule(ToyProxy(), 48, 16, {**SMALL, "score": {"store_batch_rating": True}},
-                    proxy_spec={"class": "rater_toys.ToyProxy", "kwargs": {}})
+                    proxy_spec={"model": {"class": "rater_toys.ToyProxy", "kwargs": {}}})
     t = pl.Trainer(max_epochs=1, limit_train_batches=3, accelerator="cpu", logger=False, enable_checkpointing=False,
                    enable_progress_bar=False, enable_model_summary=False)
     t.fit(m, PairedLoader(loader(make_samples(48, 0.5, 1, "p"), 16, True), loader(make_samples(48, 0, 2, "v"), 16)))

@@ -62,7 +62,6 @@ class ScoreConfig:
     # Also store ``rating_batch``, the batch-relative weight of each sample in its scoring batch
     # (depends on batch neighbours: for inspection/parity only, never a rating).
     store_batch_rating: bool = False
-    batch_size: int = 256
 
 
 @dataclass

@@ -30,25 +30,26 @@ log = logging.getLogger(__name__)
 
 
 def build_proxy_from_spec(spec: Optional[Mapping[str, Any]]) -> T2IProxy:
-    """Rebuild a proxy from a checkpoint's ``proxy_spec``.
+    """Rebuild a proxy from a checkpoint's ``proxy_spec`` ``{"model": ..., "finetune": ...}``.
 
-    ``{"class": "pkg.mod.Class", "kwargs": {...}}`` imports and calls a class (user proxies);
-    ``{"model": ..., "finetune": ...}`` goes through the package's proxy factory.
+    A model node with a ``class`` key (``{"class": "pkg.mod.Class", "kwargs": {...}}``) imports and
+    calls that class (a user's own proxy); any other goes through the package's proxy factory.
     """
-    if not spec:
+    if not spec or not spec.get("model"):
         raise AlchemistError("rater checkpoint has no proxy_spec: pass the proxy explicitly, load_rater(path, proxy=...)")
-    if "class" in spec:
-        module_name, _, cls_name = str(spec["class"]).rpartition(".")
+    model = dict(spec["model"])
+    if "class" in model:
+        module_name, _, cls_name = str(model["class"]).rpartition(".")
         try:
             cls = getattr(importlib.import_module(module_name), cls_name)
-        except (ImportError, AttributeError) as err:
-            raise AlchemistError(f"rater checkpoint names proxy class '{spec['class']}', which cannot be imported ({err})") from None
-        return cls(**dict(spec.get("kwargs") or {}))
+        except (ImportError, AttributeError, ValueError) as err:
+            raise AlchemistError(f"proxy class '{model['class']}' cannot be imported ({err}); check model.class") from None
+        return cls(**dict(model.get("kwargs") or {}))
     try:
         from lightning_alchemist.proxy.factory import build_proxy  # issue 3: the proxy factory
     except ImportError as err:
-        raise AlchemistError(f"cannot rebuild the rater's proxy: lightning_alchemist.proxy.factory is unavailable ({err})") from None
-    return build_proxy(spec.get("model"), spec.get("finetune"))
+        raise AlchemistError(f"cannot build the proxy: lightning_alchemist.proxy.factory is unavailable ({err})") from None
+    return build_proxy(model, spec.get("finetune"))
 
 
 def load_rater(path: str | Path, proxy: Optional[T2IProxy] = None, map_location: Any = "cpu") -> RaterModule:

@@ -13,7 +13,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without install
+# recipes/ holds select.py, named like the stdlib module: keep this folder off sys.path so
+# `import select` (socket, subprocess, ...) finds the real one; put the repo root on it instead.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lightning_alchemist.cli import hydra_main  # noqa: E402
 

@@ -78,3 +78,17 @@ def test_write_roundtrip_is_plain_parquet(tmp_path):
     back = Ratings.read(tmp_path / "ratings")
     assert back.fingerprint == r.fingerprint and back.scoring_fingerprints == ["abc"]
     assert not list((tmp_path / "ratings").glob("*.tmp"))
+
+
+def test_fingerprint_ignores_row_order_and_mixed_shard_schemas(tmp_path):
+    keys = [f"k{i}" for i in range(100)] + ["a-much-longer-key-000", "x"]
+    values = np.arange(102.0)
+    r = Ratings.from_arrays(keys, values)
+    perm = np.random.default_rng(0).permutation(102)
+    assert Ratings.from_arrays([keys[i] for i in perm], values[perm]).fingerprint == r.fingerprint
+    swapped = values.copy()
+    swapped[[0, 1]] = swapped[[1, 0]]  # same values, attached to other keys
+    assert Ratings.from_arrays(keys, swapped).fingerprint != r.fingerprint
+    pq.write_table(pa.table({"key": keys[:50], "rating": pa.array(values[:50], pa.float64())}), tmp_path / "a.parquet")
+    _write_shard(tmp_path / "b.parquet", keys[50:], values[50:], extra=True)  # float32 + extra column
+    assert Ratings.read(tmp_path).fingerprint == r.fingerprint

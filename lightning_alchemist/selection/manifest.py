@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lightning_alchemist.errors import DataError
-from lightning_alchemist.selection.ratings import _as_chunked_strings, content_fingerprint
+from lightning_alchemist.selection.ratings import _as_chunked_strings, content_fingerprint, key_hashes
 
 __all__ = ["META_KEY", "Selection"]
 
@@ -74,8 +74,11 @@ class Selection:
     def fingerprint(self) -> str:
         """Stable hash of the keys, weights and bins."""
         if self._fingerprint is None:
-            extra = self.bins.astype(np.float64) if self.bins is not None else np.zeros(0)
-            self._fingerprint = content_fingerprint(self.keys, np.concatenate([self.weights, extra]), "selection")
+            hashes = key_hashes(self.keys)
+            fp = content_fingerprint(hashes, self.weights, "selection")
+            if self.bins is not None:
+                fp = content_fingerprint(hashes, self.bins.astype(np.float64), fp)
+            self._fingerprint = fp
         return self._fingerprint
 
     @property

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from lightning_alchemist.errors import DataError
 
-__all__ = ["FINGERPRINT_KEY", "Ratings", "content_fingerprint", "find_rating_files"]
+__all__ = ["FINGERPRINT_KEY", "Ratings", "content_fingerprint", "duplicate_keys", "find_rating_files", "key_hashes"]
 
 FINGERPRINT_KEY = b"lightning_alchemist.fingerprint"
 PathLike = Union[str, os.PathLike]
@@ -44,27 +44,109 @@ def find_rating_files(source: Union[PathLike, Sequence[PathLike]]) -> list[Path]
     return sorted(files)
 
 
-def _hash_strings(hasher: "hashlib._Hash", lengths: "hashlib._Hash", array: pa.ChunkedArray) -> None:
-    """Feed string data and value lengths into two hashers, independent of how the array is chunked."""
-    for chunk in array.chunks:
-        if len(chunk) == 0:
+_K1, _K2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9)
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser, in place."""
+    h ^= h >> np.uint64(30)
+    h *= _K2
+    h ^= h >> np.uint64(27)
+    h *= np.uint64(0x94D049BB133111EB)
+    h ^= h >> np.uint64(31)
+    return h
+
+
+def _hash_fixed(buf: np.ndarray, start: int, n: int, width: int) -> np.ndarray:
+    """64-bit hashes of ``n`` consecutive keys of ``width`` bytes each, starting at ``buf[start]``.
+
+    Reads each key as 8-byte words through strided (possibly unaligned) views, no copy; a
+    partial last word is read as the key's last 8 bytes (overlapping), or zero-padded if width < 8.
+    """
+    h = np.full(n, (width * int(_K1) + 1) % 2**64, dtype=np.uint64)
+    if n == 0 or width == 0:
+        return _mix(h)
+    if width < 8:
+        rows = np.zeros((n, 8), dtype=np.uint8)
+        rows[:, :width] = buf[start : start + n * width].reshape(n, width)
+        h ^= rows.view("<u8")[:, 0]
+        return _mix(h)
+    starts = list(range(0, width - 7, 8))
+    if width % 8:
+        starts.append(width - 8)
+    for j, off in enumerate(starts):
+        word = np.ndarray((n,), dtype="<u8", buffer=buf, offset=start + off, strides=(width,))
+        h ^= word
+        h *= _K1 if j % 2 == 0 else _K2
+        h ^= h >> np.uint64(29)
+    return _mix(h)
+
+
+def key_hashes(keys: pa.ChunkedArray) -> np.ndarray:
+    """A 64-bit hash per key, vectorised (no per-string Python work).
+
+    Runs of keys of equal length are hashed straight from the Arrow data buffer; mixed lengths
+    are grouped by length first.
+    """
+    out = np.empty(len(keys), dtype=np.uint64)
+    pos = 0
+    for chunk in keys.chunks:
+        n = len(chunk)
+        if n == 0:
             continue
-        chunk = chunk.cast(pa.large_string()) if pa.types.is_string(chunk.type) else chunk
         _, offsets_buf, data_buf = chunk.buffers()[:3]
-        offsets = np.frombuffer(offsets_buf, dtype=np.int64)[chunk.offset : chunk.offset + len(chunk) + 1]
-        lengths.update(np.diff(offsets).astype("<i8").tobytes())
-        if data_buf is not None:
-            hasher.update(memoryview(data_buf)[int(offsets[0]) : int(offsets[-1])])
+        off_type = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+        offsets = np.frombuffer(offsets_buf, dtype=off_type)[chunk.offset : chunk.offset + n + 1].astype(np.int64)
+        data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+        lengths = np.diff(offsets)
+        first = int(lengths[0])
+        if (lengths == first).all():
+            out[pos : pos + n] = _hash_fixed(data, int(offsets[0]), n, first)
+        else:
+            for length in np.unique(lengths).tolist():
+                rows = np.flatnonzero(lengths == length)
+                for s in range(0, len(rows), 1 << 20):  # bounded index matrices
+                    part = rows[s : s + (1 << 20)]
+                    idx = offsets[part][:, None] + np.arange(length, dtype=np.int64)
+                    packed = data[idx].reshape(-1)
+                    out[pos + part] = _hash_fixed(packed, 0, len(part), length)
+        pos += n
+    return out
 
 
-def content_fingerprint(keys: pa.ChunkedArray, values: np.ndarray, tag: str) -> str:
-    """A stable 16-hex-digit hash of ``keys`` (strings, in order) and ``values`` (as float64)."""
-    data, lengths = hashlib.blake2b(digest_size=16), hashlib.blake2b(digest_size=16)
-    _hash_strings(data, lengths, keys)
+def duplicate_keys(keys: pa.ChunkedArray, hashes: Optional[np.ndarray] = None) -> tuple[int, int, Optional[str], int]:
+    """``(duplicate rows, keys rated twice or more, example key, its count)``; zeros when all distinct.
+
+    Sort 64-bit hashes (fast), then confirm hash collisions exactly on the few candidate keys.
+    """
+    h = key_hashes(keys) if hashes is None else hashes
+    hs = np.sort(h)
+    dup_hash = hs[1:][hs[1:] == hs[:-1]]
+    if len(dup_hash) == 0:
+        return 0, 0, None, 0
+    candidates = keys.filter(pa.array(np.isin(h, dup_hash)))
+    counts = pc.value_counts(candidates)
+    dup = counts.filter(pc.greater(counts.field("counts"), 1))
+    if len(dup) == 0:  # only hash collisions
+        return 0, 0, None, 0
+    total = int(pc.sum(dup.field("counts")).as_py()) - len(dup)
+    return total, len(dup), dup[0]["values"].as_py(), int(dup[0]["counts"].as_py())
+
+
+def content_fingerprint(hashes: np.ndarray, values: np.ndarray, tag: str) -> str:
+    """A 16-hex-digit hash of the multiset of ``(key hash, value)`` pairs: row order does not matter.
+
+    Each row is mixed to 64 bits; the rows' sum and xor (two independent lanes) and the count
+    are then hashed. Vectorised: about a second for 30M rows.
+    """
+    bits = np.ascontiguousarray(values, dtype="<f8").view(np.uint64).copy()
+    _mix(bits)
+    bits ^= hashes
+    _mix(bits)
+    total = int(bits.sum(dtype=np.uint64))
+    folded = int(np.bitwise_xor.reduce(bits)) if len(bits) else 0
     final = hashlib.blake2b(tag.encode(), digest_size=8)
-    final.update(data.digest())
-    final.update(lengths.digest())
-    final.update(np.ascontiguousarray(values, dtype="<f8").tobytes())
+    final.update(np.array([len(hashes), total, folded], dtype="<u8").tobytes())
     return final.hexdigest()
 
 
@@ -100,6 +182,7 @@ class Ratings:
         self.scoring_fingerprints = sorted(set(scoring_fingerprints))
         self.source = source
         self._fingerprint: Optional[str] = None
+        self._hashes: Optional[np.ndarray] = None
 
     # -- construction -------------------------------------------------------------------------------------------
     @classmethod
@@ -131,31 +214,32 @@ class Ratings:
             DataError: missing files or columns, NaN ratings, duplicate keys, missing expected keys.
         """
         files = find_rating_files(source)
-        tables, fingerprints = [], []
-        for path in files:
+        fingerprints = []
+        for path in files:  # footers only: columns and the scorer's fingerprint
             try:
                 schema = pq.read_schema(path)
-                missing = {"key", "rating"} - set(schema.names)
-                if missing:
-                    raise DataError(
-                        f"ratings file '{path}' lacks column(s) {sorted(missing)}: expected 'key' and 'rating' (has {schema.names})"
-                    )
-                table = pq.read_table(path, columns=["key", "rating"], use_threads=True)
-            except DataError:
-                raise
             except Exception as err:  # corrupt or truncated file
-                raise DataError(f"ratings file '{path}' cannot be read ({type(err).__name__}: {err}): delete it and re-score that shard") from None
+                raise DataError(
+                    f"ratings file '{path}' cannot be read ({type(err).__name__}: {err}): delete it and re-score that shard"
+                ) from None
+            missing = {"key", "rating"} - set(schema.names)
+            if missing:
+                raise DataError(
+                    f"ratings file '{path}' lacks column(s) {sorted(missing)}: expected 'key' and 'rating' (has {schema.names})"
+                )
             meta = schema.metadata or {}
             if FINGERPRINT_KEY in meta:
                 fingerprints.append(meta[FINGERPRINT_KEY].decode())
-            tables.append(table)
-        key_chunks, rating_parts = [], []
-        for table in tables:
-            key_col = table.column("key")
-            if key_col.type != pa.string():
-                key_col = key_col.cast(pa.string())
-            key_chunks.extend(key_col.chunks)
-            rating_parts.append(table.column("rating").to_numpy().astype(np.float64, copy=False))
+        try:
+            # One multi-file read: files are decoded in parallel and concatenated in the given order.
+            table = pq.read_table([str(p) for p in files], columns=["key", "rating"], use_threads=True)
+        except Exception as err:
+            raise DataError(f"ratings in {source} cannot be read ({type(err).__name__}: {err}): re-score the broken shard") from None
+        key_col = table.column("key")
+        if key_col.type != pa.string():
+            key_col = key_col.cast(pa.string())
+        key_chunks = key_col.chunks
+        rating_parts = [table.column("rating").to_numpy().astype(np.float64, copy=False)]
         keys = pa.chunked_array(key_chunks, type=pa.string())
         ratings = np.concatenate(rating_parts) if rating_parts else np.zeros(0)
         where = str(source) if isinstance(source, (str, os.PathLike)) else f"{len(files)} files"
@@ -189,14 +273,11 @@ class Ratings:
         if nan:
             raise DataError(f"ratings from {self.source}: {nan} of {len(self)} ratings are NaN or missing; re-score those shards")
         if duplicates:
-            distinct = pc.count_distinct(self.keys).as_py()
-            if distinct != len(self):
-                counts = pc.value_counts(self.keys)
-                dup = counts.filter(pc.greater(counts.field("counts"), 1))
-                example = dup[0]["values"].as_py()
+            extra, num_keys, example, count = duplicate_keys(self.keys, self.key_hashes)
+            if extra:
                 raise DataError(
-                    f"ratings from {self.source}: {len(self) - distinct} duplicate rows over {len(dup)} keys "
-                    f"(e.g. '{example}' appears {dup[0]['counts'].as_py()} times); each key must be rated once: "
+                    f"ratings from {self.source}: {extra} duplicate rows over {num_keys} keys "
+                    f"(e.g. '{example}' appears {count} times); each key must be rated once: "
                     "remove overlapping shard files"
                 )
 
@@ -220,10 +301,17 @@ class Ratings:
         return f"Ratings(n={len(self)}, source={self.source!r})"
 
     @property
+    def key_hashes(self) -> np.ndarray:
+        """64-bit hash per key (cached; shared by the duplicate check and the fingerprint)."""
+        if self._hashes is None:
+            self._hashes = key_hashes(self.keys)
+        return self._hashes
+
+    @property
     def fingerprint(self) -> str:
-        """Stable hash of the keys and ratings in row order (files are read in name order)."""
+        """Stable hash of the (key, rating) pairs, independent of row and file order."""
         if self._fingerprint is None:
-            self._fingerprint = content_fingerprint(self.keys, self.ratings, "ratings")
+            self._fingerprint = content_fingerprint(self.key_hashes, self.ratings, "ratings")
         return self._fingerprint
 
     def take(self, indices: np.ndarray) -> pa.ChunkedArray:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
 import numpy as np
+import pyarrow as pa
 
 from lightning_alchemist.errors import ConfigError, DataError
 from lightning_alchemist.selection.draw import gumbel_top_k, make_rng, rank_order
@@ -58,10 +59,12 @@ class Strategy:
         """Choose ``round(keep · len(ratings))`` samples; returns a :class:`Selection` with weight 1 each."""
         n = len(ratings)
         k = num_kept(keep, n)
-        indices = np.sort(self._pick(ratings, k, seed)).astype(np.int64, copy=False)
+        mask = np.zeros(n, dtype=bool)
+        mask[self._pick(ratings, k, seed)] = True  # a mask, not a sort: O(N), and filter beats take
+        indices = np.flatnonzero(mask)
         assert len(indices) == k, f"{self.name} picked {len(indices)} of {k}"
         return Selection(
-            keys=ratings.take(indices),
+            keys=ratings.keys.filter(pa.array(mask)),
             weights=np.ones(k),
             meta=self._meta(ratings, keep, seed, k),
             indices=indices,

@@ -1,0 +1,160 @@
+"""Selection at scale: timings and peak memory at 1M / 10M / 30M, with baselines side by side.
+
+    python benchmarks/selection_scale.py            # 1M, 10M, 30M
+    python benchmarks/selection_scale.py --quick    # 1M only (plus the 2^24+ multinomial check)
+
+Each case runs in its own subprocess (clean peak-memory numbers). Prints a table and writes
+``benchmarks/results/selection_scale.{md,json}`` (or ``--out``). Peak memory is the peak of
+traced numpy/Python allocations plus pyarrow's pool during the operation (inputs excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CASES = ["read_parquet", "read_ratings", "shift_gauss", "numpy_choice_p", "torch_multinomial", "epoch_order",
+         "numpy_permutation", "torch_randperm"]
+# Baselines too slow to run at every size (numpy choice(p) without replacement: ~35 s at 30M).
+MAX_N = {"numpy_choice_p": 1_000_000}
+
+
+def make_ratings_dir(n: int, folder: Path, shards: int = 30) -> Path:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from lightning_alchemist.selection import Ratings
+
+    out = folder / f"ratings-{n}"
+    if out.exists():
+        return out
+    rng = np.random.default_rng(0)
+    per = -(-n // shards)
+    for s in range(shards):
+        lo, hi = s * per, min(n, (s + 1) * per)
+        ids = pa.array(np.arange(lo, hi)).cast(pa.string())
+        keys = pc.binary_join_element_wise(f"shard-{s:06d}/", pc.utf8_lpad(ids, 9, "0"), "")
+        Ratings(pa.chunked_array([keys]), rng.standard_normal(hi - lo)).write(out, f"shard-{s:06d}", fingerprint="bench")
+    return out
+
+
+def run_case(case: str, n: int, data: Path) -> dict:
+    """Runs in a fresh process: time and peak memory of one operation."""
+    import tracemalloc
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lightning_alchemist.selection import Ratings, ShiftGaussian
+
+    folder = make_ratings_dir(n, data)
+    prepared: dict = {}
+    if case in ("shift_gauss", "numpy_choice_p", "torch_multinomial"):
+        prepared["r"] = Ratings.read(folder, check_duplicates=False)
+        prepared["p"] = np.exp(-((np.arange(n) / n - 0.6) ** 2) / (2 * 0.2**2))
+        prepared["p"] /= prepared["p"].sum()
+    if "torch" in case or case == "epoch_order":
+        import torch  # noqa: F401  (import time is not what we measure)
+
+        from lightning_alchemist.sampling import WeightedSubsetSampler  # noqa: F401
+    if case in ("epoch_order", "numpy_permutation", "torch_randperm"):
+        prepared["idx"] = np.arange(0, n, 2, dtype=np.int32)  # half the items selected
+
+    def op():
+        if case == "read_parquet":
+            return pq.read_table(folder, columns=["key", "rating"])
+        if case == "read_ratings":
+            return Ratings.read(folder)
+        if case == "shift_gauss":
+            return ShiftGaussian().select(prepared["r"], 0.5, seed=0)
+        if case == "numpy_choice_p":
+            return np.random.default_rng(0).choice(n, n // 2, replace=False, p=prepared["p"])
+        if case == "torch_multinomial":
+            import torch
+
+            return torch.multinomial(torch.from_numpy(prepared["p"]), n // 2, replacement=False)
+        if case == "epoch_order":
+            from lightning_alchemist.sampling import WeightedSubsetSampler
+
+            return WeightedSubsetSampler(prepared["idx"], seed=0).order(1)
+        if case == "numpy_permutation":
+            return np.random.default_rng(0).permutation(prepared["idx"])
+        if case == "torch_randperm":
+            import torch
+
+            return torch.from_numpy(prepared["idx"])[torch.randperm(len(prepared["idx"]))]
+        raise ValueError(case)
+
+    pool = pa.default_memory_pool()
+    base_pool = pool.bytes_allocated()
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        result = op()
+        error = None
+    except Exception as err:  # e.g. torch.multinomial above 2^24 categories
+        result, error = None, f"{type(err).__name__}: {str(err).splitlines()[0][:80]}"
+    seconds = time.perf_counter() - start
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    peak += max(0, pool.max_memory() - base_pool) if case.startswith("read") else 0
+    del result
+    return {"case": case, "n": n, "seconds": None if error else round(seconds, 3), "peak_mb": round(peak / 2**20), "error": error}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1M items only")
+    parser.add_argument("--sizes", type=int, nargs="*", default=None)
+    parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "la-selection-bench")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--case", nargs=2, help=argparse.SUPPRESS)  # internal: run one case
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_case(args.case[0], int(args.case[1]), args.data)))
+        return
+    sizes = args.sizes or ([1_000_000] if args.quick else [1_000_000, 10_000_000, 30_000_000])
+    rows = []
+    for n in sizes:
+        for case in CASES:
+            if n > MAX_N.get(case, n):
+                continue
+            proc = subprocess.run(
+                [sys.executable, __file__, "--data", str(args.data), "--case", case, str(n)], capture_output=True, text=True
+            )
+            if proc.returncode != 0:
+                rows.append({"case": case, "n": n, "seconds": None, "peak_mb": None, "error": proc.stderr.strip().splitlines()[-1][:100]})
+            else:
+                rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            r = rows[-1]
+            print(f"{case:18s} n={n:>11,d} {str(r['seconds']):>8s} s  {str(r['peak_mb']):>6s} MB  {r['error'] or ''}", flush=True)
+    # ratios vs the baseline measured in the same run
+    pairs = {"read_ratings": "read_parquet", "shift_gauss": ("numpy_choice_p", "torch_multinomial"),
+             "epoch_order": ("numpy_permutation", "torch_randperm")}
+    by = {(r["case"], r["n"]): r for r in rows}
+    lines = ["| case | N | seconds | peak MB | speed-up vs baseline (baseline s / ours s) |", "|---|---:|---:|---:|---|"]
+    for r in rows:
+        ratio = ""
+        bases = pairs.get(r["case"], ())
+        for base in (bases,) if isinstance(bases, str) else bases:
+            b = by.get((base, r["n"]))
+            if b and b["seconds"] and r["seconds"]:
+                ratio += f"{b['seconds'] / r['seconds']:.2f}x ({base}); "
+        lines.append(f"| {r['case']} | {r['n']:,} | {r['seconds'] if r['seconds'] is not None else 'error'} | "
+                     f"{r['peak_mb']} | {ratio or (r['error'] or '')} |")
+    table = "\n".join(lines)
+    print("\n" + table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "selection_scale.md").write_text(table + "\n")
+    (args.out / "selection_scale.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -138,6 +138,8 @@ class T2IModule(L.LightningModule):
         if unexpected:
             raise ConfigError(f"checkpoint does not match the model: {len(unexpected)} unknown keys, e.g. '{unexpected[0]}' "
                               "(was it written with another model or finetune config?)")
+        # Frozen weights were left out on save: keep this module's own (rebuilt from the configs).
+        checkpoint["state_dict"] = {**self.state_dict(), **checkpoint.get("state_dict", {})}
         if "t2i_generator" in checkpoint:
             self._gen.set_state(checkpoint["t2i_generator"])
 

@@ -122,7 +122,8 @@ class WordTokenizer:
         for caption in captions:
             for word in _WORD.findall(caption.lower()):
                 counts[word] = counts.get(word, 0) + 1
-        ranked = sorted(counts, key=lambda w: (-counts[w], w))[: max(vocab_size - 5 - 64, 0)]
+        reserve = min(64, vocab_size // 4)  # hash buckets kept for words the corpus did not have
+        ranked = sorted(counts, key=lambda w: (-counts[w], w))[: max(vocab_size - 5 - reserve, 0)]
         return cls(ranked, vocab_size, max_length)
 
     def _id(self, word: str) -> int:

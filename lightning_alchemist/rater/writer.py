@@ -156,6 +156,13 @@ class RatingWriter(BasePredictionWriter):
                 self._flush(stem)
 
     def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The loader ended, so the open shard is complete, unless prediction was cut short
+        # (limit_predict_batches): then only a shard known to be full may be written.
+        limited = trainer is not None and getattr(trainer, "limit_predict_batches", 1.0) not in (1.0, None)
         for stem in list(self._buffers):
+            if limited and self.expected.get(stem) != len(self._buffers[stem]["key"]):
+                log.warning("shard %s: prediction was limited; its %d rows are not written", stem, len(self._buffers[stem]["key"]))
+                self._buffers.pop(stem)
+                continue
             self._flush(stem)
         super().on_predict_epoch_end(trainer, pl_module)

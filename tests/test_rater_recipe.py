@@ -1,0 +1,95 @@
+"""The train_rater and score stages end to end on a tiny ``shapes`` (toy proxy), and the AUC evaluation."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from lightning_alchemist.cli import check_overrides
+from lightning_alchemist.errors import ConfigError
+from lightning_alchemist.rater.auc import auc, defect_aucs
+from lightning_alchemist.rater.recipe import proxy_model_config, rater_path_override, run_score, run_train_rater
+
+TOY = {"class": "rater_toys.ToyProxy", "kwargs": {"image_size": 32, "patch": 8}}
+TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def compose(name: str, overrides: list[str], **nodes) -> OmegaConf:
+    cfg = check_overrides(name, overrides)
+    OmegaConf.set_struct(cfg, False)
+    cfg.merge_with(nodes)
+    return cfg
+
+
+def test_train_rater_then_score_on_tiny_shapes(tmp_path, small_shapes, small_shapes_cfg):
+    out = tmp_path / "run"
+    cfg = compose(
+        "config",
+        [f"out={out}", "rater.proxy=null", "rater.epochs=2", "rater.network.depth=1", "rater.network.width=32",
+         "rater.network.heads=2", "rater.probe_size=32"],
+        data=small_shapes_cfg, model=TOY, trainer=TRAINER,
+    )
+    ckpt = run_train_rater(cfg)
+    assert ckpt == out / "rater.ckpt" and ckpt.is_file()
+    rows = list(csv.DictReader(open(next((out / "rater_logs").rglob("metrics.csv")))))
+    alphas = sorted({round(float(r["train/alpha_epoch"]), 6) for r in rows if r.get("train/alpha_epoch")})
+    assert alphas == [0.97, 1.0]
+    assert len(list((out / "rater_checkpoints").glob("*.ckpt"))) == 2  # one per epoch
+
+    score_cfg = compose("score", rater_path_override([f"rater={ckpt}", f"out={out}"]), data=small_shapes_cfg, trainer=TRAINER)
+    info = run_score(score_cfg)
+    files = sorted((out / "ratings").glob("*.parquet"))
+    assert [f.stem for f in files] == [s.stem for s in small_shapes.pool_shards()]
+    from lightning_alchemist.selection.ratings import Ratings
+
+    ratings = Ratings.read(out / "ratings", expected_keys=list(small_shapes.pool.keys))
+    assert len(ratings) == len(small_shapes.pool) == info["rows"]
+    assert np.isfinite(ratings.ratings).all() and ratings.ratings.std() > 0
+    # the rerun finds everything done
+    again = run_score(compose("score", rater_path_override([f"rater={ckpt}", f"out={out}"]), data=small_shapes_cfg, trainer=TRAINER))
+    assert again["rows"] == 0 and len(again["skipped_shards"]) == len(files)
+
+
+def test_limited_prediction_writes_only_complete_shards(tmp_path, small_shapes_cfg, small_shapes):
+    from lightning_alchemist.data.datamodule import T2IDataModule
+    from lightning_alchemist.rater.module import RaterModule
+    from lightning_alchemist.rater.scoring import score
+
+    from rater_toys import ToyProxy
+
+    rater = RaterModule(ToyProxy(image_size=32, patch=8), 192, 16, {"network": {"depth": 1, "width": 32, "heads": 2}})
+    per_shard = small_shapes.pool_shards()[0].num_samples
+    batches = (per_shard + per_shard // 2) // small_shapes_cfg["batch_size"]  # one and a half shards
+    info = score(rater, T2IDataModule(small_shapes_cfg), tmp_path, trainer_kwargs={**TRAINER, "limit_predict_batches": batches})
+    assert len(info["written_shards"]) == 1
+    assert pq.read_table(next(tmp_path.glob("*.parquet"))).num_rows == per_shard
+
+
+def test_rater_path_override_and_proxy_config_errors():
+    assert rater_path_override(["rater=/x/rater.ckpt", "out=y", "rater.network.depth=1"]) == [
+        "rater_ckpt=/x/rater.ckpt", "out=y", "rater.network.depth=1"]
+    with pytest.raises(ConfigError, match="no proxy config"):
+        proxy_model_config("does_not_exist")
+    assert proxy_model_config("star_tiny")["family"] == "star"
+
+
+def test_auc_and_defect_aucs():
+    assert auc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
+    assert auc(np.array([0.0]), np.array([1.0])) == 0.0
+    assert auc(np.array([1.0, 1.0]), np.array([1.0])) == 0.5  # ties count one half
+    res = defect_aucs({"a": 3.0, "b": 2.0, "c": 1.0, "d": 4.0}, {"a": "clean", "b": "clean", "c": "chaotic", "d": "plain"})
+    assert res["chaotic"] == {"auc": 1.0, "n": 1} and res["plain"] == {"auc": 0.0, "n": 1}

@@ -109,6 +109,86 @@ def run_case(case: str, n: int, data: Path) -> dict:
     return {"case": case, "n": n, "seconds": None if error else round(seconds, 3), "peak_mb": round(peak / 2**20), "error": error}
 
 
+def callback_overhead(n_items: int = 200_000, steps: int = 300, batch_size: int = 128, repeats: int = 2) -> dict:
+    """Per-step time of a tiny model with and without DataSelectionCallback (subset, keep=0.5), same run."""
+    import statistics
+
+    import lightning.pytorch as pl
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    from lightning_alchemist.callbacks import DataSelectionCallback
+    from lightning_alchemist.selection import Ratings, ShiftGaussian
+
+    class Items(Dataset):
+        def __init__(self) -> None:
+            self.keys = [f"img{i:08d}" for i in range(n_items)]
+            self.x = torch.randn(n_items, 32)
+
+        def __len__(self) -> int:
+            return n_items
+
+        def __getitem__(self, i: int):
+            return self.x[i]
+
+    data = Items()
+
+    class Tiny(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1))
+
+        def training_step(self, batch, _):
+            return self.net(batch).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+        def train_dataloader(self):
+            return DataLoader(data, batch_size=batch_size, shuffle=True)
+
+    class StepTimer(pl.Callback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self.fit_start = 0.0
+
+        def on_fit_start(self, trainer, pl_module):
+            self.fit_start = time.perf_counter()
+
+        def on_train_batch_start(self, *args):
+            # time between consecutive batch starts: the step plus fetching the next batch
+            now = time.perf_counter()
+            if getattr(self, "t0", None) is not None:
+                self.times.append(now - self.t0)
+            self.t0 = now
+
+    ratings = Ratings.from_arrays(data.keys, np.random.default_rng(0).standard_normal(n_items))
+    selection = ShiftGaussian().select(ratings, 0.5, seed=0)
+    results: dict[str, list[float]] = {"plain": [], "callback": []}
+    setup: dict[str, list[float]] = {"plain": [], "callback": []}
+    for _ in range(repeats):
+        for name in ("plain", "callback"):
+            timer = StepTimer()
+            cbs = [timer] + ([DataSelectionCallback(selection)] if name == "callback" else [])
+            trainer = pl.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
+                                 enable_progress_bar=False, enable_model_summary=False, callbacks=cbs)
+            start = time.perf_counter()
+            trainer.fit(Tiny())
+            total = time.perf_counter() - start
+            results[name].append(statistics.median(timer.times[20:]))
+            setup[name].append(total - sum(timer.times))
+    step = {k: min(v) for k, v in results.items()}
+    fit_overhead = {k: min(v) for k, v in setup.items()}
+    return {
+        "step_ms_plain": round(step["plain"] * 1e3, 3),
+        "step_ms_callback": round(step["callback"] * 1e3, 3),
+        "step_overhead_pct": round(100 * (step["callback"] / step["plain"] - 1), 2),
+        "non_step_s_plain": round(fit_overhead["plain"], 3),
+        "non_step_s_callback": round(fit_overhead["callback"], 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1M items only")
@@ -116,6 +196,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "la-selection-bench")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--case", nargs=2, help=argparse.SUPPRESS)  # internal: run one case
+    parser.add_argument("--skip-callback", action="store_true", help="skip the training-step overhead measurement")
     args = parser.parse_args()
     if args.case:
         print(json.dumps(run_case(args.case[0], int(args.case[1]), args.data)))
@@ -150,10 +231,19 @@ def main() -> None:
         lines.append(f"| {r['case']} | {r['n']:,} | {r['seconds'] if r['seconds'] is not None else 'error'} | "
                      f"{r['peak_mb']} | {ratio or (r['error'] or '')} |")
     table = "\n".join(lines)
+    overhead = None
+    if not args.skip_callback:
+        overhead = callback_overhead(steps=150 if args.quick else 300)
+        table += (
+            "\n\nDataSelectionCallback on a tiny model (median whole-loop time per step, same run): "
+            f"{overhead['step_ms_plain']} ms without, {overhead['step_ms_callback']} ms with "
+            f"({overhead['step_overhead_pct']:+.2f} %); time outside steps (setup, epoch starts): "
+            f"{overhead['non_step_s_plain']} s without, {overhead['non_step_s_callback']} s with."
+        )
     print("\n" + table)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "selection_scale.md").write_text(table + "\n")
-    (args.out / "selection_scale.json").write_text(json.dumps(rows, indent=1))
+    (args.out / "selection_scale.json").write_text(json.dumps({"rows": rows, "callback": overhead}, indent=1))
 
 
 if __name__ == "__main__":

@@ -232,3 +232,21 @@ def test_webdataset_stream_sees_only_selected_keys(tmp_path):
     foreign = Selection.from_keys([f"other{i}" for i in range(300)])
     with pytest.raises(DataError, match=r"0 of 300 selected keys \(0\.0%\) were found in the webdataset shards of 48"):
         trainer(DataSelectionCallback(foreign), max_epochs=1).fit(StreamRecorder(urls))
+
+
+def test_resume_mid_epoch_continues_where_it_stopped(tmp_path):
+    sel = ShiftGaussian().select(ratings(), 0.5, seed=3)  # 60 samples: 8 batches of 8 per epoch
+    full = Recorder(KeyedDataset())
+    trainer(DataSelectionCallback(sel, seed=5), max_epochs=2).fit(full)
+
+    ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=5)
+    first = Recorder(KeyedDataset())
+    trainer([DataSelectionCallback(sel, seed=5), ckpt], max_epochs=2, max_steps=5, enable_checkpointing=True).fit(first)
+    assert first.seen[0] == full.seen[0][:40]
+
+    resumed = Recorder(KeyedDataset())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Lightning's "dataloader is not resumable" notice: we resume it ourselves
+        trainer(DataSelectionCallback(sel, seed=5), max_epochs=2).fit(resumed, ckpt_path=tmp_path / "last.ckpt")
+    assert first.seen[0] + resumed.seen[0] == full.seen[0]  # no sample replayed, none skipped
+    assert resumed.seen[1] == full.seen[1]

@@ -132,3 +132,16 @@ def test_thirty_million_items_fast():
     dist = DistributedWeightedSubsetSampler(s, num_replicas=2, rank=1)
     assert len(dist) == 10_000 and (dist.rank_order() == order[1::2]).all()
     assert elapsed < 10, elapsed
+
+
+def test_skip_once_resumes_inside_an_epoch_then_resets():
+    base = WeightedSubsetSampler(np.arange(40), seed=2)
+    dist = DistributedWeightedSubsetSampler(base, num_replicas=2, rank=1)
+    dist.set_epoch(3)
+    share = list(dist)
+    dist.skip_once(3, 5)
+    assert list(dist) == share[5:] and len(dist) == 20
+    assert list(dist) == share  # one-shot
+    base.set_epoch(4)
+    base.skip_once(3, 5)  # another epoch: ignored
+    assert len(list(base)) == 40

@@ -125,6 +125,8 @@ class DataSelectionCallback(Callback):
         self._samplers: list[WeightedSubsetSampler] = []
         self._filters: list[KeyFilter] = []
         self._patched: Optional[tuple[Any, Any]] = None
+        self._trainer: Optional["pl.Trainer"] = None
+        self._batch_size: Optional[int] = None
 
     # -- selection -------------------------------------------------------------------------------------------------
     def resolve(self) -> Selection:
@@ -147,6 +149,7 @@ class DataSelectionCallback(Callback):
         """Resolve the selection and hook the train dataloader request (``fit`` only)."""
         if stage != "fit":
             return
+        self._trainer = trainer
         self.resolve()
         source = getattr(trainer.fit_loop, "_data_source", None)
         if source is None or not hasattr(source, "dataloader"):
@@ -178,10 +181,20 @@ class DataSelectionCallback(Callback):
             if name in self.stats:
                 pl_module.log(f"selection/{name}", float(self.stats[name]), on_step=False, on_epoch=True, sync_dist=False)
 
+    def _batches_done(self) -> int:
+        """Batches this rank finished in the current epoch, when a checkpoint is taken mid-epoch (else 0)."""
+        trainer = self._trainer
+        if trainer is None or not self._samplers:
+            return 0
+        ready = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        total = trainer.num_training_batches
+        return int(ready) if 0 < ready < total else 0
+
     def state_dict(self) -> dict[str, Any]:
         sel = self.selection
         return {
             "epoch": self.epoch,
+            "batches_done": self._batches_done(),
             "seed": self.seed,
             "mode": self.mode,
             "selection_fingerprint": sel.fingerprint if sel is not None else None,
@@ -271,11 +284,19 @@ class DataSelectionCallback(Callback):
             epoch_weights=epoch_weights,
         )
         sampler.set_epoch(trainer.current_epoch)
-        self._samplers.append(sampler)
+        self._samplers = [sampler]
+        self._batch_size = dl.batch_size
         final: Any = sampler
         if trainer.world_size > 1:
             # Our own DistributedSampler: Lightning leaves it alone, and no rank lists the whole order.
             final = DistributedWeightedSubsetSampler(sampler, trainer.world_size, trainer.global_rank, drop_last=dl.drop_last)
+        restored = self._restored or {}
+        done = int(restored.get("batches_done", 0))
+        if done and int(restored.get("epoch", -1)) == trainer.current_epoch and dl.batch_size:
+            # Resuming mid-epoch: Lightning counts the finished batches but restarts the loader,
+            # so skip what this rank already trained on, and the epoch continues where it stopped.
+            final.skip_once(trainer.current_epoch, done * dl.batch_size)
+            self._restored = None
         new_dl = _update_dataloader(dl, final, mode=RunningStage.TRAINING)
         self._record(len(positions), len(dataset), len(sampler))
         return new_dl

@@ -74,6 +74,17 @@ class WeightedSubsetSampler(Sampler[int]):
                     "use replacement=True or fewer samples"
                 )
         self._cache: Optional[tuple[int, np.ndarray]] = None
+        self._skip: Optional[tuple[int, int]] = None
+
+    def skip_once(self, epoch: int, num: int) -> None:
+        """Start ``epoch``'s next iteration at position ``num`` (resuming mid-epoch); ``__len__`` is unchanged."""
+        self._skip = (int(epoch), int(num))
+
+    def _take_skip(self) -> int:
+        if self._skip is not None and self._skip[0] == self.epoch:
+            num, self._skip = self._skip[1], None
+            return num
+        return 0
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order :meth:`__iter__` yields (Lightning calls this every epoch)."""
@@ -106,7 +117,7 @@ class WeightedSubsetSampler(Sampler[int]):
         return out
 
     def __iter__(self) -> Iterator[int]:
-        return _yield_ints(self.order())
+        return _yield_ints(self.order()[self._take_skip() :])
 
     def __len__(self) -> int:
         return self.num_samples
@@ -155,8 +166,13 @@ class DistributedWeightedSubsetSampler(DistributedSampler):
             order = np.tile(order, reps)[: self.total_size]
         return order[self.rank : self.total_size : self.num_replicas]
 
+    def skip_once(self, epoch: int, num: int) -> None:
+        """Start this rank's next iteration of ``epoch`` at position ``num`` of its share."""
+        self.sampler.skip_once(epoch, num)
+
     def __iter__(self) -> Iterator[int]:
-        return _yield_ints(self.rank_order())
+        skip = self.sampler._take_skip()
+        return _yield_ints(self.rank_order()[skip:])
 
     def __len__(self) -> int:
         return self.num_samples

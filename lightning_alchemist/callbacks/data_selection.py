@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Union
 
 import lightning.pytorch as pl
 import numpy as np
@@ -85,8 +85,9 @@ class DataSelectionCallback(Callback):
         num_samples: draws per epoch in ``weighted`` mode (default: the selected samples found).
         replacement: draw with replacement in ``weighted`` mode (map-style only).
         warn_below, error_below: share of the selection found in the dataset under which to warn / fail.
-        epoch_length: for a stream whose shards cannot be scanned for keys, the selected samples
-            per epoch (all ranks together); sets ``with_epoch``.
+        epoch_length: for a stream, the selected samples per epoch (all ranks together); sets
+            ``with_epoch`` and skips scanning the shards' tar headers for their keys (which is
+            how the callback otherwise counts the matches and sizes the epoch).
     """
 
     def __init__(
@@ -314,7 +315,7 @@ class DataSelectionCallback(Callback):
         if sel.schedule:
             raise ConfigError("DataSelectionCallback: curriculum schedules need a map-style dataset (a sampler); use data.style=map")
         keys_in_data = None
-        urls = shard_urls(pipeline)
+        urls = shard_urls(pipeline) if self.epoch_length is None else None  # given a length, skip the scan
         if urls:
             keys_in_data = scan_tar_keys(urls)
         sel_keys = sel.keys.to_pylist()

@@ -225,7 +225,7 @@ def test_webdataset_stream_sees_only_selected_keys(tmp_path):
     model = StreamRecorder(urls)
     trainer(DataSelectionCallback(sel, mode="weighted", num_samples=12, epoch_length=12), max_epochs=1).fit(model)
     assert len(model.seen[0]) == 12 and all(int(k[3:]) < 24 for k in model.seen[0])
-    f = KeyFilter({"a": 0.5, "b": 1.0}, seed=1)
+    f = KeyFilter(["a", "b"], np.array([0.5, 1.0]), seed=1)
     kept = [f.keeps("a") for f.epoch in range(400)]
     assert 150 < sum(kept) < 250 and f.keeps("b") and not f.keeps("c")
 

@@ -318,29 +318,29 @@ class DataSelectionCallback(Callback):
         urls = shard_urls(pipeline) if self.epoch_length is None else None  # given a length, skip the scan
         if urls:
             keys_in_data = scan_tar_keys(urls)
-        sel_keys = sel.keys.to_pylist()
         if keys_in_data is not None:
-            data_set = set(keys_in_data)
-            idx = [i for i, k in enumerate(sel_keys) if k in data_set]
-            found = len(idx)
+            present = pc.is_in(sel.keys, value_set=pa.array(keys_in_data, pa.string())).to_numpy(zero_copy_only=False)
+            found = int(present.sum())
             self._check_match(found, len(keys_in_data), "webdataset shards")
         else:
-            idx = list(range(len(sel_keys)))
+            present = np.ones(len(sel), dtype=bool)
             found = None
-            rank_zero_warn(
-                "DataSelectionCallback: cannot list the keys of this stream's shards (not local tar files); "
-                "the share of the selection present is unknown"
-            )
-        w = sel.weights[idx] if idx else np.zeros(0)
+            if self.epoch_length is None:
+                rank_zero_warn(
+                    "DataSelectionCallback: cannot list the keys of this stream's shards (not local tar files); "
+                    "the share of the selection present is not checked"
+                )
+        w = sel.weights[present]
         if mode == "subset":
             probs = np.where(w > 0, 1.0, 0.0)
         else:
             target = self.num_samples if self.num_samples is not None else float((w > 0).sum())
             scale = target / max(float(w.sum()), 1e-300)
             probs = np.minimum(1.0, w * scale)
-        keep_prob = {sel_keys[i]: float(p) for i, p in zip(idx, probs.tolist()) if p > 0}
+        positive = probs > 0
+        chosen = sel.keys.filter(pa.array(present)).filter(pa.array(positive))
         expected = float(probs.sum())
-        filt = KeyFilter(keep_prob, seed=self.seed)
+        filt = KeyFilter(chosen, probs[positive], seed=self.seed)
         filt.set_epoch(trainer.current_epoch)
         old = [i for i, s in enumerate(stages) if isinstance(s, KeyFilter)]
         if old:  # the user's hook returned the same pipeline again (reload): replace our stage

@@ -24,6 +24,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.proxy.base import Encoded, T2IProxy
@@ -171,6 +172,11 @@ class Unrolled(MetaGradient):
         return chosen
 
     def rater_loss(self, weights: Tensor, ctx: MetaContext) -> Tensor:
+        # Fused attention kernels (flash, memory-efficient) have no double backward: use the math one.
+        with sdpa_kernel([SDPBackend.MATH]):
+            return self._unrolled_val_loss(weights, ctx)
+
+    def _unrolled_val_loss(self, weights: Tensor, ctx: MetaContext) -> Tensor:
         call = _LossCall(ctx.proxy)
         # Detached leaf copies of θ_k: gradient reaches φ (through the weights) but never the proxy.
         params = {f"proxy.{n}": p.detach().requires_grad_(True) for n, p in self.selected(ctx.proxy).items()}

@@ -15,6 +15,11 @@ import tarfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
+import numpy as np
+import pyarrow as pa
+
+from lightning_alchemist.selection.ratings import key_hash, key_hashes
+
 __all__ = ["KeyFilter", "batch_size_of", "find_insert_position", "scan_tar_keys", "shard_urls"]
 
 # webdataset's own rule (tariterators.base_plus_ext): the key is the path up to the first dot of the basename.
@@ -30,26 +35,40 @@ def _uniform(seed: int, epoch: int, key: str) -> float:
 class KeyFilter:
     """Pipeline stage: pass only selected samples (by ``__key__``, or ``key`` once decoded).
 
+    Keys are held as sorted 64-bit hashes (8 bytes per key, shared copy-on-write with forked
+    workers), not as a Python set: 100M selected keys fit in under a gigabyte.
+
     Args:
-        keep_prob: key → probability of keeping it this epoch (1.0 for a plain subset).
-        seed: with the epoch, fixes which keys a ``weighted`` epoch keeps.
+        keys: the selected keys.
+        probs: per key, the probability of keeping it in an epoch (default 1: a plain subset).
+        seed: with the epoch, fixes which keys a weighted epoch keeps.
     """
 
-    def __init__(self, keep_prob: dict[str, float], seed: int = 0) -> None:
-        self.keep_prob = keep_prob
+    def __init__(self, keys: Any, probs: Optional[np.ndarray] = None, seed: int = 0) -> None:
+        keys = keys if isinstance(keys, pa.ChunkedArray) else pa.chunked_array([pa.array(list(keys), pa.string())])
+        hashes = key_hashes(keys)
+        order = np.argsort(hashes, kind="stable")
+        self.hashes = hashes[order]
+        self.probs = None if probs is None or np.all(np.asarray(probs) >= 1.0) else np.asarray(probs, np.float64)[order]
         self.seed = int(seed)
         self.epoch = 0
-        self.all_ones = all(p >= 1.0 for p in keep_prob.values())
+
+    def __len__(self) -> int:
+        return len(self.hashes)
 
     def set_epoch(self, epoch: int) -> None:
         """Change the weighted draw; takes effect in workers started after the call (not persistent ones)."""
         self.epoch = int(epoch)
 
     def keeps(self, key: str) -> bool:
-        p = self.keep_prob.get(key)
-        if p is None:
+        h = np.uint64(key_hash(key))
+        i = int(np.searchsorted(self.hashes, h))
+        if i >= len(self.hashes) or self.hashes[i] != h:
             return False
-        return p >= 1.0 or _uniform(self.seed, self.epoch, key) < p
+        if self.probs is None:
+            return True
+        p = self.probs[i]
+        return bool(p >= 1.0 or _uniform(self.seed, self.epoch, key) < p)
 
     def __call__(self, samples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for sample in samples:
@@ -58,7 +77,7 @@ class KeyFilter:
                 yield sample
 
     def __repr__(self) -> str:
-        return f"KeyFilter(keys={len(self.keep_prob)}, seed={self.seed}, epoch={self.epoch})"
+        return f"KeyFilter(keys={len(self)}, seed={self.seed}, epoch={self.epoch})"
 
 
 def _stage_name(stage: Any) -> str:

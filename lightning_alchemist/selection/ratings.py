@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from lightning_alchemist.errors import DataError
 
-__all__ = ["FINGERPRINT_KEY", "Ratings", "content_fingerprint", "duplicate_keys", "find_rating_files", "key_hashes"]
+__all__ = ["FINGERPRINT_KEY", "Ratings", "content_fingerprint", "duplicate_keys", "find_rating_files", "key_hash", "key_hashes"]
 
 FINGERPRINT_KEY = b"lightning_alchemist.fingerprint"
 PathLike = Union[str, os.PathLike]
@@ -80,6 +80,36 @@ def _hash_fixed(buf: np.ndarray, start: int, n: int, width: int) -> np.ndarray:
         h *= _K1 if j % 2 == 0 else _K2
         h ^= h >> np.uint64(29)
     return _mix(h)
+
+
+_M64 = 2**64 - 1
+
+
+def _mix_one(h: int) -> int:
+    h ^= h >> 30
+    h = (h * 0xBF58476D1CE4E5B9) & _M64
+    h ^= h >> 27
+    h = (h * 0x94D049BB133111EB) & _M64
+    return h ^ (h >> 31)
+
+
+def key_hash(key: str) -> int:
+    """The hash :func:`key_hashes` gives ``key``, for one key (streams look keys up one at a time)."""
+    data = key.encode()
+    width = len(data)
+    h = (width * int(_K1) + 1) & _M64
+    if width == 0:
+        return _mix_one(h)
+    if width < 8:
+        return _mix_one(h ^ int.from_bytes(data, "little"))
+    starts = list(range(0, width - 7, 8))
+    if width % 8:
+        starts.append(width - 8)
+    for j, off in enumerate(starts):
+        h ^= int.from_bytes(data[off : off + 8], "little")
+        h = (h * (int(_K1) if j % 2 == 0 else int(_K2))) & _M64
+        h ^= h >> 29
+    return _mix_one(h)
 
 
 def key_hashes(keys: pa.ChunkedArray) -> np.ndarray:

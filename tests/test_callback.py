@@ -250,3 +250,15 @@ def test_resume_mid_epoch_continues_where_it_stopped(tmp_path):
         trainer(DataSelectionCallback(sel, seed=5), max_epochs=2).fit(resumed, ckpt_path=tmp_path / "last.ckpt")
     assert first.seen[0] + resumed.seen[0] == full.seen[0]  # no sample replayed, none skipped
     assert resumed.seen[1] == full.seen[1]
+
+
+def test_soft_shift_gaussian_redraws_each_epoch():
+    r = Ratings.from_arrays([f"img{i:04d}" for i in range(N)], -np.arange(N, dtype=float))  # rank = index
+    soft = ShiftGaussian().soft(r, 0.25)
+    assert (soft.weights[:24] == 0).all() and soft.weights[24:].min() > 0 and soft.samples_per_epoch() == 30
+    model = Recorder(KeyedDataset())
+    trainer(DataSelectionCallback(soft, mode="weighted"), max_epochs=2).fit(model)
+    for epoch in range(2):
+        keys = model.seen[epoch]
+        assert len(keys) == len(set(keys)) == 30 and min(int(k[3:]) for k in keys) >= 24
+    assert set(model.seen[0]) != set(model.seen[1])  # a fresh Shift-Gaussian draw per epoch

@@ -216,5 +216,8 @@ def test_select_recipe_writes_manifest_and_histogram(tmp_path):
     assert len(sel) == 800 and sel.meta["strategy"] == "gsample"
     assert sel.meta["scoring_fingerprints"] == ["scorer-1"]
     assert out["histogram"].stat().st_size > 10_000
+    cfg = check_overrides("select", [f"ratings={tmp_path / 'ratings'}", "soft=true", "keep=0.4", f"out={tmp_path}/soft"])
+    soft = Selection.read(run_select(cfg)["selection"])
+    assert len(soft) == 2000 and soft.samples_per_epoch() == 800 and (soft.weights == 0).sum() == 400
     root = check_overrides("config", [])
     assert build_strategy(root.selection).name == "shift_gauss"  # the default of the root config

@@ -271,8 +271,9 @@ class DataSelectionCallback(Callback):
         num_samples = self.num_samples
         if sel.schedule:
             epoch_weights = lambda epoch: sel.epoch_weights(epoch)[sel_rows]  # noqa: E731
-            if num_samples is None:
-                num_samples = round(sel.samples_per_epoch() * len(positions) / max(len(sel), 1))
+        if mode == "weighted" and num_samples is None and sel.samples_per_epoch() is not None:
+            # the selection's per-epoch draw count, scaled to the part of it this dataset holds
+            num_samples = round(sel.samples_per_epoch() * len(positions) / max(len(sel), 1))
         if mode == "weighted" and num_samples is None:
             num_samples = int((weights > 0).sum())
         sampler = WeightedSubsetSampler(

@@ -104,9 +104,11 @@ class Selection:
         raise DataError(f"selection: unknown schedule {sched.get('name')!r}; upgrade lightning_alchemist")
 
     def samples_per_epoch(self) -> Optional[int]:
-        """How many draws one epoch makes under a schedule (``None``: use every selected row)."""
+        """Draws per epoch the selection asks for (schedules, soft selections); ``None``: every selected row."""
         sched = self.schedule
-        return int(sched["num_samples"]) if sched else None
+        if sched:
+            return int(sched["num_samples"])
+        return int(self.meta["num_samples"]) if self.meta.get("num_samples") is not None else None
 
     # -- I/O ------------------------------------------------------------------------------------------------------
     def to_table(self) -> pa.Table:

@@ -24,6 +24,9 @@ class SelectConfig:
     keep: float = 0.5
     seed: int = 0
     out: str = "outputs"
+    # Gaussian strategies only: write every non-head sample with its weight, for a fresh draw per epoch
+    # (train with DataSelectionCallback(mode="weighted")).
+    soft: bool = False
     selection: Any = None
 
 
@@ -42,7 +45,12 @@ def run_select(cfg: Any) -> dict[str, Path]:
     if strategy is None:
         raise ConfigError("config 'selection': 'none' selects nothing to write; pick a strategy, e.g. selection=shift_gauss")
     ratings = Ratings.read(conf.ratings)
-    selection: Selection = strategy.select(ratings, conf.keep, conf.seed)
+    if conf.soft:
+        if not hasattr(strategy, "soft"):
+            raise ConfigError(f"config 'soft': strategy '{strategy.name}' has no soft form; use shift_gauss or gsample")
+        selection: Selection = strategy.soft(ratings, conf.keep, conf.seed)
+    else:
+        selection = strategy.select(ratings, conf.keep, conf.seed)
     out = Path(conf.out)
     manifest = selection.write(out / "selection.parquet")
     plot = plot_selection(ratings, selection, out / "selection_histogram.png")

@@ -122,6 +122,23 @@ class ShiftGaussian(Strategy):
         z *= -1.0 / (2.0 * self.sigma**2)
         return z
 
+    def soft(self, ratings: Ratings, keep: float, seed: int = 0) -> Selection:
+        """Every sample outside the head with its Gaussian weight, for a fresh draw each epoch.
+
+        Use with ``DataSelectionCallback(mode="weighted")``: each epoch draws ``round(keep · N)``
+        samples without replacement ∝ weight, i.e. a new Shift-Gaussian selection per epoch.
+        """
+        n_items = len(ratings)
+        k = num_kept(keep, n_items)
+        order = rank_order(ratings.ratings)
+        head = self.head_size(n_items, k)
+        weights = np.zeros(n_items)
+        u = np.arange(head, n_items, dtype=np.float64) / n_items
+        weights[order[head:]] = np.exp(self.log_weights(u))
+        meta = self._meta(ratings, keep, seed, k)
+        meta.update(strategy=f"{self.name}_soft", num_samples=k)
+        return Selection(ratings.keys, weights, meta, indices=np.arange(n_items))
+
     def _pick(self, ratings: Ratings, k: int, seed: int) -> np.ndarray:
         n_items = len(ratings)
         order = rank_order(ratings.ratings)

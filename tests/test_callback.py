@@ -262,3 +262,23 @@ def test_soft_shift_gaussian_redraws_each_epoch():
         keys = model.seen[epoch]
         assert len(keys) == len(set(keys)) == 30 and min(int(k[3:]) for k in keys) >= 24
     assert set(model.seen[0]) != set(model.seen[1])  # a fresh Shift-Gaussian draw per epoch
+
+
+class KeyedDataModule(pl.LightningDataModule):
+    def train_dataloader(self):
+        return DataLoader(KeyedDataset(), batch_size=5, shuffle=False, collate_fn=collate)
+
+
+class NoLoaderRecorder(Recorder):
+    train_dataloader = None  # the data comes from a datamodule or fit(train_dataloaders=...)
+
+
+def test_datamodule_and_direct_dataloader_sources():
+    sel = ShiftGaussian().select(ratings(), 0.25, seed=1)
+    model = NoLoaderRecorder(None)
+    trainer(DataSelectionCallback(sel), max_epochs=1).fit(model, datamodule=KeyedDataModule())
+    assert sorted(model.seen[0]) == sorted(sel.keys.to_pylist()) and max(model.batch_sizes) == 5
+    model = NoLoaderRecorder(None)
+    loader = DataLoader(KeyedDataset(), batch_size=6, collate_fn=collate)
+    trainer(DataSelectionCallback(sel), max_epochs=1).fit(model, train_dataloaders=loader)
+    assert sorted(model.seen[0]) == sorted(sel.keys.to_pylist()) and max(model.batch_sizes) == 6

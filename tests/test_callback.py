@@ -282,3 +282,11 @@ def test_datamodule_and_direct_dataloader_sources():
     loader = DataLoader(KeyedDataset(), batch_size=6, collate_fn=collate)
     trainer(DataSelectionCallback(sel), max_epochs=1).fit(model, train_dataloaders=loader)
     assert sorted(model.seen[0]) == sorted(sel.keys.to_pylist()) and max(model.batch_sizes) == 6
+
+
+def test_subset_mode_skips_zero_weight_rows():
+    sel = Selection.from_keys([f"img{i:04d}" for i in range(20)], weights=[1.0] * 10 + [0.0] * 10)
+    model = Recorder(KeyedDataset())
+    cb = DataSelectionCallback(sel)
+    trainer(cb, max_epochs=1).fit(model)
+    assert sorted(model.seen[0]) == [f"img{i:04d}" for i in range(10)] and cb.stats["found"] == 20

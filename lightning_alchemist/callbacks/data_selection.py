@@ -17,7 +17,6 @@ stores ``(epoch, selection fingerprint)`` in checkpoints, refusing to resume wit
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -46,7 +45,6 @@ from lightning_alchemist.selection.strategies import Strategy
 
 __all__ = ["DataSelectionCallback"]
 
-log = logging.getLogger(__name__)
 KeyFn = Callable[[Any, int], str]
 
 
@@ -127,7 +125,6 @@ class DataSelectionCallback(Callback):
         self._filters: list[KeyFilter] = []
         self._patched: Optional[tuple[Any, Any]] = None
         self._trainer: Optional["pl.Trainer"] = None
-        self._batch_size: Optional[int] = None
 
     # -- selection -------------------------------------------------------------------------------------------------
     def resolve(self) -> Selection:
@@ -266,6 +263,10 @@ class DataSelectionCallback(Callback):
         sel_rows = rows.filter(rows.is_valid()).to_numpy().astype(np.int64)
         self._check_match(len(positions), len(dataset), "map-style dataset")
         mode = self._effective_mode()
+        if mode == "subset" and not sel.schedule:
+            # a subset is the rows with positive weight (a soft selection also lists weight-0 rows)
+            keep_rows = sel.weights[sel_rows] > 0
+            positions, sel_rows = positions[keep_rows], sel_rows[keep_rows]
         weights = sel.weights[sel_rows]
         epoch_weights = None
         num_samples = self.num_samples
@@ -276,9 +277,10 @@ class DataSelectionCallback(Callback):
             num_samples = round(sel.samples_per_epoch() * len(positions) / max(len(sel), 1))
         if mode == "weighted" and num_samples is None:
             num_samples = int((weights > 0).sum())
+        uniform = mode == "subset" or (epoch_weights is None and bool(np.all(weights == weights[:1])))
         sampler = WeightedSubsetSampler(
             positions,
-            weights=None if mode == "subset" or np.all(weights == weights[:1]) and epoch_weights is None else weights,
+            weights=None if uniform else weights,
             mode=mode,
             num_samples=num_samples,
             replacement=self.replacement,
@@ -287,7 +289,6 @@ class DataSelectionCallback(Callback):
         )
         sampler.set_epoch(trainer.current_epoch)
         self._samplers = [sampler]
-        self._batch_size = dl.batch_size
         final: Any = sampler
         if trainer.world_size > 1:
             # Our own DistributedSampler: Lightning leaves it alone, and no rank lists the whole order.
@@ -300,7 +301,7 @@ class DataSelectionCallback(Callback):
             final.skip_once(trainer.current_epoch, done * dl.batch_size)
             self._restored = None
         new_dl = _update_dataloader(dl, final, mode=RunningStage.TRAINING)
-        self._record(len(positions), len(dataset), len(sampler))
+        self._record(int(found_mask.sum()), len(dataset), len(sampler))
         return new_dl
 
     def _apply_stream(self, trainer: "pl.Trainer", dl: DataLoader) -> None:

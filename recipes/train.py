@@ -9,6 +9,14 @@ later). Logs go to ``<out>/train`` (CSV and TensorBoard); the last checkpoint to
 
 from __future__ import annotations
 
+import os
+import sys
+
+# Python puts this script's folder first on sys.path; a sibling recipe named like a stdlib module
+# (recipes/select.py vs `select`) would then shadow it. Recipes import the package, not siblings.
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)
+
 import logging
 import time
 from pathlib import Path

@@ -10,6 +10,14 @@ cached is not retrained unless ``+force=true``.
 
 from __future__ import annotations
 
+import os
+import sys
+
+# Python puts this script's folder first on sys.path; a sibling recipe named like a stdlib module
+# (recipes/select.py vs `select`) would then shadow it. Recipes import the package, not siblings.
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)
+
 from typing import Any
 
 from lightning_alchemist.cli import hydra_main

@@ -167,3 +167,17 @@ def test_ddp_two_cpu_processes_write_every_key_once(ckpt, tmp_path):
     assert stdout.count("rank-done") == 2, stdout
     keys = read_all(ratings).column("key").to_pylist()
     assert sorted(keys) == all_keys(ToyScoreData())
+
+
+def test_fingerprint_names_weights_and_preprocessing():
+    from lightning_alchemist.rater.fingerprint import scoring_fingerprint
+
+    torch.manual_seed(0)
+    a = RaterModule(ToyProxy(), 48, 16, SMALL)
+    torch.manual_seed(0)
+    b = RaterModule(ToyProxy(), 48, 16, SMALL)
+    assert scoring_fingerprint(a, {"image_size": 32}) == scoring_fingerprint(b, {"image_size": 32})
+    assert scoring_fingerprint(a, {"image_size": 32}) != scoring_fingerprint(a, {"image_size": 64})
+    with torch.no_grad():
+        b.rater.instance_head.net[0].weight.add_(1e-3)
+    assert scoring_fingerprint(a, {"image_size": 32}) != scoring_fingerprint(b, {"image_size": 32})

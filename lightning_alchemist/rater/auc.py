@@ -62,7 +62,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from lightning_alchemist.selection.ratings import Ratings
 
-    r = Ratings.read(args.ratings)
+    from lightning_alchemist.errors import AlchemistError
+
+    try:
+        r = Ratings.read(args.ratings)
+    except AlchemistError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     ratings = dict(zip(r.keys.to_pylist(), r.ratings.tolist()))
     t = pq.read_table(args.labels)
     labels = dict(zip(t.column("key").to_pylist(), t.column("defect").to_pylist()))

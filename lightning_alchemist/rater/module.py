@@ -4,9 +4,10 @@ One training step takes a pool batch and a validation batch (``{"pool": ..., "va
 :class:`~lightning_alchemist.rater.loader.PairedLoader`):
 
 1. the proxy's per-sample losses ℓ (pool) and ℓ_val at θ_k; the rater's weights w on the pool;
-2. rater step: the meta-gradient variant's loss of w (ℓ detached, so only the rater moves);
-3. proxy step: α·mean(ℓ_val) + (1−α)·Σ w_i ℓ_i with w detached (only the proxy moves);
-4. penalty only: the reference proxy's step on Σ w_i ℓ_i(θ̂).
+2. rater loss: the meta-gradient variant's loss of w (ℓ detached, so it reaches only the rater);
+3. proxy loss: α·mean(ℓ_val) + (1−α)·Σ w_i ℓ_i with w detached (it reaches only the proxy);
+4. penalty only: the reference proxy's loss Σ w_i ℓ_i(θ̂);
+5. one backward of their sum, a clip and a step per model (each with its own AdamW and schedule).
 
 Scoring (``predict_step``) returns each sample's raw instance logit, a batch-independent rating.
 """
@@ -143,13 +144,6 @@ class RaterModule(pl.LightningModule):
             for group in opt.optimizer.param_groups if hasattr(opt, "optimizer") else opt.param_groups:
                 group["lr"] = oc.lr * factor
 
-    def _update(self, opt: Any, loss: Tensor, clip: float) -> None:
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        if clip > 0:
-            self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
-        opt.step()
-
     def _generators(self, batch_idx: int):
         base = (self.cfg.seed * 1_000_003 + self.current_epoch * 100_003 + batch_idx) * 16
         device = self.device
@@ -163,10 +157,10 @@ class RaterModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.alpha = alpha_at(self.current_epoch, self.cfg)
 
-    def training_step(self, batch: dict[str, Batch], batch_idx: int) -> Tensor:
-        opts = self.optimizers()
-        opts = list(opts) if isinstance(opts, (list, tuple)) else [opts]
-        self._set_lrs(opts, batch_idx)
+    def step_losses(self, batch: dict[str, Batch], batch_idx: int = 0) -> dict[str, Any]:
+        """The step's losses at θ_k, on disjoint parameter sets: ``rater`` (the variant's loss of
+        w(φ), from losses detached), ``proxy`` (α·mean ℓ_val + (1−α)·Σ w_i ℓ_i with w detached),
+        ``reference`` (penalty only, else None), plus values to log."""
         gen = self._generators(batch_idx)
         proxy = self.proxy
         with torch.no_grad():
@@ -177,46 +171,66 @@ class RaterModule(pl.LightningModule):
         inputs = proxy.rater_inputs(enc_pool)
         self._collect_probe(inputs)
 
-        # Rater step at θ_k: the variant's loss of w(φ); the proxy's graph is not in it.
         w, logits, tau = self.weights(inputs)
         ctx = MetaContext(proxy=proxy, pool=enc_pool, val=enc_val, pool_loss=loss_pool.detach(), generator=gen)
         rater_loss = self.meta.rater_loss(w, ctx)
         entropy = weight_entropy(w)
         if self.cfg.entropy_weight > 0:
             rater_loss = rater_loss - self.cfg.entropy_weight * entropy
-        self._update(opts[1], rater_loss, self.cfg.rater_optim.clip)
-
-        # Proxy step with the pre-update weights, detached (no gradient into the rater).
-        wd = w.detach()
-        pool_term = weighted_pool_loss(wd, loss_pool, self.cfg.legacy_mean_over_batch)
+        wd = w.detach()  # the proxy trains on the rater's pre-update weights, no gradient into φ
         val_term = loss_val.mean()
-        proxy_loss = self.alpha * val_term + (1.0 - self.alpha) * pool_term
+        proxy_loss = self.alpha * val_term + (1.0 - self.alpha) * weighted_pool_loss(wd, loss_pool, self.cfg.legacy_mean_over_batch)
+        return {
+            "rater": rater_loss,
+            "proxy": proxy_loss,
+            "reference": self.meta.reference_loss(wd, ctx),
+            "val_term": val_term.detach(),
+            "pool_loss": loss_pool.detach(),
+            "logits": logits.detach(),
+            "tau": tau.detach(),
+            "entropy": entropy.detach(),
+        }
+
+    def training_step(self, batch: dict[str, Batch], batch_idx: int) -> Tensor:
+        opts = self.optimizers()
+        opts = list(opts) if isinstance(opts, (list, tuple)) else [opts]
+        self._set_lrs(opts, batch_idx)
+        out = self.step_losses(batch, batch_idx)
+        # One backward of the sum: the three losses touch disjoint parameters (rater, proxy,
+        # reference), so each model gets exactly its own loss's gradient. A single backward per
+        # step is also what DDP requires (two backwards through one forward fail there).
+        updates = [(opts[1], self.cfg.rater_optim.clip)]
+        total = out["rater"]
         if not self.cfg.freeze_proxy:
-            self._update(opts[0], proxy_loss, self.cfg.proxy_optim.clip)
+            total = total + out["proxy"]
+            updates.append((opts[0], self.cfg.proxy_optim.clip))
+        if out["reference"] is not None and len(opts) > 2:
+            total = total + out["reference"]
+            updates.append((opts[2], self.cfg.proxy_optim.clip))
+        for opt, _ in updates:
+            opt.zero_grad(set_to_none=True)
+        self.manual_backward(total)
+        for opt, clip in updates:
+            if clip > 0:
+                self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+            opt.step()
 
-        ref_loss = self.meta.reference_loss(wd, ctx)
-        if ref_loss is not None and len(opts) > 2:
-            self._update(opts[2], ref_loss, self.cfg.proxy_optim.clip)
-            self.log("train/reference_loss", ref_loss.detach(), on_step=True, on_epoch=True, batch_size=int(loss_pool.shape[0]))
-
-        bs = int(loss_pool.shape[0])
-        self.log_dict(
-            {
-                "train/proxy_loss": proxy_loss.detach(),
-                "train/rater_loss": rater_loss.detach(),
-                "train/val_loss": val_term.detach(),
-                "train/pool_loss": loss_pool.detach().mean(),
-                "train/alpha": float(self.alpha),
-                "train/tau": tau.detach().float().mean(),
-                "train/weight_entropy": entropy.detach(),
-                "train/logit_std": logits.detach().float().std() if bs > 1 else torch.zeros(()),
-            },
-            on_step=True,
-            on_epoch=True,
-            batch_size=bs,
-        )
-        self.log("val_loss", val_term.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=bs)
-        return proxy_loss.detach()
+        bs = int(out["pool_loss"].shape[0])
+        logs = {
+            "train/proxy_loss": out["proxy"].detach(),
+            "train/rater_loss": out["rater"].detach(),
+            "train/val_loss": out["val_term"],
+            "train/pool_loss": out["pool_loss"].mean(),
+            "train/alpha": float(self.alpha),
+            "train/tau": out["tau"].float().mean(),
+            "train/weight_entropy": out["entropy"],
+            "train/logit_std": out["logits"].float().std() if bs > 1 else torch.zeros(()),
+        }
+        if out["reference"] is not None:
+            logs["train/reference_loss"] = out["reference"].detach()
+        self.log_dict(logs, on_step=True, on_epoch=True, batch_size=bs)
+        self.log("val_loss", out["val_term"], prog_bar=True, on_step=True, on_epoch=False, batch_size=bs)
+        return out["proxy"].detach()
 
     # ----------------------------------------------------------------------------- probe
     def _collect_probe(self, inputs: RaterInputs) -> None:

@@ -187,3 +187,12 @@ def test_optimizer_groups_and_schedule():
         opt.step()
         sched.step()
     assert lrs[0] == pytest.approx(1e-4) and max(lrs) == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4, rel=0.05)
+
+
+def test_lora_adapters_are_seeded_from_the_model_seed():
+    torch.manual_seed(123)
+    a = build_proxy(MODELS["flux"], {"mode": "lora"})
+    torch.manual_seed(456)
+    b = build_proxy(MODELS["flux"], {"mode": "lora"})
+    for (n, x), (_, y) in zip(lora_state_dict(a).items(), lora_state_dict(b).items()):
+        assert torch.equal(x, y), n

@@ -71,8 +71,11 @@ def apply_finetune(proxy: T2IProxy, cfg: FinetuneConfig) -> T2IProxy:
     targets = list(cfg.target_modules or proxy.lora_targets)
     lcfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
                       init_lora_weights=cfg.init_lora_weights)
+    seed = int(getattr(getattr(proxy, "cfg", None), "seed", 0))
     try:
-        inject_adapter_in_model(lcfg, module)
+        with torch.random.fork_rng(devices=[]):  # adapters are initialised from the model seed, reproducibly
+            torch.manual_seed(seed + 1)
+            inject_adapter_in_model(lcfg, module)
     except ValueError as err:
         raise ConfigError(f"config 'finetune.target_modules': {targets} match no module of the {type(module).__name__} "
                           f"({' '.join(str(err).split())[:200]})") from None

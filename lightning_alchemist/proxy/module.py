@@ -52,6 +52,7 @@ class T2IModule(L.LightningModule):
         self.proxy = proxy
         self.seed, self.val_seed = seed, val_seed
         self._gen = torch.Generator().manual_seed(seed)
+        self._gen_restored = False
         self._cache: dict[str, dict[str, Tensor]] = {}
         self._cache_bytes, self._cache_limit = 0, int(encode_cache_mb) * 2**20
         # Checkpoints hold only what trains; frozen weights come back from the configs.
@@ -73,6 +74,12 @@ class T2IModule(L.LightningModule):
         out: Encoded = {n: torch.stack([r[n] for r in rows]).to(self.device) for n in rows[0]}
         out["key"] = keys
         return out
+
+    def on_fit_start(self) -> None:
+        # Each DDP rank draws its own noise/timesteps/dropout (same seed, different stream per rank),
+        # unless the stream was just restored from a checkpoint.
+        if not self._gen_restored and self.global_rank:
+            self._gen.manual_seed(self.seed * 1_000_003 + self.global_rank)
 
     # ------------------------------------------------------------------ steps
 
@@ -142,10 +149,12 @@ class T2IModule(L.LightningModule):
         checkpoint["state_dict"] = {**self.state_dict(), **checkpoint.get("state_dict", {})}
         if "t2i_generator" in checkpoint:
             self._gen.set_state(checkpoint["t2i_generator"])
+            self._gen_restored = True
 
     # ------------------------------------------------------------------ sampling
 
     @torch.no_grad()
     def generate(self, prompts: list[str], seed: int = 0, **kwargs: Any) -> Tensor:
         """Images ``[N,3,H,W]`` in [-1,1] (STAR: next-scale sampling with CFG; FLUX: Euler flow sampling)."""
-        return self.proxy.generate(list(prompts), generator=torch.Generator().manual_seed(seed), **kwargs)
+        gen = torch.Generator(device=self.device).manual_seed(seed)  # multinomial needs a same-device generator
+        return self.proxy.generate(list(prompts), generator=gen, **kwargs)

@@ -233,7 +233,7 @@ def main() -> None:
     table = "\n".join(lines)
     overhead = None
     if not args.skip_callback:
-        overhead = callback_overhead(steps=150 if args.quick else 300)
+        overhead = callback_overhead(steps=150 if args.quick else 300, repeats=3)
         table += (
             "\n\nDataSelectionCallback on a tiny model (median whole-loop time per step, same run): "
             f"{overhead['step_ms_plain']} ms without, {overhead['step_ms_callback']} ms with "

@@ -38,20 +38,24 @@ def rank_order(values: np.ndarray) -> np.ndarray:
     f32 += np.float32(0.0)  # -0.0 -> +0.0: they are equal, so must tie
     bits = f32.view(np.int32)
     # Order-preserving map float32 -> uint32 (ascending), inverted for descending order.
-    mask = (bits >> 31) | np.int32(-(2**31))
+    mask = bits >> 31
+    mask |= np.int32(-(2**31))
     bits ^= mask
     np.invert(bits, out=bits)
-    packed = bits.view(np.uint32).astype(np.uint64)
-    del bits, mask
-    packed <<= np.uint64(32)
-    packed |= np.arange(n, dtype=np.uint64)
+    del mask
+    # uint64 = (key << 32) | index, written as two uint32 halves (little-endian) without 64-bit temporaries.
+    packed = np.empty(n, dtype=np.uint64)
+    halves = packed.view(np.uint32).reshape(n, 2)
+    lo, hi = (0, 1) if np.little_endian else (1, 0)
+    halves[:, hi] = bits.view(np.uint32)
+    halves[:, lo] = np.arange(n, dtype=np.uint32)
+    del f32, bits
     packed.sort()
-    high = (packed >> np.uint64(32)).astype(np.uint32)
-    order = (packed & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    del packed
+    high = halves[:, hi]
+    order = halves[:, lo].astype(np.int64)
     # Runs of equal float32 keys may hold float64 values in the wrong order: re-sort those runs exactly.
     same = high[1:] == high[:-1]
-    del high
+    del high, halves, packed
     if same.any():
         in_run = np.zeros(n, dtype=bool)
         in_run[1:] |= same
@@ -129,25 +133,29 @@ def permutation(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
     Above a million items, sorting random 32-bit keys packed with positions (SIMD sort, sequential
     memory) beats Fisher–Yates' random access by 2x or more; colliding keys are re-shuffled, so
-    the permutation stays exactly uniform.
+    the permutation stays uniform.
     """
     n = len(values)
     if n < 1_000_000 or n >= 2**32:
         return rng.permutation(values)
-    packed = rng.integers(0, 2**32, size=n, dtype=np.uint64)
-    packed <<= np.uint64(32)
-    packed |= np.arange(n, dtype=np.uint64)
+    packed = np.empty(n, dtype=np.uint64)
+    halves = packed.view(np.uint32).reshape(n, 2)
+    lo, hi = (0, 1) if np.little_endian else (1, 0)
+    halves[:, hi] = rng.integers(0, 2**32, size=n, dtype=np.uint32)
+    halves[:, lo] = np.arange(n, dtype=np.uint32)
     packed.sort()
-    high = packed >> np.uint64(32)
+    high = halves[:, hi]
     tie = high[1:] == high[:-1]
-    del high
-    pos = (packed & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    del packed
+    pos = halves[:, lo].astype(np.int64)
+    del high, halves, packed
     if tie.any():
-        starts = np.flatnonzero(tie & ~np.concatenate(([False], tie[:-1])))
-        for s in starts.tolist():  # ~n^2 / 2^33 runs: a few dozen at 15M
-            e = s + 1
-            while e < len(tie) and tie[e]:
-                e += 1
-            pos[s : e + 1] = rng.permutation(pos[s : e + 1])
+        # ~n^2 / 2^33 colliding pairs (~26k at 15M): shuffle inside each run of equal keys.
+        in_run = np.zeros(n, dtype=bool)
+        in_run[1:] |= tie
+        in_run[:-1] |= tie
+        where = np.flatnonzero(in_run)
+        new_run = np.ones(len(where), dtype=bool)
+        new_run[1:] = ~tie[where[1:] - 1]
+        run_id = np.cumsum(new_run)
+        pos[where] = pos[where][np.lexsort((rng.random(len(where)), run_id))]
     return values[pos]

@@ -196,3 +196,29 @@ def test_lora_adapters_are_seeded_from_the_model_seed():
     b = build_proxy(MODELS["flux"], {"mode": "lora"})
     for (n, x), (_, y) in zip(lora_state_dict(a).items(), lora_state_dict(b).items()):
         assert torch.equal(x, y), n
+
+
+@pytest.mark.parametrize("family", list(MODELS))
+def test_hypergradient_through_an_inner_step(family):
+    """Meta-gradient variants differentiate through a proxy update: double backward must work on CPU."""
+    from torch.func import functional_call
+
+    proxy = build_proxy(MODELS[family], {"mode": "lora"}).eval()
+    enc = proxy.encode(make_batch())
+    params = {n: p for n, p in proxy.named_parameters() if p.requires_grad}
+    w = torch.zeros(4, requires_grad=True)
+    inner = (torch.softmax(w, 0) * proxy.per_sample_loss(enc, torch.Generator().manual_seed(0))).sum()
+    grads = torch.autograd.grad(inner, list(params.values()), create_graph=True)
+    updated = {n: p - 0.1 * g for (n, p), g in zip(params.items(), grads)}
+
+    class Loss(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.p = proxy
+
+        def forward(self, e: dict) -> torch.Tensor:
+            return self.p.per_sample_loss(e, torch.Generator().manual_seed(1))
+
+    outer = functional_call(Loss(), {f"p.{n}": v for n, v in updated.items()}, (enc,)).mean()
+    (hyper,) = torch.autograd.grad(outer, w)
+    assert hyper.shape == (4,) and torch.isfinite(hyper).all()

@@ -8,6 +8,7 @@ user's own model can too.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -21,6 +22,19 @@ Batch = dict[str, Any]
 
 Encoded = dict[str, Any]
 """Frozen-encoder outputs of a batch; batch-first tensors plus ``key`` (list[str])."""
+
+
+def attention_context(device: torch.device) -> contextlib.AbstractContextManager:
+    """On CPU, run ``scaled_dot_product_attention`` with the math kernel.
+
+    The CPU flash kernel has no double backward, which the meta-gradient variants (hypergradients
+    through an inner step) need; at proxy sizes that run on CPU the math kernel is as fast.
+    """
+    if device.type != "cpu":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
 
 
 @dataclass

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from lightning_alchemist.errors import ConfigError
-from lightning_alchemist.proxy.base import Batch, Encoded, RaterInputs, T2IProxy
+from lightning_alchemist.proxy.base import Batch, Encoded, RaterInputs, T2IProxy, attention_context
 from lightning_alchemist.proxy.text import TextConfig, TextEncoder, build_text_encoder
 
 __all__ = ["FluxConfig", "FluxProxy", "pack_latents", "unpack_latents", "latent_image_ids"]
@@ -269,10 +269,11 @@ class FluxProxy(T2IProxy):
         guidance = None
         if self.transformer.config.guidance_embeds:
             guidance = torch.full((B,), self.cfg.guidance_scale, device=x.device, dtype=torch.float32)
-        out = self.transformer(
-            hidden_states=x.to(dtype), timestep=t.to(dtype), guidance=guidance, pooled_projections=pooled.to(dtype),
-            encoder_hidden_states=text.to(dtype), txt_ids=torch.zeros(text.shape[1], 3, device=x.device, dtype=dtype),
-            img_ids=latent_image_ids(h, w, x.device, dtype), return_dict=False)[0]
+        with attention_context(x.device):
+            out = self.transformer(
+                hidden_states=x.to(dtype), timestep=t.to(dtype), guidance=guidance, pooled_projections=pooled.to(dtype),
+                encoder_hidden_states=text.to(dtype), txt_ids=torch.zeros(text.shape[1], 3, device=x.device, dtype=dtype),
+                img_ids=latent_image_ids(h, w, x.device, dtype), return_dict=False)[0]
         return out
 
     @torch.no_grad()

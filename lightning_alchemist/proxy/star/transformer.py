@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_alchemist.errors import ConfigError
+from lightning_alchemist.proxy.base import attention_context
 
 __all__ = ["StarTransformerConfig", "StarTransformer", "rope_2d_normalised", "block_causal_bias"]
 
@@ -251,8 +252,9 @@ class StarTransformer(nn.Module):
         x = x + self.lvl_embed(self.lvl_1L[:ell])
         bias = self.attn_bias[:ell, :ell]
         cos, sin = self.rope_cos[:ell], self.rope_sin[:ell]
-        for block in self.blocks:
-            x = block(x, bias, cos, sin, text, text_mask, generator)
+        with attention_context(x.device):
+            for block in self.blocks:
+                x = block(x, bias, cos, sin, text, text_mask, generator)
         return self.head_logits(self.logit_norm(x))
 
     def no_weight_decay(self) -> set[str]:

@@ -261,7 +261,7 @@ class RaterModule(pl.LightningModule):
         if self._probe_prev is not None and len(self._probe_prev) > 1:
             # The probe is append-only until full: compare the samples both epochs rated.
             n = len(self._probe_prev)
-            self.log("train/probe_rank_corr", spearman(self._probe_prev, ratings[:n]), on_epoch=True, prog_bar=True)
+            self.log("train/probe_rank_corr", spearman(self._probe_prev, ratings[:n]), on_epoch=True, prog_bar=True, sync_dist=True)
         self._probe_prev = ratings
 
     # ----------------------------------------------------------------------------- scoring

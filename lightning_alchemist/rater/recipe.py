@@ -82,6 +82,12 @@ def _trainer_kwargs(node: Any, defaults: dict) -> dict:
     return {**defaults, **{k: v for k, v in extra.items() if k in _DEVICE_KEYS and v is not None}}
 
 
+def _multi_process(kwargs: dict) -> bool:
+    devices, nodes = kwargs.get("devices", 1), int(kwargs.get("num_nodes", 1) or 1)
+    many = (isinstance(devices, int) and (devices > 1 or devices == -1)) or (isinstance(devices, (list, tuple)) and len(devices) > 1)
+    return many or nodes > 1
+
+
 def run_train_rater(cfg: Any) -> Path:
     """Train the rater with its proxy on ``cfg.data``; returns ``OUT/rater.ckpt``."""
     import lightning.pytorch as pl
@@ -102,6 +108,10 @@ def run_train_rater(cfg: Any) -> Path:
     data = RaterDataModule(build_datamodule(cfg.data, seed=int(cfg.get("seed", 0) or 0)), seed=seed)
     token_dim, text_dim = infer_rater_dims(proxy, data.first_val_batch())
     module = RaterModule(proxy, token_dim, text_dim, rcfg, proxy_spec={"model": model_cfg, "finetune": None})
+    if _multi_process(kwargs) and kwargs.get("strategy") in (None, "auto", "ddp"):
+        # Not every parameter gets a gradient every step (group head off, no scale levels, frozen
+        # proxy), so DDP must look for unused parameters.
+        kwargs["strategy"] = "ddp_find_unused_parameters_true"
     logs = out / "rater_logs"
     kwargs = _trainer_kwargs(
         cfg.get("trainer"),

@@ -1,0 +1,47 @@
+"""Rater training under DDP on 2 CPU processes (for tests/test_rater_ddp.py).
+
+usage: python tests/rater_ddp_script.py OUT_DIR VARIANT
+Each rank saves its final rater and proxy weights to OUT_DIR/rank{r}.pt.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import lightning.pytorch as pl  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import DataLoader, DistributedSampler  # noqa: E402
+
+from rater_toys import ToyProxy, collate, make_samples  # noqa: E402
+
+from lightning_alchemist.rater.loader import PairedLoader  # noqa: E402
+from lightning_alchemist.rater.module import RaterModule  # noqa: E402
+
+
+class Data(pl.LightningDataModule):
+    def train_dataloader(self) -> PairedLoader:
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        pool, val = make_samples(64, 0.5, 1, "p"), make_samples(32, 0.0, 2, "v")
+
+        def make(samples, seed):
+            return DataLoader(samples, batch_size=8, sampler=DistributedSampler(samples, world, rank, seed=seed), collate_fn=collate)
+
+        return PairedLoader(make(pool, 0), make(val, 1))
+
+
+def main() -> None:
+    out, variant = sys.argv[1], sys.argv[2]
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    m = RaterModule(ToyProxy(), 48, 16, {"network": {"depth": 1, "width": 32, "heads": 2}, "meta_gradient": variant, "alpha_epoch0": 0.5})
+    t = pl.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp_find_unused_parameters_true", logger=False,
+                   enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    t.fit(m, datamodule=Data())
+    torch.save({k: v.detach().cpu() for k, v in m.state_dict().items()}, os.path.join(out, f"rank{t.global_rank}.pt"))
+
+
+if __name__ == "__main__":
+    main()

@@ -34,12 +34,34 @@ def register_family(name: str, config_cls: type, builder: Callable[[Any], T2IPro
     FAMILIES[name] = lambda: (config_cls, builder)
 
 
+def _missing(node: Any, prefix: str = "") -> list[str]:
+    """Dotted keys left as ``???`` (without resolving interpolations, which would fail on them)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    out = []
+    for key in node.keys():
+        if OmegaConf.is_missing(node, key):
+            out.append(f"{prefix}{key}")
+        else:
+            child = node._get_node(key)
+            if isinstance(child, DictConfig) and not child._is_interpolation():
+                out += _missing(child, f"{prefix}{key}.")
+    return out
+
+
 def model_config(node: Any) -> Any:
     """Validate the ``model`` node against its family's schema."""
     if node is None:
         raise ConfigError("config 'model' is missing: pass model=star_tiny (or flux_tiny, star_40m, flux, ...)")
     if dataclasses.is_dataclass(node) and not isinstance(node, type):
         return node
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(node, DictConfig):
+        missing = sorted(f"model.{k}" for k in _missing(node))
+        if missing:
+            raise ConfigError(f"config {', '.join(repr(k) for k in missing)} required for model '{node.get('name', '?')}': "
+                              f"pass {' '.join(k + '=/local/path' for k in missing)} (nothing is downloaded)")
     container = as_container(node)
     if not isinstance(container, dict):
         raise ConfigError(f"config 'model': expected a mapping, got {type(container).__name__}")

@@ -48,6 +48,10 @@ def test_rank_order_is_exact_stable_descending():
         rng.integers(0, 5, 3_000).astype(float),  # many exact ties
         np.float32(0.25) + 1e-12 * rng.integers(0, 50, 3_000),  # equal in float32, different in float64
         np.array([1.0, -0.0, 0.0, -1e-300, 1e300, -np.inf, np.inf]),
+        np.array([1.0, -0.0, 0.0, -1e-300, 1e300, -1e300, 5e-324]),  # finite, huge range: quantised path
+        np.concatenate([rng.standard_normal(5000), [1e9, -1e9]]),  # outliers: coarse keys, many ties
+        np.full(100, 3.0),
+        np.array([1.7e308, -1.7e308, 0.0, 1.0]),  # range overflows: float32 path
     ):
         assert (rank_order(values) == np.argsort(-values, kind="stable")).all()
 

@@ -35,7 +35,7 @@ def datamodule():
     return dm
 
 
-def _pretrained_star(datamodule, path, steps: int = 60) -> dict:
+def _pretrained_star(datamodule, path, steps: int = 50) -> dict:
     """A briefly pre-trained STAR transformer saved as a checkpoint: LoRA adapts a trained model (an untrained
     STAR's head is initialised ×0.02, so adapters on the attention projections alone cannot move its logits)."""
     from lightning_alchemist.proxy.factory import build_proxy
@@ -52,7 +52,7 @@ def _pretrained_star(datamodule, path, steps: int = 60) -> dict:
     return {**MODELS["star"], "transformer": {"checkpoint": str(path)}}
 
 
-@pytest.mark.parametrize("family,mode,steps", [("star", "full", 150), ("star", "lora", 150), ("flux", "full", 150), ("flux", "lora", 150)])
+@pytest.mark.parametrize("family,mode,steps", [("star", "full", 100), ("star", "lora", 150), ("flux", "full", 100), ("flux", "lora", 120)])
 def test_training_on_shapes_lowers_validation_loss(datamodule, family, mode, steps, tmp_path):
     L.seed_everything(0, verbose=False)
     lr = 3e-3 if mode == "full" else 1e-2
@@ -62,7 +62,7 @@ def test_training_on_shapes_lowers_validation_loss(datamodule, family, mode, ste
     module = T2IModule(model, {"mode": mode, "lr": lr, "warmup_steps": 10, "rank": 8, "alpha": 16},
                        seed=0, encode_cache_mb=64)
     trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, limit_val_batches=4, val_check_interval=None, check_val_every_n_epoch=None,
+                        enable_checkpointing=False, limit_val_batches=3, val_check_interval=None, check_val_every_n_epoch=None,
                         default_root_dir=tmp_path, gradient_clip_val=2.0)
     before = trainer.validate(module, datamodule=datamodule, verbose=False)[0]["val/loss"]
     trainer.fit(module, datamodule=datamodule)

@@ -33,7 +33,7 @@ class FinetuneConfig:
     dropout: float = 0.0
     target_modules: Optional[list[str]] = None
     init_lora_weights: str = "gaussian"
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 0.05
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     warmup_steps: int = 20

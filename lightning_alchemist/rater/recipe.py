@@ -108,15 +108,15 @@ def run_train_rater(cfg: Any) -> Path:
     data = RaterDataModule(build_datamodule(cfg.data, seed=int(cfg.get("seed", 0) or 0)), seed=seed)
     token_dim, text_dim = infer_rater_dims(proxy, data.first_val_batch())
     module = RaterModule(proxy, token_dim, text_dim, rcfg, proxy_spec={"model": model_cfg, "finetune": None})
-    if _multi_process(kwargs) and kwargs.get("strategy") in (None, "auto", "ddp"):
-        # Not every parameter gets a gradient every step (group head off, no scale levels, frozen
-        # proxy), so DDP must look for unused parameters.
-        kwargs["strategy"] = "ddp_find_unused_parameters_true"
     logs = out / "rater_logs"
     kwargs = _trainer_kwargs(
         cfg.get("trainer"),
         {"max_epochs": rcfg.epochs, "accelerator": "auto", "devices": 1, "log_every_n_steps": 10},
     )
+    if _multi_process(kwargs) and kwargs.get("strategy") in (None, "auto", "ddp"):
+        # Not every parameter gets a gradient every step (group head off, no scale levels, frozen
+        # proxy), so DDP must look for unused parameters.
+        kwargs["strategy"] = "ddp_find_unused_parameters_true"
     trainer = pl.Trainer(
         logger=[CSVLogger(str(logs), name=""), TensorBoardLogger(str(logs), name="tb")],
         callbacks=[ModelCheckpoint(dirpath=str(out / "rater_checkpoints"), filename="epoch{epoch:02d}", save_top_k=-1,

@@ -33,15 +33,24 @@ def train(cfg: Any) -> dict[str, Any]:
     import torch
 
     from lightning_alchemist.config import data_config
+    from lightning_alchemist.errors import ConfigError
     from lightning_alchemist.data.datamodule import build_datamodule
+    from lightning_alchemist.proxy.factory import model_config
+    from lightning_alchemist.proxy.lora import finetune_config
     from lightning_alchemist.proxy.module import T2IModule
     from lightning_alchemist.proxy.training import build_trainer, trainer_config
 
+    mcfg = model_config(cfg.model)  # validate every group first: a bad value fails in a second, not after data prep
+    finetune_config(cfg.finetune)
     tcfg = trainer_config(cfg.trainer)
+    data = data_config(cfg.data)
+    size = model_image_size(mcfg)
+    if size != data.image_size:
+        raise ConfigError(f"config 'data.image_size': {data.image_size} px, but model '{mcfg.name}' works on {size} px; "
+                          f"pass data.image_size={size}")
     if tcfg.num_threads:
         torch.set_num_threads(tcfg.num_threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = data_config(cfg.data)
     if float(cfg.keep) < 1.0:
         log.warning("keep=%s: data selection is not wired into this recipe yet; training on the whole pool", cfg.keep)
     dm = build_datamodule(data, seed=cfg.seed)
@@ -58,6 +67,13 @@ def train(cfg: Any) -> dict[str, Any]:
     print(f"final val/loss {val_loss:.4f} after {trainer.global_step} steps ({seconds:.0f} s); "
           f"logs: {log_dir}; checkpoint: {ckpt if ckpt.exists() else 'none'}")
     return {"val_loss": val_loss, "steps": trainer.global_step, "log_dir": log_dir, "checkpoint": str(ckpt), "seconds": seconds}
+
+
+def model_image_size(mcfg: Any) -> int:
+    """The image side a model config works on (STAR: its tokenizer's; FLUX: ``model.image_size``)."""
+    if mcfg.family == "star":
+        return int(mcfg.tokenizer.patch_nums[-1] * 2 ** (len(mcfg.tokenizer.ch_mult) - 1))
+    return int(getattr(mcfg, "image_size", 0)) or 0
 
 
 @hydra_main("config")

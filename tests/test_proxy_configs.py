@@ -61,3 +61,24 @@ def test_package_exports_are_lazy_and_complete():
         assert getattr(proxy_pkg, name) is not None
     with pytest.raises(AttributeError):
         proxy_pkg.DoesNotExist  # noqa: B018
+
+
+def _train_recipe():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+    try:
+        import train  # recipes/train.py
+    finally:
+        sys.path.pop(0)
+    return train
+
+
+@pytest.mark.parametrize("overrides,match", [(["model=flux"], "model.path"), (["model=star_tiny", "data.image_size=64"], "data.image_size=32"),
+                                             (["finetune=lora", "finetune.rank=0"], "finetune.rank")])
+def test_train_recipe_fails_fast_with_one_line(overrides, match):
+    cfg = check_overrides("config", overrides)
+    with pytest.raises(ConfigError, match=match) as err:
+        _train_recipe().train(cfg)
+    assert "\n" not in str(err.value)

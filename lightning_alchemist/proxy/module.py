@@ -19,7 +19,7 @@ from torch import Tensor
 from lightning_alchemist.config import as_container
 from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.proxy.base import Batch, Encoded, T2IProxy
-from lightning_alchemist.proxy.factory import build_proxy
+from lightning_alchemist.proxy.factory import build_proxy, model_config
 from lightning_alchemist.proxy.lora import FinetuneConfig, finetune_config
 
 __all__ = ["T2IModule"]
@@ -41,6 +41,8 @@ class T2IModule(L.LightningModule):
     def __init__(self, model: Any = None, finetune: Any = None, seed: int = 0, proxy: Optional[T2IProxy] = None,
                  encode_cache_mb: int = 0, val_seed: int = 1234) -> None:
         super().__init__()
+        if model is not None and proxy is None:
+            model_config(model)  # one-line errors (e.g. a missing local path) before anything resolves the node
         model_node, ft_node = as_container(model), as_container(finetune)
         self.save_hyperparameters({"model": model_node, "finetune": ft_node, "seed": seed,
                                    "encode_cache_mb": encode_cache_mb, "val_seed": val_seed})

@@ -93,3 +93,10 @@ def test_auc_and_defect_aucs():
     assert auc(np.array([1.0, 1.0]), np.array([1.0])) == 0.5  # ties count one half
     res = defect_aucs({"a": 3.0, "b": 2.0, "c": 1.0, "d": 4.0}, {"a": "clean", "b": "clean", "c": "chaotic", "d": "plain"})
     assert res["chaotic"] == {"auc": 1.0, "n": 1} and res["plain"] == {"auc": 0.0, "n": 1}
+
+
+def test_multi_process_runs_get_a_find_unused_ddp_strategy():
+    from lightning_alchemist.rater.recipe import _multi_process
+
+    assert _multi_process({"devices": 2}) and _multi_process({"devices": 1, "num_nodes": 2}) and _multi_process({"devices": [0, 1]})
+    assert not _multi_process({"devices": 1}) and not _multi_process({"devices": "auto"})

@@ -10,6 +10,7 @@ seeded random weights, the cached tokenizer, or local checkpoints.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Optional
 
 import lightning as L
@@ -78,6 +79,9 @@ class T2IModule(L.LightningModule):
         return out
 
     def on_fit_start(self) -> None:
+        # The frozen encoders (VQ tokenizer / VAE, text encoder) stay in eval mode on purpose while the
+        # transformer trains; Lightning would warn about them right after this hook.
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
         # Each DDP rank draws its own noise/timesteps/dropout (same seed, different stream per rank),
         # unless the stream was just restored from a checkpoint.
         if not self._gen_restored and self.global_rank:

@@ -254,7 +254,9 @@ class HFText(TextEncoder):
 
     def _run(self, tok, model, captions: list[str]) -> tuple[Tensor, Tensor]:
         device = next(model.parameters()).device
-        enc = tok(captions, padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt")
+        # CLIP has 77 positions whatever the T5 length is (FLUX: CLIP 77, T5 512)
+        length = min(self.max_length, getattr(model.config, "max_position_embeddings", None) or self.max_length)
+        enc = tok(captions, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
         mask = enc["attention_mask"].to(device)
         out = model(input_ids=enc["input_ids"].to(device), attention_mask=mask)
         return out, mask.bool()

@@ -278,15 +278,18 @@ class DataSelectionCallback(Callback):
         if mode == "weighted" and num_samples is None:
             num_samples = int((weights > 0).sum())
         uniform = mode == "subset" or (epoch_weights is None and bool(np.all(weights == weights[:1])))
-        sampler = WeightedSubsetSampler(
-            positions,
-            weights=None if uniform else weights,
-            mode=mode,
-            num_samples=num_samples,
-            replacement=self.replacement,
-            seed=self.seed,
-            epoch_weights=epoch_weights,
-        )
+        try:
+            sampler = WeightedSubsetSampler(
+                positions,
+                weights=None if uniform else weights,
+                mode=mode,
+                num_samples=num_samples,
+                replacement=self.replacement,
+                seed=self.seed,
+                epoch_weights=epoch_weights,
+            )
+        except ValueError as err:
+            raise ConfigError(f"DataSelectionCallback: {err}") from None
         sampler.set_epoch(trainer.current_epoch)
         self._samplers = [sampler]
         final: Any = sampler

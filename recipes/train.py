@@ -4,7 +4,9 @@
     python recipes/train.py model=flux_tiny finetune=lora trainer.max_steps=200
 
 For now it trains on the whole pool (``keep`` is recorded; selection is wired in by the pipeline
-later). Logs go to ``<out>/train`` (CSV and TensorBoard); the last checkpoint to ``<out>/train/checkpoints``.
+later). Logs go to ``<run dir>/train/version_N`` (CSV and TensorBoard) and the last checkpoint to
+``<run dir>/train/checkpoints/last.ckpt``, where the run dir is Hydra's (``<out>/runs/<time>``, or
+``<out>/multirun/<time>/<job>`` in a ``-m`` sweep), or ``out`` when called as a library.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def train(cfg: Any) -> dict[str, Any]:
         log.warning("keep=%s: data selection is not wired into this recipe yet; training on the whole pool", cfg.keep)
     dm = build_datamodule(data, seed=cfg.seed)
     module = T2IModule(cfg.model, cfg.finetune, seed=cfg.seed, encode_cache_mb=tcfg.encode_cache_mb)
-    out = Path(cfg.out)
+    out = run_dir(cfg)
     trainer = build_trainer(tcfg, out, batch_size=data.batch_size)
     t0 = time.time()
     trainer.fit(module, datamodule=dm)
@@ -67,6 +69,16 @@ def train(cfg: Any) -> dict[str, Any]:
     print(f"final val/loss {val_loss:.4f} after {trainer.global_step} steps ({seconds:.0f} s); "
           f"logs: {log_dir}; checkpoint: {ckpt if ckpt.exists() else 'none'}")
     return {"val_loss": val_loss, "steps": trainer.global_step, "log_dir": log_dir, "checkpoint": str(ckpt), "seconds": seconds}
+
+
+def run_dir(cfg: Any) -> Path:
+    """This job's folder: Hydra's run/sweep dir (under ``out``, one per job of a ``-m`` sweep), else ``out``."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except (ImportError, ValueError):  # not inside a Hydra job (library use, tests)
+        return Path(cfg.out)
 
 
 def model_image_size(mcfg: Any) -> int:

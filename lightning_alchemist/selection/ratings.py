@@ -343,7 +343,3 @@ class Ratings:
         if self._fingerprint is None:
             self._fingerprint = content_fingerprint(self.key_hashes, self.ratings, "ratings")
         return self._fingerprint
-
-    def take(self, indices: np.ndarray) -> pa.ChunkedArray:
-        """The keys at ``indices``."""
-        return self.keys.take(pa.array(np.asarray(indices, dtype=np.int64)))

@@ -89,7 +89,10 @@ def test_map_style_sees_only_selected_keys_each_epoch():
     selected = set(sel.keys.to_pylist())
     model = Recorder(KeyedDataset(), batch_size=8)
     cb = DataSelectionCallback(sel)
-    trainer(cb, max_epochs=3).fit(model)
+    t = trainer(cb, max_epochs=3)
+    t.fit(model)
+    assert float(t.callback_metrics["selection/keep_ratio"]) == pytest.approx(0.25)  # logged each epoch
+    assert float(t.callback_metrics["selection/found_ratio"]) == 1.0
     for epoch in range(3):
         assert sorted(model.seen[epoch]) == sorted(selected)  # exactly the selection, once each
     assert model.seen[0] != model.seen[1]  # reshuffled per epoch

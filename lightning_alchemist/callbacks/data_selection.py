@@ -177,7 +177,7 @@ class DataSelectionCallback(Callback):
             f.set_epoch(self.epoch)
         for name in ("keep_ratio", "found_ratio"):
             if name in self.stats:
-                pl_module.log(f"selection/{name}", float(self.stats[name]), on_step=False, on_epoch=True, sync_dist=False)
+                pl_module.log(f"selection/{name}", float(self.stats[name]), on_step=False, on_epoch=True, sync_dist=True)
 
     def _batches_done(self) -> int:
         """Batches this rank finished in the current epoch, when a checkpoint is taken mid-epoch (else 0)."""

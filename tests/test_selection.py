@@ -225,3 +225,22 @@ def test_select_recipe_writes_manifest_and_histogram(tmp_path):
     assert len(soft) == 2000 and soft.samples_per_epoch() == 800 and (soft.weights == 0).sum() == 400
     root = check_overrides("config", [])
     assert build_strategy(root.selection).name == "shift_gauss"  # the default of the root config
+
+
+def test_select_recipe_runs_as_a_script(tmp_path):
+    import subprocess
+    import sys
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "select.py"
+    make_ratings(500).write(tmp_path / "ratings", "shard-000000")
+    ok = subprocess.run(
+        [sys.executable, str(recipe), f"ratings={tmp_path / 'ratings'}", "selection=topk", "keep=0.2", f"out={tmp_path}"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert len(Selection.read(tmp_path / "selection.parquet")) == 100
+    assert (tmp_path / "selection_histogram.png").is_file()
+    bad = subprocess.run(
+        [sys.executable, str(recipe), f"ratings={tmp_path / 'nope'}", f"out={tmp_path}"], capture_output=True, text=True, timeout=120
+    )
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "does not exist" in bad.stderr

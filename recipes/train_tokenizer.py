@@ -26,7 +26,6 @@ from lightning_alchemist.cli import hydra_main
 def train_tokenizer_recipe(cfg: Any) -> str:
     import torch
 
-    from lightning_alchemist.config import to_dataclass
     from lightning_alchemist.errors import ConfigError
     from lightning_alchemist.proxy.factory import model_config
     from lightning_alchemist.proxy.star.train_vq import load_or_train_tokenizer, tokenizer_cache_path

@@ -14,7 +14,7 @@ from lightning_alchemist.cli import check_overrides
 from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.proxy.factory import model_config
 from lightning_alchemist.proxy.lora import finetune_config
-from lightning_alchemist.proxy.star.transformer import StarTransformer, StarTransformerConfig
+from lightning_alchemist.proxy.star.transformer import StarTransformer
 from lightning_alchemist.proxy.training import total_steps, trainer_config
 
 

@@ -124,7 +124,7 @@ def test_weighted_mode_and_curriculum():
     with pytest.raises(ConfigError, match="num_samples=40 exceeds the 10 samples with positive weight"):
         trainer(DataSelectionCallback(sel, mode="weighted", num_samples=40), max_epochs=1).fit(Recorder(KeyedDataset()))
     r = Ratings.from_arrays([f"img{i:04d}" for i in range(N)], -np.arange(N, dtype=float))  # rank = index
-    cur = Curriculum(epochs=3).select(r, 0.25)
+    cur = Curriculum().select(r, 0.25)  # epochs left open: the trainer's max_epochs
     model = Recorder(KeyedDataset())
     trainer(DataSelectionCallback(cur), max_epochs=4).fit(model)  # switches to weighted by itself
     means = [np.mean([int(k[3:]) for k in model.seen[e]]) for e in range(4)]

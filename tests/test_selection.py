@@ -28,7 +28,7 @@ from lightning_alchemist.selection.plot import kept_mask, kept_share_by_percenti
 from lightning_alchemist.selection.strategies import curriculum_bin_weights
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-ALL = [ShiftGaussian(), Gsample(), TopK(), BottomK(), Block(0.3), Random(), Curriculum()]
+ALL = [ShiftGaussian(), Gsample(), TopK(), BottomK(), Block(0.3), Random(), Curriculum(epochs=10)]
 
 
 def make_ratings(n: int, seed: int = 0) -> Ratings:
@@ -139,6 +139,10 @@ def test_curriculum_moves_from_top_bins_to_bottom_bins():
     assert (sel.bins == ranks * 10 // 5000).all()  # bin 0 = highest ratings
     mean_bin = [sel.bins[strategy.epoch_indices(sel, e)].mean() for e in range(5)]
     assert all(a < b for a, b in zip(mean_bin, mean_bin[1:])) and mean_bin[0] < 3.5 and mean_bin[-1] > 5.5
+    open_ended = Curriculum().select(ratings, 0.3)  # epochs: null -> the trainer's max_epochs
+    with pytest.raises(DataError, match="leaves 'epochs' open"):
+        open_ended.epoch_weights(0)
+    assert (open_ended.epoch_weights(2, epochs=4) == sel.epoch_weights(2)).all()
 
 
 def test_gumbel_top_k_is_exact_and_handles_zero_weights():

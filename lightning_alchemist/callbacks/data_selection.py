@@ -271,7 +271,10 @@ class DataSelectionCallback(Callback):
         epoch_weights = None
         num_samples = self.num_samples
         if sel.schedule:
-            epoch_weights = lambda epoch: sel.epoch_weights(epoch)[sel_rows]  # noqa: E731
+            length = sel.schedule.get("epochs") or trainer.max_epochs
+            if not length or length < 1:
+                raise ConfigError("DataSelectionCallback: the curriculum needs selection.epochs or Trainer(max_epochs=...)")
+            epoch_weights = lambda epoch: sel.epoch_weights(epoch, length)[sel_rows]  # noqa: E731
         if mode == "weighted" and num_samples is None and sel.samples_per_epoch() is not None:
             # the selection's per-epoch draw count, scaled to the part of it this dataset holds
             num_samples = round(sel.samples_per_epoch() * len(positions) / max(len(sel), 1))

@@ -90,15 +90,22 @@ class Selection:
     def keep(self) -> Optional[float]:
         return self.meta.get("keep")
 
-    def epoch_weights(self, epoch: int) -> np.ndarray:
-        """The sampling weight of every row for ``epoch`` (the static ``weights`` without a schedule)."""
+    def epoch_weights(self, epoch: int, epochs: Optional[int] = None) -> np.ndarray:
+        """The sampling weight of every row for ``epoch`` (the static ``weights`` without a schedule).
+
+        ``epochs``: the schedule's length when the manifest leaves it open (``null``), e.g. the
+        trainer's ``max_epochs``.
+        """
         sched = self.schedule
         if not sched:
             return self.weights
         if sched.get("name") == "curriculum":
             from lightning_alchemist.selection.strategies import curriculum_bin_weights
 
-            per_bin = curriculum_bin_weights(epoch, int(sched["epochs"]), int(sched["num_bins"]))
+            length = sched.get("epochs") or epochs
+            if not length:
+                raise DataError("selection: this curriculum leaves 'epochs' open; pass the training length (max_epochs)")
+            per_bin = curriculum_bin_weights(epoch, int(length), int(sched["num_bins"]))
             assert self.bins is not None, "a curriculum selection needs bins"
             return self.weights * per_bin[self.bins]
         raise DataError(f"selection: unknown schedule {sched.get('name')!r}; upgrade lightning_alchemist")

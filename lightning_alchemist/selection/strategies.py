@@ -231,12 +231,13 @@ class Curriculum(Strategy):
     """
 
     num_bins: int = 10
-    epochs: int = 10
+    # Epochs over which the peak moves; None: the training run's max_epochs (set by the callback).
+    epochs: Optional[int] = None
     name: ClassVar[str] = "curriculum"
 
     def __post_init__(self) -> None:
-        if self.num_bins < 1 or self.epochs < 1:
-            raise ConfigError("config 'selection.num_bins' and 'selection.epochs' must be >= 1")
+        if self.num_bins < 1 or (self.epochs is not None and self.epochs < 1):
+            raise ConfigError("config 'selection.num_bins' and 'selection.epochs' must be >= 1 (epochs may be null)")
 
     def select(self, ratings: Ratings, keep: float, seed: int = 0) -> Selection:
         n_items = len(ratings)
@@ -248,12 +249,12 @@ class Curriculum(Strategy):
         meta["schedule"] = {"name": "curriculum", "num_bins": self.num_bins, "epochs": self.epochs, "num_samples": k}
         return Selection(ratings.keys, np.ones(n_items), meta, bins=bins, indices=np.arange(n_items))
 
-    def epoch_indices(self, selection: Selection, epoch: int, seed: int = 0) -> np.ndarray:
+    def epoch_indices(self, selection: Selection, epoch: int, seed: int = 0, epochs: Optional[int] = None) -> np.ndarray:
         """The rows drawn for ``epoch`` (sorted); what a sampler in weighted mode uses."""
         from lightning_alchemist.selection.draw import weighted_draw
 
         k = selection.samples_per_epoch()
-        return np.sort(weighted_draw(selection.epoch_weights(epoch), k, False, make_rng(seed, epoch)))
+        return np.sort(weighted_draw(selection.epoch_weights(epoch, epochs), k, False, make_rng(seed, epoch)))
 
 
 STRATEGIES: dict[str, type[Strategy]] = {

@@ -97,6 +97,7 @@ def run_case(case: str, n: int, data: Path) -> dict:
     pool = pa.default_memory_pool()
     base_pool = pool.bytes_allocated()
     tracemalloc.start()
+    cpu_start = time.process_time()
     start = time.perf_counter()
     try:
         result = op()
@@ -104,11 +105,13 @@ def run_case(case: str, n: int, data: Path) -> dict:
     except Exception as err:  # e.g. torch.multinomial above 2^24 categories
         result, error = None, f"{type(err).__name__}: {str(err).splitlines()[0][:80]}"
     seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     peak += max(0, pool.max_memory() - base_pool) if case.startswith("read") else 0
     del result
-    return {"case": case, "n": n, "seconds": None if error else round(seconds, 3), "peak_mb": round(peak / 2**20), "error": error}
+    return {"case": case, "n": n, "seconds": None if error else round(seconds, 3), "cpu_s": round(cpu, 3),
+            "peak_mb": round(peak / 2**20), "error": error}
 
 
 def callback_overhead(n_items: int = 200_000, steps: int = 300, batch_size: int = 128, repeats: int = 2) -> dict:
@@ -238,16 +241,19 @@ def main() -> None:
                 [sys.executable, __file__, "--data", str(args.data), "--case", case, str(n)], capture_output=True, text=True
             )
             if proc.returncode != 0:
-                rows.append({"case": case, "n": n, "seconds": None, "peak_mb": None, "error": proc.stderr.strip().splitlines()[-1][:100]})
+                rows.append({"case": case, "n": n, "seconds": None, "cpu_s": None, "peak_mb": None,
+                             "error": proc.stderr.strip().splitlines()[-1][:100]})
             else:
                 rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             r = rows[-1]
-            print(f"{case:18s} n={n:>11,d} {str(r['seconds']):>8s} s  {str(r['peak_mb']):>6s} MB  {r['error'] or ''}", flush=True)
+            print(f"{case:18s} n={n:>11,d} {str(r['seconds']):>8s} s  cpu {str(r['cpu_s']):>7s} s  "
+                  f"{str(r['peak_mb']):>6s} MB  {r['error'] or ''}", flush=True)
     # ratios vs the baseline measured in the same run
     pairs = {"read_ratings": "read_parquet", "shift_gauss": ("numpy_choice_p", "torch_multinomial"),
              "epoch_order": ("numpy_permutation", "torch_randperm")}
     by = {(r["case"], r["n"]): r for r in rows}
-    lines = ["| case | N | seconds | peak MB | speed-up vs baseline (baseline s / ours s) |", "|---|---:|---:|---:|---|"]
+    lines = ["| case | N | seconds | CPU s (this process) | peak MB | speed-up vs baseline (baseline s / ours s) |",
+             "|---|---:|---:|---:|---:|---|"]
     for r in rows:
         ratio = ""
         bases = pairs.get(r["case"], ())
@@ -256,7 +262,7 @@ def main() -> None:
             if b and b["seconds"] and r["seconds"]:
                 ratio += f"{b['seconds'] / r['seconds']:.2f}x ({base}); "
         lines.append(f"| {r['case']} | {r['n']:,} | {r['seconds'] if r['seconds'] is not None else 'error'} | "
-                     f"{r['peak_mb']} | {ratio or (r['error'] or '')} |")
+                     f"{r['cpu_s']} | {r['peak_mb']} | {ratio or (r['error'] or '')} |")
     table = "\n".join(lines)
     overhead = None
     iteration = sampler_iteration_cost(200_000 if args.quick else 2_000_000)

@@ -24,7 +24,7 @@ def index_dtype(n: int) -> type:
 
 
 def _descending_keys(values: np.ndarray) -> np.ndarray:
-    """uint32 keys whose ascending order is ``values``' descending order, up to ties (never inverted).
+    """Keys (uint32, or float64 in uint32 range) whose ascending order is ``values``' descending order, up to ties.
 
     Finite values are quantised linearly over their range (fewer ties than float32 where the
     data are dense); anything else goes through the order-preserving float32 bit map.
@@ -32,10 +32,10 @@ def _descending_keys(values: np.ndarray) -> np.ndarray:
     lo, hi = (float(values.min()), float(values.max())) if len(values) else (0.0, 0.0)
     if np.isfinite(hi - lo) and hi > lo:
         q = values - lo  # monotone steps only (IEEE rounding is monotone): a > b never maps below
-        q *= (2**32 - 1) / (hi - lo)
+        # 2^32 - 2 levels: rounding can overshoot by ~1e-6, and the subtraction below stays >= 0.
+        q *= (2**32 - 2) / (hi - lo)
         np.subtract(float(2**32 - 1), q, out=q)
-        np.clip(q, 0.0, float(2**32 - 1), out=q)
-        return q.astype(np.uint32)
+        return q  # float64 in [0, 2^32 - 1]; the caller truncates it into uint32
     with np.errstate(over="ignore"):  # beyond float32 range -> ±inf: a tie, fixed up by the caller
         f32 = values.astype(np.float32)
     f32 += np.float32(0.0)  # -0.0 -> +0.0: they are equal, so must tie

@@ -51,7 +51,7 @@ class VQConfig:
     checkpoint: Optional[str] = None
     auto_train: bool = True
     # tokenizer training (recipes/train_tokenizer.py)
-    train_steps: int = 800
+    train_steps: int = 1600
     train_batch_size: int = 32
     train_lr: float = 2e-3
     train_samples: int = 4000

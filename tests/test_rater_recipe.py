@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -100,3 +99,14 @@ def test_multi_process_runs_get_a_find_unused_ddp_strategy():
 
     assert _multi_process({"devices": 2}) and _multi_process({"devices": 1, "num_nodes": 2}) and _multi_process({"devices": [0, 1]})
     assert not _multi_process({"devices": 1}) and not _multi_process({"devices": "auto"})
+
+
+def test_rater_presets_compose_and_validate():
+    from lightning_alchemist.rater.config import rater_config
+
+    default = rater_config(check_overrides("config", []).rater)
+    assert default.meta_gradient == "first_order" and default.proxy == "star_tiny" and default.entropy_weight == 0.0
+    assert default.proxy_optim.lr == 1e-4 and list(default.proxy_optim.betas) == [0.9, 0.95]
+    tiny = rater_config(check_overrides("config", ["rater=tiny"]).rater)
+    assert tiny.entropy_weight == 1.0 and tiny.proxy_optim.lr == tiny.rater_optim.lr == 1e-3
+    assert tiny.proxy_optim.weight_decay == 0.05  # the rest stays the default

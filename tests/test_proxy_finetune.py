@@ -15,25 +15,10 @@ from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.proxy.factory import build_proxy
 from lightning_alchemist.proxy.lora import load_lora_state_dict, lora_state_dict
 from lightning_alchemist.proxy.module import T2IModule
+from proxy_batches import make_batch
 
-CAPTIONS = ["a small red circle above a large blue square on a white background",
-            "a large green triangle on the left on a black background", "a photo", ""]
 MODELS = {"star": {"family": "star", "tokenizer": {"auto_train": False}}, "flux": {"family": "flux"}}
 CASES = [(f, m) for f in MODELS for m in ("full", "lora")]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def make_batch(n: int = 4, seed: int = 0, offset: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    return {"key": [f"k{offset + i}" for i in range(n)], "image": torch.rand(n, 3, 32, 32, generator=g) * 2 - 1,
-            "caption": [CAPTIONS[(offset + i) % len(CAPTIONS)] for i in range(n)], "meta": [{}] * n, "shard": ["s"] * n}
 
 
 class _Batches(torch.utils.data.Dataset):

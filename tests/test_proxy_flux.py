@@ -12,23 +12,7 @@ import torch
 from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.proxy.factory import build_proxy
 from lightning_alchemist.proxy.flux import FluxProxy, latent_image_ids, pack_latents, unpack_latents
-
-CAPTIONS = ["a small red circle above a large blue square on a white background",
-            "a large green triangle on the left on a black background", "a photo", ""]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def make_batch(n: int = 4, size: int = 32, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    return {"key": [f"k{i}" for i in range(n)], "image": torch.rand(n, 3, size, size, generator=g) * 2 - 1,
-            "caption": [CAPTIONS[i % len(CAPTIONS)] for i in range(n)], "meta": [{}] * n, "shard": ["s"] * n}
+from proxy_batches import make_batch
 
 
 def rows(d: dict, i: int) -> dict:

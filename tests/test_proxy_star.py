@@ -17,25 +17,10 @@ from lightning_alchemist.proxy.factory import build_proxy
 from lightning_alchemist.proxy.star.proxy import StarProxy, load_star_state_dict
 from lightning_alchemist.proxy.star.tokenizer import MultiScaleVQVAE, VQConfig
 from lightning_alchemist.proxy.star.transformer import StarTransformer, StarTransformerConfig, block_causal_bias, rope_2d_normalised
+from proxy_batches import make_batch
 
 MANIFEST = Path(__file__).parent / "data" / "star_var_keys_d2.txt"
-CAPTIONS = ["a small red circle above a large blue square on a white background",
-            "a large green triangle on the left on a black background", "a photo", ""]
 STAR = {"family": "star", "tokenizer": {"auto_train": False}}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def make_batch(n: int = 4, size: int = 32, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    return {"key": [f"k{i}" for i in range(n)], "image": torch.rand(n, 3, size, size, generator=g) * 2 - 1,
-            "caption": [CAPTIONS[i % len(CAPTIONS)] for i in range(n)], "meta": [{}] * n, "shard": ["s"] * n}
 
 
 def rows(enc: dict, i: int) -> dict:

@@ -17,14 +17,6 @@ SMALL_SHAPES = {"name": "shapes", "image_size": 32, "batch_size": 16,
 MODELS = {"star": {"family": "star", "tokenizer": {"auto_train": False}}, "flux": {"family": "flux"}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def datamodule():
     from lightning_alchemist.data.datamodule import build_datamodule

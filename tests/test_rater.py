@@ -22,15 +22,6 @@ from rater_toys import LinearToyProxy, ToyProxy, collate, flipped_regression, lo
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these tiny models run faster so on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 SMALL = {"network": {"depth": 1, "width": 32, "heads": 2, "head_hidden": 16}, "probe_size": 64}
 FAST = {"rater_optim": {"lr": 3e-3, "warmup_epochs": 0}, "proxy_optim": {"lr": 1e-2, "warmup_epochs": 0}, "alpha_epoch0": 0.9}
 

@@ -19,14 +19,6 @@ TOY = {"class": "rater_toys.ToyProxy", "kwargs": {"image_size": 32, "patch": 8}}
 TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def compose(name: str, overrides: list[str], **nodes) -> OmegaConf:
     cfg = check_overrides(name, overrides)
     OmegaConf.set_struct(cfg, False)

@@ -25,14 +25,6 @@ from rater_toys import ToyProxy, ToyScoreData, collate, loader, make_samples
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these tiny models run faster so on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "scoring_script.py"
 SMALL = {"network": {"depth": 1, "width": 32, "heads": 2, "head_hidden": 16}, "probe_size": 0}

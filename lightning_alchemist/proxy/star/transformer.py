@@ -96,7 +96,10 @@ class _DropPath(nn.Module):
         return x * mask.to(x.dtype) / keep
 
 
-class SelfAttention(nn.Module):
+class _ScaledAttention(nn.Module):
+    """What self- and cross-attention share: heads, the softmax scale, and optional q/k L2-norm
+    with a learnable per-head multiplier (``scale_mul_1H11``, the official name)."""
+
     def __init__(self, C: int, heads: int, l2_norm: bool, drop: float) -> None:
         super().__init__()
         self.C, self.H, self.hd = C, heads, C // heads
@@ -107,41 +110,41 @@ class SelfAttention(nn.Module):
             self.max_scale_mul = math.log(100)
         else:
             self.scale = 0.25 / math.sqrt(self.hd)
+        self.drop = drop
+
+    def _normalise_qk(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        if self.l2_norm:
+            q = F.normalize(q, dim=-1) * self.scale_mul_1H11.clamp_max(self.max_scale_mul).exp()
+            k = F.normalize(k, dim=-1)
+        return q, k
+
+
+class SelfAttention(_ScaledAttention):
+    def __init__(self, C: int, heads: int, l2_norm: bool, drop: float) -> None:
+        super().__init__(C, heads, l2_norm, drop)
         self.mat_qkv = nn.Linear(C, 3 * C, bias=False)
         self.q_bias, self.v_bias = nn.Parameter(torch.zeros(C)), nn.Parameter(torch.zeros(C))
         self.register_buffer("zero_k_bias", torch.zeros(C))
         self.proj = nn.Linear(C, C)
-        self.drop = drop
 
     def forward(self, x: Tensor, bias: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         B, L, C = x.shape
         qkv = self.mat_qkv(x) + torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
         q, k, v = qkv.view(B, L, 3, self.H, self.hd).permute(2, 0, 3, 1, 4).unbind(0)
-        if self.l2_norm:
-            q = F.normalize(q, dim=-1) * self.scale_mul_1H11.clamp_max(self.max_scale_mul).exp()
-            k = F.normalize(k, dim=-1)
+        q, k = self._normalise_qk(q, k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=self.drop if self.training else 0.0, scale=self.scale)
         return self.proj(out.transpose(1, 2).reshape(B, L, C))
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(_ScaledAttention):
     def __init__(self, C: int, C_text: int, heads: int, l2_norm: bool, drop: float) -> None:
-        super().__init__()
-        self.C, self.H, self.hd = C, heads, C // heads
-        self.l2_norm = l2_norm
-        if l2_norm:
-            self.scale = 1.0
-            self.scale_mul_1H11 = nn.Parameter(torch.full((1, heads, 1, 1), 4.0).log())
-            self.max_scale_mul = math.log(100)
-        else:
-            self.scale = 0.25 / math.sqrt(self.hd)
+        super().__init__(C, heads, l2_norm, drop)
         self.mat_q = nn.Linear(C, C, bias=False)
         self.mat_kv = nn.Linear(C_text, 2 * C, bias=False)
         self.q_bias, self.v_bias = nn.Parameter(torch.zeros(C)), nn.Parameter(torch.zeros(C))
         self.register_buffer("zero_k_bias", torch.zeros(C))
         self.proj = nn.Linear(C, C)
-        self.drop = drop
 
     def forward(self, x: Tensor, text: Tensor, text_mask: Tensor) -> Tensor:
         B, L, C = x.shape
@@ -149,9 +152,7 @@ class CrossAttention(nn.Module):
         q = (self.mat_q(x) + self.q_bias).view(B, L, self.H, self.hd).transpose(1, 2)
         kv = self.mat_kv(text) + torch.cat((self.zero_k_bias, self.v_bias))
         k, v = kv.view(B, T, 2, self.H, self.hd).permute(2, 0, 3, 1, 4).unbind(0)
-        if self.l2_norm:
-            q = F.normalize(q, dim=-1) * self.scale_mul_1H11.clamp_max(self.max_scale_mul).exp()
-            k = F.normalize(k, dim=-1)
+        q, k = self._normalise_qk(q, k)
         mask = text_mask[:, None, None, :].to(torch.bool)  # per-sample key padding
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.drop if self.training else 0.0, scale=self.scale)
         return self.proj(out.transpose(1, 2).reshape(B, L, C))

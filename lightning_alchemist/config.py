@@ -138,7 +138,12 @@ class RootConfig:
     rater: Any = None
     selection: Any = None
     trainer: Any = None
+    eval: Any = None
     experiment: Any = None
+    # Reuse artifacts instead of computing them: a ratings folder (skips rater training and
+    # scoring) or a selection manifest (skips selection too); recipes/train.py maps selection=PATH here.
+    ratings: Optional[str] = None
+    selection_path: Optional[str] = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -1,12 +1,19 @@
-"""Train a target text-to-image model (STAR or FLUX proxy family) on a dataset with Lightning.
+"""The main recipe: rate → score → select → train → evaluate → report, in one command.
 
-    python recipes/train.py model=star_tiny keep=1.0
-    python recipes/train.py model=flux_tiny finetune=lora trainer.max_steps=200
+    python recipes/train.py                                   # shapes, star_tiny target, keep=0.5, shift_gauss
+    python recipes/train.py data=wds data.urls=/d/{000..099}.tar keep=0.5
+    python recipes/train.py keep=1.0                          # all data (no rater)
+    python recipes/train.py selection=random keep=0.5         # the random baseline (no rater)
+    python recipes/train.py model=flux_tiny finetune=lora data.image_size=32
+    python recipes/train.py ratings=DIR/ratings               # reuse ratings (skip rater training and scoring)
+    python recipes/train.py selection=DIR/selection.parquet   # train with a given selection manifest
+    python recipes/train.py -m keep=0.2,0.5,1.0 selection=shift_gauss,random   # a sweep + comparison table
 
-For now it trains on the whole pool (``keep`` is recorded; selection is wired in by the pipeline
-later). Logs go to ``<run dir>/train/version_N`` (CSV and TensorBoard) and the last checkpoint to
-``<run dir>/train/checkpoints/last.ckpt``, where the run dir is Hydra's (``<out>/runs/<time>``, or
-``<out>/multirun/<time>/<job>`` in a ``-m`` sweep), or ``out`` when called as a library.
+The rater (trained with its own proxy, ``rater.proxy``), the ratings and the selection are cached
+under ``<out>/cache`` by fingerprints of their inputs and config, so a second run or a sweep reuses
+them. The trained target, its evaluation and the report go to the run dir (``<out>/runs/<time>``,
+or ``<out>/multirun/<time>/<job>`` in a sweep); the report is ``<run dir>/report/`` (metrics.json,
+PNGs, summary.md).
 """
 
 from __future__ import annotations
@@ -30,45 +37,20 @@ log = logging.getLogger("lightning_alchemist.train")
 
 
 def train(cfg: Any) -> dict[str, Any]:
-    """Build data, proxy and trainer from ``cfg``; fit; return the final validation loss and paths."""
-    import lightning as L
-    import torch
+    """Run the pipeline for ``cfg``; print the metrics and where the report is; return ``metrics.json``'s content."""
+    from lightning_alchemist.pipeline.run import run_pipeline
 
-    from lightning_alchemist.config import data_config
-    from lightning_alchemist.errors import ConfigError
-    from lightning_alchemist.data.datamodule import build_datamodule
-    from lightning_alchemist.proxy.factory import model_config
-    from lightning_alchemist.proxy.lora import finetune_config
-    from lightning_alchemist.proxy.module import T2IModule
-    from lightning_alchemist.proxy.training import build_trainer, trainer_config
-
-    mcfg = model_config(cfg.model)  # validate every group first: a bad value fails in a second, not after data prep
-    finetune_config(cfg.finetune)
-    tcfg = trainer_config(cfg.trainer)
-    data = data_config(cfg.data)
-    size = model_image_size(mcfg)
-    if size != data.image_size:
-        raise ConfigError(f"config 'data.image_size': {data.image_size} px, but model '{mcfg.name}' works on {size} px; "
-                          f"pass data.image_size={size}")
-    if tcfg.num_threads:
-        torch.set_num_threads(tcfg.num_threads)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    if float(cfg.keep) < 1.0:
-        log.warning("keep=%s: data selection is not wired into this recipe yet; training on the whole pool", cfg.keep)
-    dm = build_datamodule(data, seed=cfg.seed)
-    module = T2IModule(cfg.model, cfg.finetune, seed=cfg.seed, encode_cache_mb=tcfg.encode_cache_mb)
-    out = run_dir(cfg)
-    trainer = build_trainer(tcfg, out, batch_size=data.batch_size)
     t0 = time.time()
-    trainer.fit(module, datamodule=dm)
-    seconds = time.time() - t0
-    val = trainer.validate(module, datamodule=dm, verbose=False)
-    val_loss = float(val[0]["val/loss"]) if val else float("nan")
-    log_dir = trainer.loggers[0].log_dir if trainer.loggers else str(out)
-    ckpt = out / "train" / "checkpoints" / "last.ckpt"
-    print(f"final val/loss {val_loss:.4f} after {trainer.global_step} steps ({seconds:.0f} s); "
-          f"logs: {log_dir}; checkpoint: {ckpt if ckpt.exists() else 'none'}")
-    return {"val_loss": val_loss, "steps": trainer.global_step, "log_dir": log_dir, "checkpoint": str(ckpt), "seconds": seconds}
+    report = run_pipeline(cfg, run_dir(cfg))
+    folder = run_dir(cfg) / "report"
+    print("\nmetrics:")
+    for name, value in sorted(report["metrics"].items()):
+        if isinstance(value, float):
+            print(f"  {name:<16} {value:.4f}")
+        elif not isinstance(value, (dict, list)):
+            print(f"  {name:<16} {value}")
+    print(f"done in {time.time() - t0:.0f} s; report: {folder} (summary.md, metrics.json, PNGs)")
+    return report
 
 
 def run_dir(cfg: Any) -> Path:
@@ -81,17 +63,21 @@ def run_dir(cfg: Any) -> Path:
         return Path(cfg.out)
 
 
-def model_image_size(mcfg: Any) -> int:
-    """The image side a model config works on (STAR: its tokenizer's; FLUX: ``model.image_size``)."""
-    if mcfg.family == "star":
-        return int(mcfg.tokenizer.patch_nums[-1] * 2 ** (len(mcfg.tokenizer.ch_mult) - 1))
-    return int(getattr(mcfg, "image_size", 0)) or 0
-
-
 @hydra_main("config")
 def main(cfg: Any) -> None:
     train(cfg)
 
 
+def selection_path_override(argv: list[str]) -> list[str]:
+    """Map ``selection=PATH`` (a manifest file) to ``selection_path=PATH``; ``selection=NAME`` stays a config group."""
+    return [f"selection_path={a[len('selection='):]}" if a.startswith("selection=") and _looks_like_path(a[len("selection="):])
+            else a for a in argv]
+
+
+def _looks_like_path(value: str) -> bool:
+    return "/" in value or value.endswith(".parquet") or Path(value).is_file()
+
+
 if __name__ == "__main__":
+    sys.argv[1:] = selection_path_override(sys.argv[1:])
     main()

@@ -80,10 +80,11 @@ def test_train_recipe_runs_and_logs(tmp_path):
         "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false", "data.batch_size=8",
         "data.shapes.num_pool=1000", "data.shapes.num_val=200", "data.shapes.shard_size=500"])
     result = train(cfg)
-    assert result["steps"] == 4 and result["val_loss"] > 0
-    metrics = (Path(result["log_dir"]) / "metrics.csv").read_text()
+    assert result["train"]["steps"] == 4 and result["metrics"]["val_loss"] > 0
+    assert result["stages"] == {}  # keep=1.0: no rater, no selection
+    metrics = (Path(result["train"]["log_dir"]) / "metrics.csv").read_text()
     assert "train/loss" in metrics and "val/loss" in metrics
-    assert Path(result["checkpoint"]).exists()
+    assert Path(result["train"]["checkpoint"]).exists()
 
 
 def test_tokenizer_training_caches_and_reloads(tmp_path):

@@ -51,3 +51,35 @@ def resolve_source(cfg: DataConfig, seed: int = 0) -> DataSource:
         labels_path=labels if labels.exists() else None,
         root=Path(pool[0]).parent,
     )
+
+
+def data_identity(cfg: DataConfig, seed: int = 0) -> dict:
+    """What names the samples of ``cfg`` and how they are split and preprocessed, for artifact fingerprints.
+
+    ``shapes`` is named by its generator config; shards by their paths, sizes and modification
+    times (a rewritten shard changes the identity). Loader settings that do not change what a
+    sample is (workers, shuffle buffer, style) are left out.
+    """
+    from dataclasses import asdict
+
+    from lightning_alchemist.data.shapes import GENERATOR_VERSION
+
+    ident: dict = {"name": cfg.name, "image_size": cfg.image_size}
+    if cfg.name == "shapes" and cfg.urls is None:
+        ident["shapes"] = {**asdict(cfg.shapes), "generator": GENERATOR_VERSION}
+        return ident
+
+    def stat(urls: list[str]) -> list:
+        out = []
+        for url in urls:
+            path = Path(url)
+            st = path.stat() if path.exists() else None
+            out.append([url, st.st_size if st else None, int(st.st_mtime) if st else None])
+        return out
+
+    ident["pool"] = stat(expand_urls(cfg.urls, "data.urls"))
+    if cfg.val_urls:
+        ident["val"] = stat(expand_urls(cfg.val_urls, "data.val_urls"))
+    else:
+        ident["val_fraction"], ident["split_seed"] = cfg.val_fraction, seed
+    return ident

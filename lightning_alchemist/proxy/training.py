@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from lightning_alchemist.config import to_dataclass
 from lightning_alchemist.errors import ConfigError
@@ -19,6 +19,7 @@ class TrainerConfig:
 
     accelerator: str = "cpu"
     devices: Any = 1
+    num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
     max_steps: int = 300
@@ -48,8 +49,9 @@ def total_steps(cfg: TrainerConfig, batch_size: int) -> int:
     return cfg.max_steps
 
 
-def build_trainer(cfg: TrainerConfig, out_dir: str | Path, batch_size: int, name: str = "train", **overrides: Any) -> Any:
-    """A ``lightning.Trainer`` with CSV and TensorBoard loggers under ``out_dir`` and a last-step checkpoint."""
+def build_trainer(cfg: TrainerConfig, out_dir: str | Path, batch_size: int, name: str = "train",
+                  callbacks: Sequence[Any] = (), **overrides: Any) -> Any:
+    """A ``lightning.Trainer`` with CSV and TensorBoard loggers under ``out_dir``, a last-step checkpoint and ``callbacks``."""
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -64,11 +66,11 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | Path, batch_size: int, name
     except ModuleNotFoundError:  # tensorboard is optional; CSV always works
         pass
     steps = total_steps(cfg, batch_size)
-    callbacks = []
+    callbacks = list(callbacks)
     if cfg.enable_checkpointing:
         callbacks.append(ModelCheckpoint(dirpath=out / name / "checkpoints", save_last=True, save_top_k=0))
     kwargs = dict(
-        accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, precision=cfg.precision, max_steps=steps,
+        accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=cfg.precision, max_steps=steps,
         max_epochs=-1, val_check_interval=min(cfg.val_check_interval, steps) if cfg.val_check_interval else None,
         check_val_every_n_epoch=None if cfg.val_check_interval else 1,
         limit_val_batches=cfg.limit_val_batches, log_every_n_steps=cfg.log_every_n_steps,

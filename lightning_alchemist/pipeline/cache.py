@@ -1,0 +1,96 @@
+"""Stage artifacts cached by a fingerprint of what produced them.
+
+A stage (rater, ratings, selection) writes into ``<out>/cache/<stage>/<fingerprint>/`` and, once
+it has finished, a ``stage.json`` marker there. A later run with the same inputs and config finds
+the marker and reuses the folder; a run killed half-way leaves no marker, so the rerun builds the
+stage again in the same folder (scoring then resumes shard by shard).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from lightning_alchemist.paths import file_lock
+
+__all__ = ["StageResult", "cached_stage", "fingerprint", "plain"]
+
+log = logging.getLogger(__name__)
+
+MARKER = "stage.json"
+
+
+def plain(value: Any) -> Any:
+    """A JSON-ready copy of a config value (DictConfig, dataclass, Path, tuple ... → dict/list/str)."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(value, (DictConfig, ListConfig)):
+        return plain(OmegaConf.to_container(value, resolve=True))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return plain(dataclasses.asdict(value))
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def fingerprint(payload: Any) -> str:
+    """12 hex digits naming ``payload`` (key order does not matter)."""
+    blob = json.dumps(plain(payload), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """Where a stage's artifact lives, what its build returned, and whether it came from the cache."""
+
+    stage: str
+    fingerprint: str
+    path: Path
+    info: dict[str, Any]
+    cached: bool
+
+
+def _is_rank_zero() -> bool:
+    return all(os.environ.get(var, "0") == "0" for var in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def cached_stage(root: Path, stage: str, key: Mapping[str, Any], build: Callable[[Path], Mapping[str, Any]]) -> StageResult:
+    """Reuse ``root/stage/<fingerprint(key)>`` if a finished build is there, else ``build(folder)`` it.
+
+    ``build`` writes its artifact into the folder and returns a JSON-ready summary, stored in the
+    marker and handed back on reuse. Concurrent callers with the same key wait for each other.
+    """
+    fp = fingerprint(key)
+    folder = Path(root) / stage / fp
+    marker = folder / MARKER
+    if not _is_rank_zero():
+        # A DDP child re-runs the recipe in lockstep with rank 0, which holds the lock while its
+        # stage's Trainer waits for this process: locking here would deadlock. Rank 0 writes the marker.
+        if marker.is_file():
+            return StageResult(stage, fp, folder, dict(json.loads(marker.read_text()).get("info") or {}), cached=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        return StageResult(stage, fp, folder, plain(dict(build(folder))), cached=False)
+    with file_lock(Path(root) / stage / f"{fp}.lock"):
+        if marker.is_file():
+            record = json.loads(marker.read_text())
+            log.info("%s: reusing %s (fingerprint %s)", stage, folder, fp)
+            return StageResult(stage, fp, folder, dict(record.get("info") or {}), cached=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        info = plain(dict(build(folder)))
+        record = {"stage": stage, "fingerprint": fp, "seconds": round(time.time() - t0, 2), "key": plain(key), "info": info}
+        tmp = marker.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, marker)  # the marker appears only once the artifact is complete
+    return StageResult(stage, fp, folder, info, cached=False)

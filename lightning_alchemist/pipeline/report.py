@@ -1,0 +1,225 @@
+"""The run report (``<run>/report/``): metrics.json, pictures a person can look at, and a summary page.
+
+- ``metrics.json``: the run's parameters, evaluation metrics, selection statistics (and, where the
+  data has defect labels, the rater's AUC per defect kind and each kind's kept share), stage
+  artifacts (with ``cached`` flags) and timings;
+- ``selection_histogram.png``: the rating histogram with the kept region;
+- ``rating_bands.png``: pool samples by rating percentile band (top, middle, tail);
+- ``generated.png``: the target's samples for the fixed evaluation prompts;
+- ``loss_curves.png`` (target) and ``rater_curves.png`` (rater training);
+- ``summary.md``: all of the above on one page.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from lightning_alchemist.pipeline.cache import plain
+
+__all__ = ["BANDS", "band_keys", "defect_stats", "plot_curves", "write_report"]
+
+# Rating percentile bands shown in rating_bands.png (0 = highest rating).
+BANDS: tuple[tuple[float, float], ...] = ((0.0, 0.05), (0.25, 0.30), (0.50, 0.55), (0.75, 0.80), (0.95, 1.0))
+
+
+def band_keys(keys: Sequence[str], ratings: np.ndarray, bands: Sequence[tuple[float, float]] = BANDS, per_band: int = 8,
+              seed: int = 0) -> dict[str, list[str]]:
+    """``{"top 0-5%": [keys...], ...}``: ``per_band`` seeded picks from each rank-percentile band."""
+    order = np.argsort(-np.asarray(ratings, dtype=np.float64), kind="stable")
+    n = len(order)
+    rng = np.random.default_rng(seed)
+    rows: dict[str, list[str]] = {}
+    for lo, hi in bands:
+        idx = order[int(lo * n): max(int(hi * n), int(lo * n) + 1)]
+        pick = rng.choice(idx, size=min(per_band, len(idx)), replace=False) if len(idx) else idx
+        where = "top " if lo == 0 else ("bottom " if hi >= 1 else "")
+        rows[f"{where}{lo * 100:.0f}-{hi * 100:.0f}%"] = [keys[i] for i in pick]
+    return rows
+
+
+def defect_stats(keys: Sequence[str], ratings: Optional[np.ndarray], kept: Optional[set], labels: Mapping[str, str]) -> dict[str, Any]:
+    """Per defect kind: how many, the kept share (if a selection), and AUC(clean rated above kind) (if ratings)."""
+    from lightning_alchemist.rater.auc import defect_aucs
+
+    kinds = [labels.get(k) for k in keys]
+    out: dict[str, Any] = {}
+    names = sorted({k for k in kinds if k is not None})
+    for name in names:
+        members = [key for key, kind in zip(keys, kinds) if kind == name]
+        row: dict[str, Any] = {"n": len(members)}
+        if kept is not None:
+            row["kept_share"] = round(sum(1 for key in members if key in kept) / max(len(members), 1), 4)
+        out[name] = row
+    if ratings is not None:
+        for name, res in defect_aucs(dict(zip(keys, np.asarray(ratings).tolist())), labels).items():
+            if name in out and name != "clean":
+                out[name]["auc_clean_above"] = round(res["auc"], 4)
+    return out
+
+
+def _read_csv_metrics(log_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{metric: (steps, values)}`` from a Lightning CSVLogger ``metrics.csv``."""
+    import csv
+
+    path = log_dir / "metrics.csv"
+    if not path.is_file():
+        return {}
+    series: dict[str, tuple[list, list]] = {}
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            step = row.get("step")
+            for name, value in row.items():
+                if name in ("step", "epoch") or value in (None, "") or step in (None, ""):
+                    continue
+                try:
+                    xs, ys = series.setdefault(name, ([], []))
+                    xs.append(float(step))
+                    ys.append(float(value))
+                except ValueError:
+                    continue
+    return {k: (np.asarray(x), np.asarray(y)) for k, (x, y) in series.items()}
+
+
+def plot_curves(log_dir: Path, path: Path, names: Optional[Sequence[str]] = None, title: str = "") -> Optional[Path]:
+    """One panel per metric of a CSVLogger run (``names``, or every ``*loss*``/entropy/alpha series); None if no data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = _read_csv_metrics(Path(log_dir))
+    chosen = [n for n in (names or sorted(series)) if n in series and len(series[n][0])]
+    if names is None:
+        chosen = [n for n in chosen if any(t in n for t in ("loss", "entropy", "alpha", "tau", "probe"))]
+        # Lightning logs a metric per step and per epoch: show the per-step curve once.
+        chosen = [n for n in chosen if not (n.endswith("_epoch") and n[: -len("_epoch")] + "_step" in series)]
+    if not chosen:
+        return None
+    cols = min(4, len(chosen))
+    rows = -(-len(chosen) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(chosen):]:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, chosen):
+        x, y = series[name]
+        ax.plot(x, y, marker="." if len(x) < 30 else None)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _rater_log_dir(rater_folder: Path) -> Optional[Path]:
+    runs = sorted((rater_folder / "rater_logs").glob("version_*/metrics.csv"))
+    return runs[-1].parent if runs else None
+
+
+def write_report(
+    out: Path,
+    cfg: Any,
+    plan: Any,
+    datamodule: Any,
+    target: Any,
+    metrics: Mapping[str, Any],
+    ratings_dir: Optional[Path],
+    selection_path: Optional[Path],
+    stages: Mapping[str, Any],
+    seconds: float,
+    eval_dir: Optional[Path] = None,
+) -> dict[str, Any]:
+    """Write the report folder; returns the ``metrics.json`` content."""
+    from lightning_alchemist.data.contact_sheet import contact_sheet
+    from lightning_alchemist.selection.manifest import Selection
+    from lightning_alchemist.selection.ratings import Ratings
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    keys: Optional[list[str]] = None
+    ratings = None
+    if ratings_dir is not None:
+        table = Ratings.read(ratings_dir)
+        keys, ratings = table.keys.to_pylist(), table.ratings
+        sheet = contact_sheet(datamodule.pool, band_keys(keys, ratings, seed=cfg.seed))
+        sheet.save(out / "rating_bands.png")
+        files["rating_bands"] = "rating_bands.png"
+    kept: Optional[set] = None
+    selection_meta: dict[str, Any] = {}
+    if selection_path is not None:
+        selection = Selection.read(selection_path)
+        kept = set(selection.keys.to_pylist())
+        selection_meta = {k: v for k, v in selection.meta.items() if k not in ("schedule",)}
+        hist = Path(selection_path).parent / "selection_histogram.png"
+        if hist.is_file() and ratings_dir is not None:
+            shutil.copyfile(hist, out / "selection_histogram.png")
+            files["selection_histogram"] = "selection_histogram.png"
+    defects: dict[str, Any] = {}
+    labels_path = getattr(datamodule, "labels_path", None)
+    if labels_path is not None and Path(labels_path).is_file() and (kept is not None or ratings is not None):
+        from lightning_alchemist.data.shapes import read_labels
+
+        pool_keys = keys if keys is not None else list(datamodule.pool.keys)
+        defects = defect_stats(pool_keys, ratings, kept, read_labels(labels_path))
+    if eval_dir is not None:
+        for name in sorted(Path(eval_dir).glob("*.png")):
+            shutil.copyfile(name, out / name.name)
+            files[name.stem] = name.name
+    if plot_curves(Path(target.log_dir), out / "loss_curves.png", title=f"target {cfg.model.name}"):
+        files["loss_curves"] = "loss_curves.png"
+    rater = stages.get("rater")
+    rater_logs = _rater_log_dir(Path(rater.path)) if rater is not None else None
+    if rater_logs is not None and plot_curves(rater_logs, out / "rater_curves.png", title="rater training"):
+        files["rater_curves"] = "rater_curves.png"
+    report = {
+        "params": {
+            "data": cfg.data.name, "model": cfg.model.name, "finetune": cfg.finetune.mode, "selection": plan.name,
+            "keep": plan.keep, "seed": cfg.seed, "rater_proxy": cfg.rater.proxy if plan.rate else None,
+        },
+        "metrics": plain(dict(metrics)),
+        "train": {"steps": target.steps, "samples_seen": target.samples_seen, "seconds": round(target.seconds, 1),
+                  "checkpoint": target.checkpoint, "log_dir": target.log_dir, "selection": plain(target.selection_stats)},
+        "selection": plain(selection_meta),
+        "defects": defects,
+        "stages": {name: {"path": str(s.path), "fingerprint": s.fingerprint, "cached": s.cached} for name, s in stages.items()},
+        "seconds": round(seconds, 1),
+        "files": files,
+    }
+    (out / "metrics.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
+    (out / "summary.md").write_text(summary_markdown(report))
+    return report
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def summary_markdown(report: Mapping[str, Any]) -> str:
+    """One page: parameters, metrics, defects, stages, pictures."""
+    p = report["params"]
+    lines = [f"# Run report: {p['data']}, {p['model']} ({p['finetune']}), {p['selection']} keep={p['keep']}", ""]
+    lines += ["## Metrics", "", "| metric | value |", "|---|---:|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in sorted(report["metrics"].items()) if not isinstance(v, (dict, list))]
+    if report.get("defects"):
+        lines += ["", "## Defect kinds (labels of the generated dataset; evaluation only)", "",
+                  "| kind | n | kept share | AUC(clean rated above) |", "|---|---:|---:|---:|"]
+        for kind, row in sorted(report["defects"].items()):
+            lines.append(f"| {kind} | {row['n']} | {_fmt(row.get('kept_share', '-'))} | {_fmt(row.get('auc_clean_above', '-'))} |")
+    lines += ["", "## Stages", "", "| stage | cached | path |", "|---|---|---|"]
+    lines += [f"| {k} | {v['cached']} | `{v['path']}` |" for k, v in report["stages"].items()]
+    lines += ["", f"Training: {report['train']['steps']} steps, {report['train']['samples_seen']} samples seen, "
+                  f"{report['train']['seconds']} s; whole run {report['seconds']} s.", ""]
+    for name, file in report["files"].items():
+        lines += [f"### {name}", "", f"![{name}]({file})", ""]
+    return "\n".join(lines)

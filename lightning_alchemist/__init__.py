@@ -20,9 +20,38 @@ _EXPORTS: dict[str, str] = {
     "collate_samples": "lightning_alchemist.data.sample",
     "make_stream": "lightning_alchemist.data.stream",
     "ensure_shapes": "lightning_alchemist.data.shapes",
-    # proxy interface
+    # proxies (the T2I models behind one interface)
     "T2IProxy": "lightning_alchemist.proxy.base",
     "RaterInputs": "lightning_alchemist.proxy.base",
+    "StarProxy": "lightning_alchemist.proxy.star.proxy",
+    "FluxProxy": "lightning_alchemist.proxy.flux",
+    "T2IModule": "lightning_alchemist.proxy.module",
+    "build_proxy": "lightning_alchemist.proxy.factory",
+    "register_family": "lightning_alchemist.proxy.factory",
+    # rater and scoring
+    "RaterModule": "lightning_alchemist.rater.module",
+    "RaterDataModule": "lightning_alchemist.rater.data",
+    "RatingWriter": "lightning_alchemist.rater.writer",
+    "load_rater": "lightning_alchemist.rater.scoring",
+    "score": "lightning_alchemist.rater.scoring",
+    # selection
+    "Ratings": "lightning_alchemist.selection.ratings",
+    "Selection": "lightning_alchemist.selection.manifest",
+    "ShiftGaussian": "lightning_alchemist.selection.strategies",
+    "Gsample": "lightning_alchemist.selection.strategies",
+    "TopK": "lightning_alchemist.selection.strategies",
+    "BottomK": "lightning_alchemist.selection.strategies",
+    "Block": "lightning_alchemist.selection.strategies",
+    "Random": "lightning_alchemist.selection.strategies",
+    "Curriculum": "lightning_alchemist.selection.strategies",
+    "build_strategy": "lightning_alchemist.selection.strategies",
+    # sampling and the callback
+    "WeightedSubsetSampler": "lightning_alchemist.sampling.samplers",
+    "DistributedWeightedSubsetSampler": "lightning_alchemist.sampling.samplers",
+    "KeyFilter": "lightning_alchemist.sampling.webdataset",
+    "DataSelectionCallback": "lightning_alchemist.callbacks.data_selection",
+    # the whole pipeline
+    "run_pipeline": "lightning_alchemist.pipeline.run",
     # config and errors
     "ConfigError": "lightning_alchemist.errors",
     "DataError": "lightning_alchemist.errors",

@@ -62,7 +62,10 @@ def plan_stages(cfg: Any) -> Plan:
     """Validate ``cfg`` and decide the stages it needs (fails fast, before any slow work)."""
     from lightning_alchemist.pipeline.target import check_groups
 
-    check_groups(cfg)
+    from lightning_alchemist.data.sources import data_identity
+
+    _, _, data = check_groups(cfg)
+    data_identity(data, seed=cfg.seed)  # shard paths resolve (a missing dataset fails here, in one line)
     plan = Plan(cfg)
     if plan.rate:
         from lightning_alchemist.rater.config import rater_config

@@ -76,12 +76,13 @@ def test_train_recipe_runs_and_logs(tmp_path):
     from lightning_alchemist.cli import check_overrides
 
     cfg = check_overrides("config", [
-        "model=flux_tiny", "finetune=lora", "keep=1.0", f"out={tmp_path}", "trainer.max_steps=4", "trainer.val_check_interval=4",
+        "model=flux_tiny", "finetune=lora", "keep=0.5", "selection=random", f"out={tmp_path}", "eval.num_prompts=8", "eval.fid_samples=64", "trainer.max_steps=4", "trainer.val_check_interval=4",
         "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false", "data.batch_size=8",
         "data.shapes.num_pool=1000", "data.shapes.num_val=200", "data.shapes.shard_size=500"])
     result = train(cfg)
     assert result["train"]["steps"] == 4 and result["metrics"]["val_loss"] > 0
-    assert result["stages"] == {}  # keep=1.0: no rater, no selection
+    assert set(result["stages"]) == {"keys", "selection"}  # random: no rater
+    assert result["train"]["selection"]["found"] == 500 and result["params"]["model"] == "flux_tiny"
     metrics = (Path(result["train"]["log_dir"]) / "metrics.csv").read_text()
     assert "train/loss" in metrics and "val/loss" in metrics
     assert Path(result["train"]["checkpoint"]).exists()

@@ -21,7 +21,7 @@ import numpy as np
 
 from lightning_alchemist.pipeline.cache import plain
 
-__all__ = ["BANDS", "band_keys", "defect_stats", "plot_curves", "write_report"]
+__all__ = ["BANDS", "band_keys", "defect_stats", "plot_curves", "read_csv_metrics", "write_report"]
 
 # Rating percentile bands shown in rating_bands.png (0 = highest rating).
 BANDS: tuple[tuple[float, float], ...] = ((0.0, 0.05), (0.25, 0.30), (0.50, 0.55), (0.75, 0.80), (0.95, 1.0))
@@ -62,7 +62,7 @@ def defect_stats(keys: Sequence[str], ratings: Optional[np.ndarray], kept: Optio
     return out
 
 
-def _read_csv_metrics(log_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def read_csv_metrics(log_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{metric: (steps, values)}`` from a Lightning CSVLogger ``metrics.csv``."""
     import csv
 
@@ -92,7 +92,7 @@ def plot_curves(log_dir: Path, path: Path, names: Optional[Sequence[str]] = None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = _read_csv_metrics(Path(log_dir))
+    series = read_csv_metrics(Path(log_dir))
     chosen = [n for n in (names or sorted(series)) if n in series and len(series[n][0])]
     if names is None:
         chosen = [n for n in chosen if any(t in n for t in ("loss", "entropy", "alpha", "tau", "probe"))]

@@ -75,7 +75,7 @@ def _plot(reports: Sequence[tuple[Path, dict[str, Any]]], header: list[str], row
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lightning_alchemist.pipeline.report import _read_csv_metrics
+    from lightning_alchemist.pipeline.report import read_csv_metrics
 
     fig, (ax_table, ax_curve) = plt.subplots(2, 1, figsize=(max(8, 1.3 * len(header)), 3 + 0.35 * len(rows) + 3.5),
                                              gridspec_kw={"height_ratios": [1 + 0.12 * len(rows), 1.6]})
@@ -84,7 +84,7 @@ def _plot(reports: Sequence[tuple[Path, dict[str, Any]]], header: list[str], row
     table.auto_set_font_size(False)
     table.set_fontsize(8)
     for run, rep in reports:
-        series = _read_csv_metrics(Path(rep.get("train", {}).get("log_dir", "")))
+        series = read_csv_metrics(Path(rep.get("train", {}).get("log_dir", "")))
         if "val/loss" in series:
             x, y = series["val/loss"]
             p = rep["params"]

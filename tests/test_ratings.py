@@ -92,3 +92,72 @@ def test_fingerprint_ignores_row_order_and_mixed_shard_schemas(tmp_path):
     pq.write_table(pa.table({"key": keys[:50], "rating": pa.array(values[:50], pa.float64())}), tmp_path / "a.parquet")
     _write_shard(tmp_path / "b.parquet", keys[50:], values[50:], extra=True)  # float32 + extra column
     assert Ratings.read(tmp_path).fingerprint == r.fingerprint
+
+
+# -- the ShiftGaussian draw: the fast path (bins, bounds, a thin band sorted) equals the full computation --------
+
+
+def _full_draw(values, k, strategy, seed):
+    """The definition, with a full sort: the k largest ``log_weight(rank) - log E`` (E per row in row order), ties by row."""
+    from lightning_alchemist.selection.draw import make_rng, rank_order
+
+    n = len(values)
+    head = strategy.head_size(n, k)
+    rank = np.empty(n, dtype=np.int64)
+    rank[rank_order(values)] = np.arange(n)
+    log_e = np.log(make_rng(seed).standard_exponential(n))
+    keys = np.full(n, -np.inf)
+    keys[rank >= head] = strategy.log_weight_of_rank(rank[rank >= head].astype(np.float64), n)
+    keys -= log_e
+    mask = np.zeros(n, dtype=bool)
+    mask[np.lexsort((np.arange(n), -keys))[:k]] = True
+    return mask
+
+
+def _shift_gauss_values():
+    rng = np.random.default_rng(1)
+    return {
+        "normal": rng.standard_normal(20_000),
+        "ties": np.round(rng.standard_normal(20_000), 1),  # large runs of equal ratings
+        "constant": np.ones(3000),
+        "infinite": np.r_[rng.standard_normal(4000), [np.inf, -np.inf, np.inf, -0.0, 0.0]],
+        "outlier": np.r_[rng.random(20_000), [1e12]],  # nearly every row in one bin
+        "sorted": np.sort(rng.standard_normal(30_000)),  # file order = rank order
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_shift_gauss_values()))
+def test_shift_gaussian_draw_equals_the_full_sort_definition(name, monkeypatch):
+    from lightning_alchemist.selection import Gsample, Ratings, ShiftGaussian
+    from lightning_alchemist.selection import draw
+
+    values = _shift_gauss_values()[name]
+    n = len(values)
+    ratings = Ratings.from_arrays([f"k{i}" for i in range(n)], values, check=False)
+    strategies = (ShiftGaussian(), Gsample(), ShiftGaussian(0.1, 0.7, 0.01), ShiftGaussian(0.3, 0.1, 0.5))
+    for strategy in strategies:
+        for keep in (0.01, 0.5, 0.8, 1.0):
+            k = round(keep * n)
+            expected = _full_draw(values, k, strategy, seed=5)
+            sel = strategy.select(ratings, keep, seed=5)
+            assert (sel.indices == np.flatnonzero(expected)).all(), (strategy, keep)
+    # thresholds from a sample (as at 30M), and a sample that misleads them (the exact fallback)
+    for sample, margin in ((1000, 6.0), (1000, -40.0)):
+        monkeypatch.setattr(draw, "_SAMPLE", sample)
+        monkeypatch.setattr(draw, "_MARGIN_SD", margin)
+        monkeypatch.setattr(draw, "_CHUNK", 4096)  # many chunks
+        for seed in (0, 1):
+            sel = ShiftGaussian().select(ratings, 0.5, seed=seed)
+            assert (sel.indices == np.flatnonzero(_full_draw(values, round(0.5 * n), ShiftGaussian(), seed))).all()
+
+
+def test_shift_gaussian_peak_rank_is_where_weights_turn():
+    from lightning_alchemist.selection import ShiftGaussian
+
+    for n, mu in ((10, 0.6), (1000, 0.6), (3_000_001, 0.6), (7, 0.0), (7, 1.0), (999, 1 / 3)):
+        s = ShiftGaussian(n=0.0, mu=mu, sigma=0.2)
+        split = s.peak_rank(n)
+        d = np.arange(n, dtype=np.float64) * (1.0 / n) - mu
+        assert (d[:split] < 0).all() and (d[split:] >= 0).all()
+        w = s.log_weight_of_rank(np.arange(n, dtype=np.float64), n)
+        assert (np.diff(w[:split]) >= 0).all() and (np.diff(w[split:]) <= 0).all()

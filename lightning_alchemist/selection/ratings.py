@@ -83,6 +83,7 @@ def _hash_fixed(buf: np.ndarray, start: int, n: int, width: int) -> np.ndarray:
 
 
 _M64 = 2**64 - 1
+_FP_CHUNK = 1 << 18
 
 
 def _mix_one(h: int) -> int:
@@ -169,11 +170,15 @@ def content_fingerprint(hashes: np.ndarray, values: np.ndarray, tag: str) -> str
     Each row is mixed to 64 bits; the rows' sum and xor (two independent lanes) and the count
     are then hashed. Vectorised: a few passes over the rows.
     """
-    bits = np.ascontiguousarray(values, dtype="<f8").view(np.uint64) * _K2  # a new array
-    bits ^= hashes  # the key hashes are already well mixed: one more multiply suffices (in place:
-    bits *= _K1  # fresh 30M-row temporaries cost more in page faults than the arithmetic)
-    total = int(bits.sum(dtype=np.uint64))
-    folded = int(np.bitwise_xor.reduce(bits)) if len(bits) else 0
+    bits = np.ascontiguousarray(values, dtype="<f8").view(np.uint64)
+    total, folded = 0, 0
+    buf = np.empty(min(_FP_CHUNK, len(bits)), dtype=np.uint64)
+    for s in range(0, len(bits), _FP_CHUNK):  # chunks that stay in cache: no 30M-row temporaries
+        mixed = np.multiply(bits[s : s + _FP_CHUNK], _K2, out=buf[: min(_FP_CHUNK, len(bits) - s)])
+        mixed ^= hashes[s : s + _FP_CHUNK]  # the key hashes are already well mixed: one more multiply suffices
+        mixed *= _K1
+        total = (total + int(mixed.sum(dtype=np.uint64))) & _M64
+        folded ^= int(np.bitwise_xor.reduce(mixed))
     final = hashlib.blake2b(tag.encode(), digest_size=8)
     final.update(np.array([len(hashes), total, folded], dtype="<u8").tobytes())
     return final.hexdigest()

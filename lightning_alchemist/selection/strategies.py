@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from lightning_alchemist.errors import ConfigError
-from lightning_alchemist.selection.draw import gumbel_top_k, make_rng, rank_order
+from lightning_alchemist.selection.draw import make_rng, rank_gumbel_top_k, rank_order
 from lightning_alchemist.selection.manifest import Selection
 from lightning_alchemist.selection.ratings import Ratings
 
@@ -59,8 +59,12 @@ class Strategy:
         """Choose ``round(keep · len(ratings))`` samples; returns a :class:`Selection` with weight 1 each."""
         n = len(ratings)
         k = num_kept(keep, n)
-        mask = np.zeros(n, dtype=bool)
-        mask[self._pick(ratings, k, seed)] = True  # a mask, not a sort: O(N), and filter beats take
+        picked = self._pick(ratings, k, seed)
+        if picked.dtype == bool:
+            mask = picked
+        else:
+            mask = np.zeros(n, dtype=bool)
+            mask[picked] = True  # a mask, not a sort: O(N), and filter beats take
         indices = np.flatnonzero(mask)
         assert len(indices) == k, f"{self.name} picked {len(indices)} of {k}"
         return Selection(
@@ -83,6 +87,7 @@ class Strategy:
         }
 
     def _pick(self, ratings: Ratings, k: int, seed: int) -> np.ndarray:  # pragma: no cover - abstract
+        """The picked rows: their positions, or a boolean mask over all rows."""
         raise NotImplementedError
 
 
@@ -97,7 +102,8 @@ class ShiftGaussian(Strategy):
     """Alchemist's Shift-Gsample: drop the head ``u < n``, draw the rest ∝ N(u; mu, sigma) without replacement.
 
     When ``keep > 1 − n`` the head shrinks to ``1 − keep`` (the rest is then kept whole).
-    The draw is Gumbel-top-k: exact, O(N), seeded.
+    The draw is Gumbel-top-k: exact, O(N), seeded; its noise is drawn per row in file order, and
+    :func:`~lightning_alchemist.selection.draw.rank_gumbel_top_k` avoids sorting all N ratings.
     """
 
     n: float = 0.2
@@ -140,15 +146,28 @@ class ShiftGaussian(Strategy):
         meta.update(strategy=f"{self.name}_soft", num_samples=k)
         return Selection(ratings.keys, weights, meta, indices=np.arange(n_items))
 
+    def log_weight_of_rank(self, ranks: np.ndarray, n_items: int) -> np.ndarray:
+        """:meth:`log_weights` at ``u = rank / N`` (float64 ranks, consumed), as the draw evaluates it."""
+        ranks *= 1.0 / n_items
+        return self.log_weights(ranks, inplace=True)
+
+    def peak_rank(self, n_items: int) -> int:
+        """The first rank whose ``u − mu`` is >= 0 in floating point: weights rise before it, fall from it on."""
+        lo, hi = 0, n_items
+        while lo < hi:  # (r * (1/N)) - mu is monotone in r under IEEE rounding
+            mid = (lo + hi) // 2
+            if float(mid) * (1.0 / n_items) - self.mu >= 0:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
     def _pick(self, ratings: Ratings, k: int, seed: int) -> np.ndarray:
         n_items = len(ratings)
-        order = rank_order(ratings.ratings)
-        head = self.head_size(n_items, k)
-        u = np.arange(head, n_items, dtype=np.float64)
-        u *= 1.0 / n_items
-        ranks = gumbel_top_k(self.log_weights(u, inplace=True), k, make_rng(seed))  # in place: one array fewer
-        ranks += head
-        return order[ranks]
+        return rank_gumbel_top_k(
+            ratings.ratings, k, lambda r: self.log_weight_of_rank(r, n_items), self.peak_rank(n_items),
+            self.head_size(n_items, k), make_rng(seed),
+        )
 
 
 @dataclass

@@ -46,7 +46,7 @@ METRICS = ("val_loss", "fid_judge", "alignment")
 
 QUICK = ["data.shapes.num_pool=2000", "data.shapes.num_val=400", "data.shapes.shard_size=500", "data.batch_size=16",
          "rater.epochs=1", "trainer.max_steps=40", "trainer.val_check_interval=10", "trainer.limit_val_batches=2",
-         "eval.num_prompts=16", "eval.fid_samples=128"]
+         "eval.num_prompts=16", "eval.fid_real=200", "eval.val_batches=4"]
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:

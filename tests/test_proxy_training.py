@@ -76,7 +76,7 @@ def test_train_recipe_runs_and_logs(tmp_path):
     from lightning_alchemist.cli import check_overrides
 
     cfg = check_overrides("config", [
-        "model=flux_tiny", "finetune=lora", "keep=0.5", "selection=random", f"out={tmp_path}", "eval.num_prompts=8", "eval.fid_samples=64", "trainer.max_steps=4", "trainer.val_check_interval=4",
+        "model=flux_tiny", "finetune=lora", "keep=0.5", "selection=random", f"out={tmp_path}", "eval.num_prompts=8", "eval.fid_real=64", "eval.val_batches=2", "trainer.max_steps=4", "trainer.val_check_interval=4",
         "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false", "data.batch_size=8",
         "data.shapes.num_pool=1000", "data.shapes.num_val=200", "data.shapes.shard_size=500"])
     result = train(cfg)

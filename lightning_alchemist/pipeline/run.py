@@ -41,7 +41,8 @@ class Plan:
         self.select = self.selection_path is None and self.strategy is not None and (self.keep < 1.0 or curriculum)
         self.rate = self.select and self.ratings_path is None and name not in _RATING_FREE
         self.mode = "weighted" if curriculum else "subset"
-        self.name = "given" if self.selection_path else name
+        # What the run trained on, for reports and sweep tables: keep=1.0 with any strategy is all data.
+        self.name = "given" if self.selection_path else (name if self.select else "none")
         if self.selection_path is not None and not self.selection_path.is_file():
             raise DataError(f"config 'selection_path': no selection manifest at {self.selection_path}; "
                             "write one with recipes/select.py or drop the option")

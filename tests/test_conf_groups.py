@@ -1,0 +1,79 @@
+"""Every option of every config group composes into the root config and passes its group's validator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lightning_alchemist.cli import CONF_DIR, check_overrides
+
+GROUPS = ("data", "model", "finetune", "rater", "selection", "trainer", "eval", "experiment")
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _validate(group: str, cfg) -> None:
+    """The group's own validator (the one its builder runs)."""
+    if group == "data":
+        from lightning_alchemist.config import data_config
+
+        data_config(cfg.data)
+    elif group == "model":
+        from lightning_alchemist.proxy.factory import model_config
+
+        model_config(cfg.model)
+    elif group == "finetune":
+        from lightning_alchemist.proxy.lora import finetune_config
+
+        finetune_config(cfg.finetune)
+    elif group == "rater":
+        from lightning_alchemist.rater.config import rater_config
+
+        rater_config(cfg.rater)
+    elif group == "selection":
+        from lightning_alchemist.selection.strategies import build_strategy
+
+        build_strategy(cfg.selection)
+    elif group == "trainer":
+        from lightning_alchemist.proxy.training import trainer_config
+
+        trainer_config(cfg.trainer)
+    elif group == "eval":
+        from lightning_alchemist.metrics.evaluate import eval_config
+
+        eval_config(cfg.eval)
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
+def test_every_group_option_composes_and_validates(group, option):
+    extra = ["data.urls=/tmp/shards.tar"] if (group, option) == ("data", "wds") else []
+    cfg = check_overrides("config", [f"{group}={option}", *extra])
+    if group == "model" and not option.endswith("_tiny"):
+        # Real models load local weights (nothing is downloaded): without the paths, a one-line error naming them.
+        from lightning_alchemist.errors import ConfigError
+
+        with pytest.raises(ConfigError, match="path") as err:
+            _validate(group, cfg)
+        assert "\n" not in str(err.value)
+        return
+    _validate(group, cfg)
+    if group == "experiment":  # an experiment may change any group: all of them must still validate
+        for other in GROUPS[:-1]:
+            _validate(other, cfg)
+
+
+def test_every_group_has_options_and_the_defaults_exist():
+    for group in GROUPS:
+        assert _options(group), f"conf/{group}/ is empty"
+    text = (CONF_DIR / "config.yaml").read_text()
+    for group in GROUPS[:-1]:
+        assert f"- {group}: " in text, group
+    assert Path(CONF_DIR / "experiment" / "paper_table.yaml").is_file()
+
+
+def test_paper_table_is_a_sweep_at_equal_compute():
+    cfg = check_overrides("config", ["experiment=paper_table"])
+    assert cfg.trainer.max_samples and cfg.trainer.max_samples > 0

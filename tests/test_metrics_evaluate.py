@@ -1,0 +1,93 @@
+"""evaluate_model on a tiny untrained star_tiny: every metric key, a grid PNG, fixed prompts, validated config."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from lightning_alchemist.cli import CONF_DIR
+from lightning_alchemist.errors import ConfigError
+from lightning_alchemist.metrics.evaluate import METRIC_KEYS, EvalConfig, eval_config, evaluate_model, prompt_set
+
+# 64-px renders like the default data (shares the judge's renderer settings); few samples.
+EVAL_SHAPES = {"num_pool": 200, "num_val": 100, "shard_size": 100, "resolution": 64, "seed": 0}
+# The default judge (32 px read, 64 px renders): trained once per test session, shared with test_metrics_judge.py
+# (a cheaper judge is useless: 120 steps give 27 % exact, so nothing here could be checked with it).
+SMALL_EVAL = {"num_prompts": 12, "fid_real": 40, "val_batches": 2, "batch_size": 8, "grid_images": 8, "grid_columns": 4}
+
+
+@pytest.fixture(scope="module")
+def eval_data(cache_dir):
+    from lightning_alchemist.data.datamodule import build_datamodule
+
+    dm = build_datamodule({"name": "shapes", "image_size": 32, "batch_size": 16, "cache_dir": cache_dir, "shapes": EVAL_SHAPES})
+    dm.prepare_data()
+    dm.setup("validate")
+    return dm
+
+
+def star_tiny_untrained() -> dict:
+    """conf/model/star_tiny with a seeded random tokenizer (no tokenizer training in tests)."""
+    model = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / "star_tiny.yaml"))
+    model["tokenizer"]["auto_train"] = False
+    return model
+
+
+@pytest.fixture(scope="module")
+def target():
+    from lightning_alchemist.proxy.module import T2IModule
+
+    return T2IModule(star_tiny_untrained(), {"mode": "full"}, seed=0)
+
+
+def test_evaluate_model_returns_every_metric_and_writes_the_grid(target, eval_data, tmp_path):
+    result = evaluate_model(target, eval_data, SMALL_EVAL, tmp_path)
+    assert set(METRIC_KEYS) <= set(result)
+    json.dumps(result)
+    assert result["num_prompts"] == 12 and result["val_samples"] == 32
+    assert result["val_loss"] > 0 and torch.isfinite(torch.tensor(result["val_loss"]))
+    # An untrained model draws noise: the judge rejects it, and accepts the prompts' own clean renders.
+    assert result["alignment"] <= 0.1 and result["alignment_reference"] >= 0.9
+    assert result["judge"]["heldout_exact"] >= 0.95
+    assert set(result["alignment_breakdown"]) == {"position", "shape", "color", "size", "background"}
+    assert result["fid_judge"] > result["fid_judge_reference"] >= 0.0
+    assert result["fid_inception"] is None and result["clip_score"] is None
+    assert set(result["skipped"]) == {"fid_inception", "clip_score"} and all("\n" not in v for v in result["skipped"].values())
+    png = tmp_path / "generated.png"
+    assert result["generated_png"] == str(png)
+    with Image.open(png) as im:
+        assert im.size[0] > 4 * 128 and im.size[1] > 2 * 128  # 8 images in 4 columns, 2 rows, with captions
+
+
+def test_val_loss_equals_lightnings_validation(target, eval_data):
+    import lightning as L
+
+    from lightning_alchemist.metrics.evaluate import heldout_loss
+
+    ours, n = heldout_loss(target, eval_data, max_batches=2)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=2)
+    theirs = trainer.validate(target, datamodule=eval_data, verbose=False)[0]["val/loss"]
+    assert n == 32 and ours == pytest.approx(theirs, rel=1e-5)
+
+
+def test_prompts_are_fixed_by_the_eval_seed(eval_data):
+    cfg = EvalConfig(num_prompts=6)
+    prompts, scenes = prompt_set(eval_data.cfg, cfg)
+    again, _ = prompt_set(eval_data.cfg, EvalConfig(num_prompts=10))
+    assert again[:6] == prompts and len(set(prompts)) == 6 and len(scenes) == 6
+    other, _ = prompt_set(eval_data.cfg, EvalConfig(num_prompts=6, seed=1))
+    assert other != prompts
+
+
+def test_eval_config_is_validated():
+    assert eval_config(OmegaConf.load(CONF_DIR / "eval" / "default.yaml")) == EvalConfig()  # the yaml states the defaults
+    for bad, needle in (({"num_promts": 3}, "eval.num_promts"), ({"fid_features": ["inceptoin"]}, "eval.fid_features"),
+                        ({"align_on": ["colour"]}, "eval.align_on"), ({"num_prompts": 1}, "eval"),
+                        ({"val_batches": 0}, "eval.val_batches")):
+        with pytest.raises(ConfigError) as err:
+            eval_config(bad)
+        assert needle in str(err.value) and "\n" not in str(err.value)

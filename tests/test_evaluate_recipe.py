@@ -1,0 +1,81 @@
+"""recipes/evaluate.py: a checkpoint in, metrics.json and generated.png out; a missing checkpoint is one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = ["data.shapes.num_pool=200", "data.shapes.num_val=100", "data.shapes.shard_size=100", "data.batch_size=16"]
+SMALL_EVAL = ["eval.num_prompts=8", "eval.fid_real=40", "eval.val_batches=2", "eval.batch_size=8", "eval.grid_images=8"]
+
+
+def _recipe():
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        import evaluate  # recipes/evaluate.py
+
+        return evaluate
+    finally:
+        sys.path.pop(0)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(cache_dir, tmp_path_factory) -> Path:
+    """A star_tiny target after one training step, saved by Lightning like recipes/train.py's last.ckpt."""
+    import lightning as L
+
+    from lightning_alchemist.data.datamodule import build_datamodule
+    from omegaconf import OmegaConf
+
+    from lightning_alchemist.cli import CONF_DIR
+    from lightning_alchemist.proxy.module import T2IModule
+
+    # No data.cache_dir: the recipe's data node has none either; both use cache_root() (the session's test cache).
+    dm = build_datamodule({"name": "shapes", "image_size": 32, "batch_size": 16,
+                           "shapes": {"num_pool": 200, "num_val": 100, "shard_size": 100}}, seed=0)
+    model = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / "star_tiny.yaml"))
+    model["tokenizer"]["auto_train"] = False  # a seeded random tokenizer: no tokenizer training in tests
+    module = T2IModule(model, {"mode": "full"}, seed=0)
+    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=dm)
+    path = tmp_path_factory.mktemp("train") / "train" / "checkpoints" / "last.ckpt"
+    path.parent.mkdir(parents=True)
+    trainer.save_checkpoint(path)
+    return path
+
+
+def test_recipe_evaluates_a_checkpoint(checkpoint, cache_dir, tmp_path):
+    from lightning_alchemist.cli import check_overrides
+
+    cfg = check_overrides("evaluate", [f"ckpt={checkpoint}", f"out={tmp_path}", *SHAPES, *SMALL_EVAL])
+    result = _recipe().evaluate(cfg)
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written == json.loads(json.dumps(result)) and written["checkpoint"] == str(checkpoint)
+    assert written["num_prompts"] == 8 and written["val_loss"] > 0 and written["alignment"] is not None
+    assert written["fid_judge"] is not None and (tmp_path / "generated.png").is_file()
+
+
+def test_recipe_fails_in_one_line_without_a_checkpoint(tmp_path):
+    from lightning_alchemist.cli import check_overrides
+    from lightning_alchemist.errors import ConfigError, DataError
+
+    with pytest.raises(ConfigError, match="'ckpt' is required"):
+        _recipe().evaluate(check_overrides("evaluate", [f"out={tmp_path}"]))
+    missing = tmp_path / "run" / "train" / "checkpoints" / "last.ckpt"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "recipes" / "evaluate.py"), f"ckpt={missing}", f"out={tmp_path}"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and str(missing) in lines[0] and "recipes/train.py" in lines[0], proc.stderr
+    not_a_ckpt = tmp_path / "garbage.ckpt"
+    not_a_ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="cannot load a T2IModule"):
+        _recipe().evaluate(check_overrides("evaluate", [f"ckpt={not_a_ckpt}", f"out={tmp_path}"]))

@@ -217,6 +217,28 @@ def sampler_iteration_cost(n_items: int = 2_000_000, repeats: int = 3) -> dict:
     return {"ours_ns_per_sample": round(min(ours) * 1e9, 1), "random_sampler_ns_per_sample": round(min(theirs) * 1e9, 1)}
 
 
+def run_cases(sizes: list[int], cases: list[str], data: Path, echo: bool = True) -> list[dict]:
+    """Each case at each size in its own subprocess (clean peak memory); one row per (case, size)."""
+    rows = []
+    for n in sizes:
+        for case in cases:
+            if n > MAX_N.get(case, n):
+                continue
+            proc = subprocess.run(
+                [sys.executable, __file__, "--data", str(data), "--case", case, str(n)], capture_output=True, text=True
+            )
+            if proc.returncode != 0:
+                rows.append({"case": case, "n": n, "seconds": None, "cpu_s": None, "peak_mb": None,
+                             "error": (proc.stderr.strip().splitlines() or ["failed"])[-1][:100]})
+            else:
+                rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            r = rows[-1]
+            if echo:
+                print(f"{case:18s} n={n:>11,d} {str(r['seconds']):>8s} s  cpu {str(r['cpu_s']):>7s} s  "
+                      f"{str(r['peak_mb']):>6s} MB  {r['error'] or ''}", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1M items only")
@@ -232,22 +254,7 @@ def main() -> None:
         return
     sizes = args.sizes or ([1_000_000] if args.quick else [1_000_000, 10_000_000, 30_000_000])
     load_before = os.getloadavg()[0]
-    rows = []
-    for n in sizes:
-        for case in args.cases:
-            if n > MAX_N.get(case, n):
-                continue
-            proc = subprocess.run(
-                [sys.executable, __file__, "--data", str(args.data), "--case", case, str(n)], capture_output=True, text=True
-            )
-            if proc.returncode != 0:
-                rows.append({"case": case, "n": n, "seconds": None, "cpu_s": None, "peak_mb": None,
-                             "error": proc.stderr.strip().splitlines()[-1][:100]})
-            else:
-                rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            r = rows[-1]
-            print(f"{case:18s} n={n:>11,d} {str(r['seconds']):>8s} s  cpu {str(r['cpu_s']):>7s} s  "
-                  f"{str(r['peak_mb']):>6s} MB  {r['error'] or ''}", flush=True)
+    rows = run_cases(sizes, args.cases, args.data)
     # ratios vs the baseline measured in the same run
     pairs = {"read_ratings": "read_parquet", "shift_gauss": ("numpy_choice_p", "torch_multinomial"),
              "epoch_order": ("numpy_permutation", "torch_randperm")}

@@ -91,3 +91,19 @@ def test_eval_config_is_validated():
         with pytest.raises(ConfigError) as err:
             eval_config(bad)
         assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_other_data_uses_heldout_captions_and_skips_the_judge(target, eval_data, tmp_path):
+    """Webdataset shards that are not ``shapes``: prompts are held-out captions; judge metrics are skipped in one line."""
+    from lightning_alchemist.data.datamodule import build_datamodule
+
+    src = eval_data.source
+    dm = build_datamodule({"name": "wds", "urls": src.pool_urls, "val_urls": src.val_urls, "image_size": 32, "batch_size": 16})
+    dm.setup("validate")
+    result = evaluate_model(target, dm, {**SMALL_EVAL, "num_prompts": 4, "grid_images": 4}, tmp_path)
+    assert result["num_prompts"] == 4 and result["val_loss"] > 0
+    assert result["alignment"] is None and result["fid_judge"] is None and result["judge"] is None
+    assert {"alignment", "fid_judge", "fid_inception", "clip_score"} == set(result["skipped"])
+    prompts, scenes = prompt_set(dm.cfg, EvalConfig(num_prompts=4), dm.val)
+    assert scenes is None and prompts == [dm.val[i]["caption"] for i in range(4)]
+    assert (tmp_path / "generated.png").is_file()

@@ -78,3 +78,28 @@ def test_judge_is_cached_and_reused(judge_and_stats, cache_dir):
     x = render_batch(_scenes(8, seed=13), judge.cfg)
     assert torch.equal(again.features(x), judge.features(x))
     assert judge_cache_path(JudgeConfig(steps=10)) != path  # training settings are part of the fingerprint
+
+
+def test_concurrent_callers_train_the_judge_once(tmp_path, monkeypatch):
+    """The cache file lock: a second caller waits for the first one's training and then loads its file."""
+    import threading
+
+    from lightning_alchemist.metrics import judge as judge_mod
+
+    calls = []
+    real_train = judge_mod.train_judge
+
+    def counting_train(cfg, progress=False):
+        calls.append(cfg)
+        return real_train(cfg, progress)
+
+    monkeypatch.setattr(judge_mod, "train_judge", counting_train)
+    cheap = JudgeConfig(steps=3, train_images=40, eval_images=8, batch_size=8)
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(ensure_judge(cheap, cache_dir=tmp_path))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(results) == 2 and len(calls) == 1
+    assert results[0][1] == results[1][1] and judge_cache_path(cheap, tmp_path).is_file()

@@ -150,7 +150,7 @@ def sample_grid(images: Tensor, prompts: Sequence[str], columns: int = 8, cell: 
     n = images.shape[0]
     columns = max(1, min(columns, n))
     rows = max(1, math.ceil(n / columns))
-    text_h, pad = 44, 6
+    text_h, pad = 56, 6
     chars = max(cell // 6, 8)
     sheet = Image.new("RGB", (columns * (cell + pad) + pad, rows * (cell + text_h + pad) + pad), "white")
     draw = ImageDraw.Draw(sheet)
@@ -160,7 +160,7 @@ def sample_grid(images: Tensor, prompts: Sequence[str], columns: int = 8, cell: 
         sheet.paste(to_pil(images[i]).resize((cell, cell), Image.Resampling.NEAREST), (x, y))
         if marks is not None:
             draw.rectangle((x - 2, y - 2, x + cell + 1, y + cell + 1), outline=(30, 160, 60) if marks[i] else (200, 40, 40), width=2)
-        lines = textwrap.wrap(prompts[i], chars)[:4]
+        lines = textwrap.wrap(prompts[i], chars)[:5]
         draw.multiline_text((x, y + cell + 3), "\n".join(lines), fill="black", spacing=1)
     return sheet
 
@@ -220,7 +220,7 @@ def evaluate_model(module: Any, datamodule: Any, eval_cfg: Any = None, out_dir: 
         seconds["judge_load_or_train"] = time.time() - t0
         result["judge"] = {"heldout_exact": stats["heldout"]["exact"], "trained_seconds": stats["seconds"]}
         t0 = time.time()
-        reference = _render_reference(scenes, data_cfg, judge)
+        reference = _render_reference(scenes, judge)
         matches = judge_matches(judge, images, scenes, cfg.batch_size)
         marks_t = aligned_mask(matches, cfg.align_on)
         marks = marks_t.tolist()
@@ -231,28 +231,31 @@ def evaluate_model(module: Any, datamodule: Any, eval_cfg: Any = None, out_dir: 
     else:
         skipped["alignment"] = f"alignment skipped: the judge reads 'shapes' scenes only (data={data_cfg.name})"
 
-    needs_real = ("judge" in cfg.fid_features and judge is not None) or "inception" in cfg.fid_features
-    real = _real_images(datamodule.val, cfg.fid_real) if needs_real else None
-    if "judge" in cfg.fid_features:
-        if judge is not None:
-            from lightning_alchemist.metrics.fid import JudgeFeatures, fid
+    inception = None
+    if "inception" in cfg.fid_features:
+        from lightning_alchemist.metrics.fid import load_inception
 
+        inception, why = load_inception(cfg.inception_weights)
+        if inception is None:
+            skipped["fid_inception"] = why
+    use_judge = "judge" in cfg.fid_features and judge is not None
+    if "judge" in cfg.fid_features and judge is None:
+        skipped["fid_judge"] = f"fid_judge skipped: the judge's features exist for 'shapes' only (data={data_cfg.name})"
+    if use_judge or inception is not None:
+        from lightning_alchemist.metrics.fid import JudgeFeatures, fid
+
+        t0 = time.time()
+        real = _real_images(datamodule.val, cfg.fid_real)
+        seconds["fid_real_images"] = time.time() - t0
+        if use_judge:
             t0 = time.time()
             feats = JudgeFeatures(judge)
             result["fid_judge"] = fid(feats, real, images, cfg.batch_size)
             result["fid_judge_reference"] = fid(feats, real, reference, cfg.batch_size)
             seconds["fid_judge"] = time.time() - t0
-        else:
-            skipped["fid_judge"] = f"fid_judge skipped: the judge's features exist for 'shapes' only (data={data_cfg.name})"
-    if "inception" in cfg.fid_features:
-        from lightning_alchemist.metrics.fid import fid, load_inception
-
-        net, why = load_inception(cfg.inception_weights)
-        if net is None:
-            skipped["fid_inception"] = why
-        else:
+        if inception is not None:
             t0 = time.time()
-            result["fid_inception"] = fid(net, real, images, cfg.batch_size)
+            result["fid_inception"] = fid(inception, real, images, cfg.batch_size)
             seconds["fid_inception"] = time.time() - t0
     from lightning_alchemist.metrics.clip_score import clip_score, load_clip
 
@@ -282,7 +285,7 @@ def evaluate_model(module: Any, datamodule: Any, eval_cfg: Any = None, out_dir: 
     return result
 
 
-def _render_reference(scenes: Sequence[dict], data_cfg: Any, judge: Any) -> Tensor:
+def _render_reference(scenes: Sequence[dict], judge: Any) -> Tensor:
     """Clean renders of the prompts' own scenes, read like the data (the ideal generator's output)."""
     from lightning_alchemist.metrics.judge import render_batch
 

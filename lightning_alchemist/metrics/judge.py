@@ -392,7 +392,7 @@ def ensure_judge(cfg: Optional[JudgeConfig] = None, cache_dir: Optional[str | Pa
         if not path.is_file():
             log.warning("No cached shapes judge at %s: training one (once, ~25 s)", path)
             judge, stats = train_judge(cfg, progress=progress)
-            tmp = path.with_suffix(f".pt.tmp")
+            tmp = path.with_suffix(".pt.tmp")
             torch.save({"state_dict": judge.state_dict(), "config": dataclasses.asdict(cfg), "stats": stats}, tmp)
             tmp.replace(path)
             log.warning("Shapes judge saved to %s: held-out exact %.3f (%s s)", path, stats["heldout"]["exact"], stats["seconds"])

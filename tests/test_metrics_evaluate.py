@@ -55,6 +55,9 @@ def test_evaluate_model_returns_every_metric_and_writes_the_grid(target, eval_da
     assert result["judge"]["heldout_exact"] >= 0.95
     assert set(result["alignment_breakdown"]) == {"position", "shape", "color", "size", "background"}
     assert result["fid_judge"] > result["fid_judge_reference"] >= 0.0
+    # Through star_tiny's (here random) tokenizer: a value, and no better than the clean renders.
+    assert 0.0 <= result["alignment_ceiling"] <= result["alignment_reference"]
+    assert result["fid_judge_ceiling"] > result["fid_judge_reference"]
     assert result["fid_inception"] is None and result["clip_score"] is None
     assert set(result["skipped"]) == {"fid_inception", "clip_score"} and all("\n" not in v for v in result["skipped"].values())
     png = tmp_path / "generated.png"
@@ -107,3 +110,14 @@ def test_other_data_uses_heldout_captions_and_skips_the_judge(target, eval_data,
     prompts, scenes = prompt_set(dm.cfg, EvalConfig(num_prompts=4), dm.val)
     assert scenes is None and prompts == [dm.val[i]["caption"] for i in range(4)]
     assert (tmp_path / "generated.png").is_file()
+
+
+def test_autoencoder_roundtrip_for_both_families(target):
+    from lightning_alchemist.metrics.evaluate import autoencoder_roundtrip
+    from lightning_alchemist.proxy.factory import build_proxy
+
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    for module in (target, build_proxy({"family": "flux"}, {"mode": "full"})):
+        y = autoencoder_roundtrip(module, x, batch_size=2)
+        assert y.shape == x.shape and y.abs().max() <= 1.0 and not torch.equal(y, x)
+    assert autoencoder_roundtrip(torch.nn.Linear(2, 2), x) is None

@@ -25,12 +25,12 @@ from lightning_alchemist.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalConfig", "METRIC_KEYS", "eval_config", "evaluate_model", "load_target", "prompt_set", "sample_grid"]
+__all__ = ["EvalConfig", "METRIC_KEYS", "eval_config", "autoencoder_roundtrip", "evaluate_model", "load_target", "prompt_set", "sample_grid"]
 
 FID_FEATURES = ("judge", "inception")
 # Keys every result has (None where a metric does not apply or was skipped; ``skipped`` says why).
 METRIC_KEYS = ("val_loss", "val_samples", "num_prompts", "alignment", "alignment_breakdown", "alignment_reference",
-               "fid_judge", "fid_judge_reference", "fid_inception", "clip_score", "skipped", "judge", "seconds",
+               "alignment_ceiling", "fid_judge", "fid_judge_reference", "fid_judge_ceiling", "fid_inception", "clip_score", "skipped", "judge", "seconds",
                "generated_png", "eval_config")
 
 
@@ -191,7 +191,8 @@ def evaluate_model(module: Any, datamodule: Any, eval_cfg: Any = None, out_dir: 
         ``alignment`` (share of generated images whose judged scene matches the prompt on ``eval.align_on``),
         ``alignment_breakdown`` (per attribute), ``fid_judge`` (generated vs real held-out images in the judge's
         feature space) and their ``*_reference`` values (clean renders of the same prompts: what a perfect model
-        scores at this sample size); ``fid_inception`` and ``clip_score`` where local weights are given;
+        scores at this sample size) and ``*_ceiling`` values (those renders after a round trip through the model's
+        own frozen tokenizer/VAE: the best this model can draw); ``fid_inception`` and ``clip_score`` where local weights are given;
         ``skipped`` (metric -> one-line reason), ``judge`` (its held-out accuracy), ``seconds`` per stage.
     """
     cfg = eval_config(eval_cfg)
@@ -211,7 +212,7 @@ def evaluate_model(module: Any, datamodule: Any, eval_cfg: Any = None, out_dir: 
     result["num_prompts"] = len(prompts)
     seconds["generate"] = time.time() - t0
 
-    judge, marks = None, None
+    judge, marks, ceiling = None, None, None
     if scenes is not None:
         from lightning_alchemist.metrics.judge import aligned_mask, judge_matches
 
@@ -227,6 +228,13 @@ def evaluate_model(module: Any, datamodule: Any, eval_cfg: Any = None, out_dir: 
         result["alignment"] = marks_t.float().mean().item()
         result["alignment_breakdown"] = {k: v.float().mean().item() for k, v in matches.items()}
         result["alignment_reference"] = aligned_mask(judge_matches(judge, reference, scenes, cfg.batch_size), cfg.align_on).float().mean().item()
+        # The model's own frozen image autoencoder (STAR's VQ tokenizer, FLUX's VAE) bounds what it can draw:
+        # the same clean renders after a round trip through it are the best this model could produce.
+        ceiling = autoencoder_roundtrip(module, reference, cfg.batch_size)
+        if ceiling is not None:
+            result["alignment_ceiling"] = aligned_mask(judge_matches(judge, ceiling, scenes, cfg.batch_size), cfg.align_on).float().mean().item()
+        else:
+            skipped["alignment_ceiling"] = "alignment_ceiling skipped: the model exposes no image autoencoder (tokenizer/vae) to round-trip through"
         seconds["alignment"] = time.time() - t0
     else:
         skipped["alignment"] = f"alignment skipped: the judge reads 'shapes' scenes only (data={data_cfg.name})"
@@ -252,6 +260,8 @@ def evaluate_model(module: Any, datamodule: Any, eval_cfg: Any = None, out_dir: 
             feats = JudgeFeatures(judge)
             result["fid_judge"] = fid(feats, real, images, cfg.batch_size)
             result["fid_judge_reference"] = fid(feats, real, reference, cfg.batch_size)
+            if ceiling is not None:
+                result["fid_judge_ceiling"] = fid(feats, real, ceiling, cfg.batch_size)
             seconds["fid_judge"] = time.time() - t0
         if inception is not None:
             t0 = time.time()
@@ -283,6 +293,32 @@ def evaluate_model(module: Any, datamodule: Any, eval_cfg: Any = None, out_dir: 
     result["eval_config"] = asdict(cfg)
     json.dumps(result)  # fail here, not in the caller's writer, if something is not JSON-serialisable
     return result
+
+
+@torch.no_grad()
+def autoencoder_roundtrip(module: Any, images: Tensor, batch_size: int = 64) -> Optional[Tensor]:
+    """``images`` ([-1,1]) encoded and decoded by the model's frozen image autoencoder, or None if it has none.
+
+    Uses ``proxy.reconstruct(images)`` when a proxy offers it, else STAR's multi-scale VQ tokenizer
+    (``proxy.tokenizer``) or FLUX's VAE (``proxy.vae``, latent mode).
+    """
+    proxy = getattr(module, "proxy", module)
+    device = getattr(module, "device", torch.device("cpu"))
+
+    def one(x: Tensor) -> Tensor:
+        if hasattr(proxy, "reconstruct"):
+            return proxy.reconstruct(x)
+        tok = getattr(proxy, "tokenizer", None)
+        if tok is not None and hasattr(tok, "img_to_idx"):
+            return tok.fhat_to_img(tok.quantize.idx_to_fhat(tok.img_to_idx(x)))
+        vae = getattr(proxy, "vae", None)
+        return vae.decode(vae.encode(x).latent_dist.mode()).sample
+
+    tok, vae = getattr(proxy, "tokenizer", None), getattr(proxy, "vae", None)
+    if not (hasattr(proxy, "reconstruct") or (tok is not None and hasattr(tok, "img_to_idx")) or hasattr(vae, "encode")):
+        return None
+    out = [one(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(out).clamp(-1, 1)
 
 
 def _render_reference(scenes: Sequence[dict], judge: Any) -> Tensor:

@@ -55,6 +55,7 @@ __all__ = [
     "judge_cache_path",
     "judge_matches",
     "place_of",
+    "render_batch",
     "scene_targets",
     "train_judge",
 ]

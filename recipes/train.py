@@ -42,6 +42,8 @@ def train(cfg: Any) -> dict[str, Any]:
 
     t0 = time.time()
     report = run_pipeline(cfg, run_dir(cfg))
+    if not report:  # a DDP rank other than 0: rank 0 prints the results
+        return report
     folder = run_dir(cfg) / "report"
     print("\nmetrics:")
     for name, value in sorted(report["metrics"].items()):

@@ -190,6 +190,8 @@ def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
                      f"{'the selection' if selection_path else 'the whole pool'}")
     target = train_target(cfg, run_dir, selection=selection_path, mode=plan.mode)
     print(f"val/loss {target.val_loss:.4f} after {target.steps} steps ({target.seconds:.0f} s)", flush=True)
+    if not target.is_global_zero:  # under DDP the other ranks stop here: rank 0 evaluates and reports
+        return {}
     _banner("evaluate", "generating for the fixed prompts; alignment, FID")
     metrics = _evaluate(cfg, target, run_dir / "eval")
     _banner("report", str(run_dir / "report"))

@@ -25,6 +25,7 @@ class TargetResult:
     log_dir: str
     checkpoint: Optional[str]
     selection_stats: dict[str, Any]
+    is_global_zero: bool = True
 
 
 def model_image_size(mcfg: Any) -> int:
@@ -92,5 +93,6 @@ def train_target(cfg: Any, out: Path, selection: Optional[Path] = None, mode: st
         samples_seen=int(trainer.global_step) * data.batch_size * max(int(trainer.world_size), 1), seconds=seconds,
         log_dir=str(log_dir), checkpoint=str(ckpt) if ckpt.exists() else None,
         selection_stats=dict(select_cb.stats) if select_cb is not None else {},
+        is_global_zero=bool(trainer.is_global_zero),
     )
 

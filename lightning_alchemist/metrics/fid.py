@@ -4,8 +4,8 @@
 needs torchvision, which is broken on the CPU machines; with ``feature=<nn.Module>`` it needs
 neither. Feature networks offered here:
 
-- :class:`JudgeFeatures`: the ``shapes`` judge's penultimate features (per-place features and
-  background logits) — meaningful for the embedded dataset, **not comparable to standard FID**;
+- :class:`JudgeFeatures`: the ``shapes`` judge's penultimate features (per-place features and the
+  pooled colours the background head reads) — meaningful for the embedded dataset, **not comparable to standard FID**;
 - :class:`TorchScriptFeatures`: a TorchScript Inception on local disk (e.g. the
   ``inception-2015-12-05.pt`` used by StyleGAN/clean-fid, which returns its 2048-d pool features
   with ``return_features=True``) or any TorchScript image→``[N,D]`` network. Without the file,

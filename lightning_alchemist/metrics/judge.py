@@ -161,7 +161,7 @@ class ShapesJudge(nn.Module):
         )
         self.place_heads = nn.Linear(cfg.feature_dim, len(SHAPES) + 1 + len(COLOR_NAMES) + len(SIZE_NAMES))
         self.background = nn.Linear(3 * 16, len(COLOR_NAMES))
-        self.num_features = len(PLACES) * cfg.feature_dim + len(COLOR_NAMES)
+        self.num_features = len(PLACES) * cfg.feature_dim + 3 * 16
 
     @staticmethod
     def crop_size(image_size: int) -> int:
@@ -187,19 +187,21 @@ class ShapesJudge(nn.Module):
         return torch.stack(crops, 1).flatten(0, 1)
 
     def _run(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-place features ``[N,P,feature_dim]`` and the 4x4 pooled image ``[N,48]`` (the background head's input)."""
         x = self._prepare(images)
         place = self.place(self._crops(self.stem(x), x.shape[-1])).view(x.shape[0], len(PLACES), -1)
-        background = self.background(F.adaptive_avg_pool2d(x, 4).flatten(1))
-        return place, background
+        return place, F.adaptive_avg_pool2d(x, 4).flatten(1)
 
     def features(self, images: Tensor) -> Tensor:
-        """Penultimate features ``[N, num_features]`` of images in [-1,1] (per-place features + background logits)."""
-        place, background = self._run(images)
-        return torch.cat([place.flatten(1), background], 1)
+        """Penultimate features ``[N, num_features]`` of images in [-1,1]: every head's input (per-place
+        features, then the 4x4 pooled colours the background head reads; no logits, whose scale is arbitrary)."""
+        place, pooled = self._run(images)
+        return torch.cat([place.flatten(1), pooled], 1)
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """Logits: ``background`` [N,C], ``shape`` [N,P,1+len(SHAPES)], ``color`` [N,P,C], ``size`` [N,P,2]."""
-        place, background = self._run(images)
+        place, pooled = self._run(images)
+        background = self.background(pooled)
         shape, color, size = self.place_heads(place).split((len(SHAPES) + 1, len(COLOR_NAMES), len(SIZE_NAMES)), dim=-1)
         return {"background": background, "shape": shape, "color": color, "size": size}
 

@@ -96,7 +96,8 @@ def test_empty_caption_gives_finite_rating():
 
 # --------------------------------------------------------------------------- config and schedules
 def test_config_errors_are_one_line():
-    for bad in ({"meta_gradient": "second"}, {"group_head": "max"}, {"network": {"width": 30, "heads": 4}}, {"nope": 1}):
+    for bad in ({"meta_gradient": "second"}, {"group_head": "max"}, {"network": {"width": 30, "heads": 4}}, {"nope": 1},
+                {"steps_per_epoch": 0}, {"epochs": 0}):
         with pytest.raises(ConfigError) as err:
             rater_config(bad)
         assert "\n" not in str(err.value) and "rater" in str(err.value)

@@ -31,11 +31,14 @@ def test_train_rater_then_score_on_tiny_shapes(tmp_path, small_shapes, small_sha
     cfg = compose(
         "config",
         [f"out={out}", "rater.proxy=null", "rater.epochs=2", "rater.network.depth=1", "rater.network.width=32",
-         "rater.network.heads=2", "rater.probe_size=32"],
+         "rater.network.heads=2", "rater.probe_size=32", "rater.steps_per_epoch=3"],
         data=small_shapes_cfg, model=TOY, trainer=TRAINER,
     )
     ckpt = run_train_rater(cfg)
     assert ckpt == out / "rater.ckpt" and ckpt.is_file()
+    # 100 val samples at batch 16 = 6 batches per epoch, cut to steps_per_epoch=3: 2 x 3 steps, each
+    # stepping two optimisers (proxy and rater) -> global_step 12 (24 without the cut)
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 2 * 2 * 3
     rows = list(csv.DictReader(open(next((out / "rater_logs").rglob("metrics.csv")))))
     alphas = sorted({round(float(r["train/alpha_epoch"]), 6) for r in rows if r.get("train/alpha_epoch")})
     assert alphas == [0.97, 1.0]

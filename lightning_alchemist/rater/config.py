@@ -100,6 +100,9 @@ class RaterConfig:
     # between epochs and logged as ``probe_rank_corr`` (a convergence signal); 0 = off.
     probe_size: int = 256
     epochs: int = 10
+    # Rater-training steps per epoch; null = one full pass over the validation loader (official).
+    # A shorter epoch keeps the per-epoch alpha schedule but cuts the cost on small machines.
+    steps_per_epoch: Optional[int] = None
     seed: int = 0
     score: ScoreConfig = field(default_factory=ScoreConfig)
 
@@ -123,6 +126,10 @@ def validate_rater_config(cfg: RaterConfig) -> RaterConfig:
             raise ConfigError(f"config 'rater.{name}': got {getattr(cfg, name)}, expected a value in [0, 1]")
     if cfg.alpha_epoch0 is not None and not 0.0 <= cfg.alpha_epoch0 <= 1.0:
         raise ConfigError(f"config 'rater.alpha_epoch0': got {cfg.alpha_epoch0}, expected null or a value in [0, 1]")
+    if cfg.epochs < 1:
+        raise ConfigError(f"config 'rater.epochs': got {cfg.epochs}, expected >= 1")
+    if cfg.steps_per_epoch is not None and cfg.steps_per_epoch < 1:
+        raise ConfigError(f"config 'rater.steps_per_epoch': got {cfg.steps_per_epoch}, expected null or >= 1")
     if cfg.unrolled_steps not in (1, 2, 3):
         raise ConfigError(f"config 'rater.unrolled_steps': got {cfg.unrolled_steps}, expected 1, 2 or 3")
     if cfg.legacy_alchemist_weights and cfg.group_head == "product":

@@ -113,6 +113,10 @@ def run_train_rater(cfg: Any) -> Path:
         cfg.get("trainer"),
         {"max_epochs": rcfg.epochs, "accelerator": "auto", "devices": 1, "log_every_n_steps": 10},
     )
+    if rcfg.steps_per_epoch:
+        # An epoch is a pass over the validation loader, cut to steps_per_epoch batches (the lr and
+        # alpha schedules follow the shorter epoch: Lightning's num_training_batches).
+        kwargs["limit_train_batches"] = int(rcfg.steps_per_epoch)
     if _multi_process(kwargs) and kwargs.get("strategy") in (None, "auto", "ddp"):
         # Not every parameter gets a gradient every step (group head off, no scale levels, frozen
         # proxy), so DDP must look for unused parameters.

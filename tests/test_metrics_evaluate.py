@@ -121,3 +121,12 @@ def test_autoencoder_roundtrip_for_both_families(target):
         y = autoencoder_roundtrip(module, x, batch_size=2)
         assert y.shape == x.shape and y.abs().max() <= 1.0 and not torch.equal(y, x)
     assert autoencoder_roundtrip(torch.nn.Linear(2, 2), x) is None
+
+
+def test_metrics_package_exports_resolve():
+    import types
+
+    import lightning_alchemist.metrics as metrics
+
+    for name in metrics.__all__:
+        assert not isinstance(getattr(metrics, name), types.ModuleType), name

@@ -239,21 +239,28 @@ def meta_breakdown(args: argparse.Namespace, cfg: Any, steps: int = 6) -> dict:
             for opt in opts:
                 opt.step()
             tick(f"{variant}: optimiser steps", t)
-            if variant != args.variants[0]:
-                continue
+            # the plain step on the same pool batch, right after (same load): the interleaved ratio
+            name = "plain" if variant == args.variants[0] else f"plain (beside {variant})"
             t = time.perf_counter()
             with amp():
                 with torch.no_grad():
                     enc = proxy.encode(pb)
-                t = tick("plain: frozen encode of the batch", t)
+                t = tick(f"{name}: frozen encode of the batch", t)
                 loss = proxy.per_sample_loss(enc, generator=torch.Generator(device=device).manual_seed(i)).mean()
-                t = tick("plain: proxy loss (forward)", t)
+                t = tick(f"{name}: proxy loss (forward)", t)
             opts[0].zero_grad(set_to_none=True)
             loss.backward()
-            t = tick("plain: backward", t)
+            t = tick(f"{name}: backward", t)
             opts[0].step()
-            tick("plain: optimiser step", t)
-    return {k: round(statistics.median(v[1:]), 2) for k, v in phases.items()}
+            tick(f"{name}: optimiser step", t)
+    med = {k: statistics.median(v[1:]) for k, v in phases.items()}  # step 0 warmed up
+    ratio = {}
+    for variant in args.variants:
+        name = "plain" if variant == args.variants[0] else f"plain (beside {variant})"
+        ours = sum(v for k, v in med.items() if k.startswith(f"{variant}:") and "included" not in k)
+        ratio[variant] = round(ours / sum(v for k, v in med.items() if k.startswith(f"{name}:")), 2)
+    shown = {k: round(v, 2) for k, v in med.items() if not k.startswith("plain (beside")}
+    return {"phases_ms": shown, "interleaved_ratio": ratio}
 
 
 def measure_scoring(args: argparse.Namespace) -> dict:
@@ -377,9 +384,13 @@ def report(args: argparse.Namespace, results: dict, meta: dict) -> str:
         lines += ["", f"Scoring, per batch of {args.batch_size} (median ms, outside Lightning): "
                   + ", ".join(f"{k} {v}" for k, v in s["breakdown_ms"].items()) + "."]
     if m and m.get("breakdown_ms"):
-        lines += ["", f"Where the time goes (median ms per step, outside Lightning, {args.model}, batch {m['batch_size']}):", "",
+        b = m["breakdown_ms"]
+        lines += ["", "Interleaved ratio (outside Lightning; each rater step followed by a plain step on the same pool "
+                  "batch, so both see the same load): " + ", ".join(f"{v} {r:.2f}x" for v, r in b["interleaved_ratio"].items())
+                  + (f" ({verdict('meta_first_order', b['interleaved_ratio']['first_order'])})" if "first_order" in b["interleaved_ratio"] else "")
+                  + ".", "", f"Where the time goes (median ms per step, outside Lightning, {args.model}, batch {m['batch_size']}):", "",
                   "| phase | ms |", "|---|---:|"]
-        lines += [f"| {k} | {v} |" for k, v in m["breakdown_ms"].items()]
+        lines += [f"| {k} | {v} |" for k, v in b["phases_ms"].items()]
     return "\n".join(lines)
 
 
@@ -435,8 +446,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     print("\n" + text)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "overhead.md").write_text(text + "\n")
-    (args.out / "overhead.json").write_text(json.dumps({"meta": meta, "args": {k: str(v) for k, v in vars(args).items()},
-                                                        **results}, indent=1))
+    (args.out / "overhead.json").write_text(json.dumps({"run": meta, "args": {k: str(v) for k, v in vars(args).items()},
+                                                        "results": results}, indent=1))
     return results
 
 

@@ -22,7 +22,7 @@ def test_quick_selection_part_writes_table_and_json(tmp_path):
     assert set(rows) == {"read_ratings", "shift_gauss", "epoch_order"}
     assert all(r["error"] is None and r["seconds"] >= 0 and r["n"] == 20000 for r in rows.values())
     saved = json.loads((tmp_path / "out" / "overhead.json").read_text())
-    assert saved["selection"] == results["selection"] and "load_start" in saved["meta"]
+    assert saved["results"]["selection"] == results["selection"] and "load_start" in saved["run"]
     text = (tmp_path / "out" / "overhead.md").read_text()
     assert "shift_gauss at 20,000 ratings" in text and "Load average" in text
 

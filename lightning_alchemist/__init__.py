@@ -50,6 +50,13 @@ _EXPORTS: dict[str, str] = {
     "DistributedWeightedSubsetSampler": "lightning_alchemist.sampling.samplers",
     "KeyFilter": "lightning_alchemist.sampling.webdataset",
     "DataSelectionCallback": "lightning_alchemist.callbacks.data_selection",
+    # evaluation
+    "evaluate_model": "lightning_alchemist.metrics.evaluate",
+    "EvalConfig": "lightning_alchemist.metrics.evaluate",
+    "load_target": "lightning_alchemist.metrics.evaluate",
+    "ShapesJudge": "lightning_alchemist.metrics.judge",
+    "ensure_judge": "lightning_alchemist.metrics.judge",
+    "alignment": "lightning_alchemist.metrics.judge",
     # the whole pipeline
     "run_pipeline": "lightning_alchemist.pipeline.run",
     # config and errors

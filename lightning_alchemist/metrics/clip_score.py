@@ -76,7 +76,7 @@ def clip_score(clip: tuple[nn.Module, Any], images: Tensor, prompts: Sequence[st
     with warnings.catch_warnings():
         # Without torchvision, transformers uses its PIL image processor and says so each time.
         warnings.filterwarnings("ignore", message=".*torchvision.*")
-        metric = CLIPScore(model_name_or_path=lambda: (model, processor))
+        metric = CLIPScore(model_name_or_path=lambda: (model, processor), sync_on_compute=False)
         for i in range(0, len(prompts), batch_size):
             x = ((images[i : i + batch_size].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
             metric.update(list(x), list(prompts[i : i + batch_size]))

@@ -108,7 +108,7 @@ def fid(features: nn.Module, real: Tensor, fake: Tensor, batch_size: int = 128) 
 
     if real.shape[0] < 2 or fake.shape[0] < 2:
         raise ValueError(f"FID needs at least 2 real and 2 generated images (got {real.shape[0]} and {fake.shape[0]})")
-    metric = FrechetInceptionDistance(feature=features, normalize=True)
+    metric = FrechetInceptionDistance(feature=features, normalize=True, sync_on_compute=False)  # single-process evaluation, also inside a DDP run
     for x in _batches(real, batch_size):
         metric.update(x, real=True)
     for x in _batches(fake, batch_size):

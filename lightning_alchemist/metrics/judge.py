@@ -20,10 +20,9 @@ import hashlib
 import json
 import logging
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -372,26 +371,15 @@ def judge_cache_path(cfg: JudgeConfig, cache_dir: Optional[str | Path] = None) -
     return Path(cache_dir).expanduser() / f"{judge_fingerprint(cfg)}.pt"
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ensure_judge(cfg: Optional[JudgeConfig] = None, cache_dir: Optional[str | Path] = None,
                  progress: bool = False) -> tuple[ShapesJudge, dict[str, Any]]:
     """The judge of ``cfg``, trained now (~25 s on one CPU core) unless cached; returns it and its stats
     (``stats["heldout"]["exact"]`` is the share of held-out clean renders judged right on every attribute)."""
     cfg = (cfg or JudgeConfig()).validate()
     path = judge_cache_path(cfg, cache_dir)
-    with _file_lock(path.with_suffix(".lock")):  # a concurrent process waits here and then loads
+    from lightning_alchemist.paths import file_lock
+
+    with file_lock(path.with_suffix(".lock")):  # a concurrent process waits here and then loads
         if not path.is_file():
             log.warning("No cached shapes judge at %s: training one (once, ~25 s)", path)
             judge, stats = train_judge(cfg, progress=progress)

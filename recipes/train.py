@@ -45,12 +45,16 @@ def train(cfg: Any) -> dict[str, Any]:
     if not report:  # a DDP rank other than 0: rank 0 prints the results
         return report
     folder = run_dir(cfg) / "report"
+    metrics = report["metrics"]
+    skipped = metrics.get("skipped") or {}
     print("\nmetrics:")
-    for name, value in sorted(report["metrics"].items()):
+    for name, value in sorted(metrics.items()):
         if isinstance(value, float):
-            print(f"  {name:<16} {value:.4f}")
-        elif not isinstance(value, (dict, list)):
-            print(f"  {name:<16} {value}")
+            print(f"  {name:<20} {value:.4f}")
+        elif value is None and name in skipped:
+            print(f"  {name:<20} skipped: {skipped[name]}")
+        elif value is not None and not isinstance(value, (dict, list)):
+            print(f"  {name:<20} {value}")
     print(f"done in {time.time() - t0:.0f} s; report: {folder} (summary.md, metrics.json, PNGs)")
     return report
 

@@ -210,7 +210,9 @@ def summary_markdown(report: Mapping[str, Any]) -> str:
     p = report["params"]
     lines = [f"# Run report: {p['data']}, {p['model']} ({p['finetune']}), {p['selection']} keep={p['keep']}", ""]
     lines += ["## Metrics", "", "| metric | value |", "|---|---:|"]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in sorted(report["metrics"].items()) if not isinstance(v, (dict, list))]
+    skipped = report["metrics"].get("skipped") or {}
+    lines += [f"| {k} | {_fmt(v) if v is not None else 'skipped: ' + str(skipped.get(k, 'n/a'))} |"
+              for k, v in sorted(report["metrics"].items()) if not isinstance(v, (dict, list))]
     if report.get("defects"):
         lines += ["", "## Defect kinds (labels of the generated dataset; evaluation only)", "",
                   "| kind | n | kept share | AUC(clean rated above) |", "|---|---:|---:|---:|"]

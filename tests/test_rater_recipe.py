@@ -100,8 +100,12 @@ def test_rater_presets_compose_and_validate():
     from lightning_alchemist.rater.config import rater_config
 
     default = rater_config(check_overrides("config", []).rater)
-    assert default.meta_gradient == "first_order" and default.proxy == "star_tiny" and default.entropy_weight == 0.0
-    assert default.proxy_optim.lr == 1e-4 and list(default.proxy_optim.betas) == [0.9, 0.95]
+    assert default.meta_gradient == "first_order" and default.proxy == "star_tiny" and default.entropy_weight == 1.0
+    assert default.proxy_optim.lr == 2e-3 and default.rater_optim.lr == 1e-3 and list(default.proxy_optim.betas) == [0.9, 0.95]
+    assert default.rater_optim.warmup_epochs == 4.0 and default.steps_per_epoch == 40 and default.epochs == 10
     tiny = rater_config(check_overrides("config", ["rater=tiny"]).rater)
-    assert tiny.entropy_weight == 1.0 and tiny.proxy_optim.lr == tiny.rater_optim.lr == 1e-3
-    assert tiny.proxy_optim.weight_decay == 0.05  # the rest stays the default
+    assert tiny.steps_per_epoch is None and tiny.proxy_optim.lr == 2e-3  # full epochs, the rest stays the default
+    official = rater_config(check_overrides("config", ["rater=official"]).rater)
+    assert official.proxy_optim.lr == official.rater_optim.lr == 1e-4 and official.entropy_weight == 0.0
+    assert official.rater_optim.warmup_epochs == official.proxy_optim.warmup_epochs == 0.2 and official.steps_per_epoch is None
+    assert official.proxy_optim.weight_decay == 0.05 and official.alpha_decay == 0.03  # the rest stays the default

@@ -102,7 +102,7 @@ def test_rater_presets_compose_and_validate():
     default = rater_config(check_overrides("config", []).rater)
     assert default.meta_gradient == "first_order" and default.proxy == "star_tiny" and default.entropy_weight == 1.0
     assert default.proxy_optim.lr == 2e-3 and default.rater_optim.lr == 1e-3 and list(default.proxy_optim.betas) == [0.9, 0.95]
-    assert default.rater_optim.warmup_epochs == 4.0 and default.steps_per_epoch == 40 and default.epochs == 10
+    assert default.rater_optim.warmup_epochs == 4.0 and default.steps_per_epoch == 20 and default.epochs == 10
     tiny = rater_config(check_overrides("config", ["rater=tiny"]).rater)
     assert tiny.steps_per_epoch is None and tiny.proxy_optim.lr == 2e-3  # full epochs, the rest stays the default
     official = rater_config(check_overrides("config", ["rater=official"]).rater)

@@ -56,7 +56,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--data", default=None, help="webdataset shards (path, brace pattern, glob); default: shapes")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--runs", nargs="+", default=None, help=f"subset of {[r[0] for r in RUNS]}")
-    p.add_argument("--variants", action="store_true", help="also penalty and unrolled raters at shift_gauss@0.5")
+    p.add_argument("--variants", action="store_true", help="also penalty and unrolled raters at shift_gauss@0.5 (first seed)")
     p.add_argument("--work", default=str(ROOT / "outputs" / "data_efficiency"), help="artifacts (cached between runs)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="where the tables go")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run, e.g. trainer.max_steps=600")
@@ -214,8 +214,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     base = base_overrides(args)
     reports: dict[str, list[dict[str, Any]]] = {}
     t0 = time.time()
-    for seed in seeds:
+    for i, seed in enumerate(seeds):
         for name, selection, keep in wanted:
+            if "[" in name and i > 0:  # meta-gradient variants: first seed only (each trains its own rater)
+                continue
             extra = [f"rater.meta_gradient={name.split('[')[1].rstrip(']')}"] if "[" in name else []
             print(f"\n######## {name} seed={seed}", flush=True)
             report = run_one(f"{name}-s{seed}", [*base, f"selection={selection}", f"keep={keep}", f"seed={seed}", *extra], work)

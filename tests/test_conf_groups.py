@@ -15,36 +15,24 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
+# Each group's own validator (the one its builder runs): "module:function".
+VALIDATORS = {
+    "data": "lightning_alchemist.config:data_config",
+    "model": "lightning_alchemist.proxy.factory:model_config",
+    "finetune": "lightning_alchemist.proxy.lora:finetune_config",
+    "rater": "lightning_alchemist.rater.config:rater_config",
+    "selection": "lightning_alchemist.selection.strategies:build_strategy",
+    "trainer": "lightning_alchemist.proxy.training:trainer_config",
+    "eval": "lightning_alchemist.metrics.evaluate:eval_config",
+}
+
+
 def _validate(group: str, cfg) -> None:
-    """The group's own validator (the one its builder runs)."""
-    if group == "data":
-        from lightning_alchemist.config import data_config
+    import importlib
 
-        data_config(cfg.data)
-    elif group == "model":
-        from lightning_alchemist.proxy.factory import model_config
-
-        model_config(cfg.model)
-    elif group == "finetune":
-        from lightning_alchemist.proxy.lora import finetune_config
-
-        finetune_config(cfg.finetune)
-    elif group == "rater":
-        from lightning_alchemist.rater.config import rater_config
-
-        rater_config(cfg.rater)
-    elif group == "selection":
-        from lightning_alchemist.selection.strategies import build_strategy
-
-        build_strategy(cfg.selection)
-    elif group == "trainer":
-        from lightning_alchemist.proxy.training import trainer_config
-
-        trainer_config(cfg.trainer)
-    elif group == "eval":
-        from lightning_alchemist.metrics.evaluate import eval_config
-
-        eval_config(cfg.eval)
+    if group in VALIDATORS:
+        module, name = VALIDATORS[group].split(":")
+        getattr(importlib.import_module(module), name)(cfg[group])
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_alchemist.errors import ConfigError
+from lightning_alchemist.paths import file_lock
 from lightning_alchemist.proxy.star.tokenizer import MultiScaleVQVAE, VQConfig
 
 log = logging.getLogger(__name__)
@@ -125,19 +125,6 @@ def train_tokenizer(cfg: VQConfig, images: Tensor, steps: Optional[int] = None, 
     return model, stats
 
 
-@contextmanager
-def _file_lock(path: Path):
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def load_or_train_tokenizer(cfg: VQConfig, cache_dir: Optional[str | Path] = None, progress: bool = True,
                             images: Optional[Tensor] = None) -> MultiScaleVQVAE:
     """The tokenizer of ``cfg``: from ``cfg.checkpoint``; else the cached trained one (trained now if absent,
@@ -159,7 +146,7 @@ def load_or_train_tokenizer(cfg: VQConfig, cache_dir: Optional[str | Path] = Non
             torch.manual_seed(cfg.seed)
             return MultiScaleVQVAE(cfg).eval().requires_grad_(False)
     path = tokenizer_cache_path(cfg, cache_dir)
-    with _file_lock(path.with_suffix(".lock")):
+    with file_lock(path.with_suffix(".lock")):
         if not path.is_file():
             log.warning("No cached tokenizer at %s: training one on shapes (%d steps, a few minutes on CPU)", path, cfg.train_steps)
             if images is None:

@@ -1,4 +1,4 @@
-"""FID through torchmetrics with pluggable features (checked against a scipy reference), Inception and CLIP
+"""FID through torchmetrics with pluggable features (checked against a numpy reference), Inception and CLIP
 only from local files (else a one-line reason), CLIP score through the transformers-5 wrapper."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _images(n: int, seed: int, shift: float = 0.0) -> torch.Tensor:
     return (torch.rand(n, 3, 16, 16, generator=g) * 1.6 - 0.8 + shift).clamp(-1, 1)
 
 
-def test_fid_matches_a_scipy_reference_and_is_zero_on_identical_sets():
+def test_fid_matches_a_numpy_reference_and_is_zero_on_identical_sets():
     feats = TinyFeatures()
     a, b = _images(120, 0), _images(100, 1, shift=0.3)
     ours = fid(feats, a, b, batch_size=32)

@@ -118,13 +118,21 @@ def fid(features: nn.Module, real: Tensor, fake: Tensor, batch_size: int = 128) 
 
 
 def frechet_distance(a: Tensor, b: Tensor) -> float:
-    """Reference Fréchet distance between two feature sets ``[N,D]`` (numpy/scipy ``sqrtm``), for checks."""
+    """Reference Fréchet distance between two feature sets ``[N,D]`` in float64 numpy, for checks.
+
+    ``tr sqrt(S1 S2)`` is computed as ``tr sqrt(R S2 R)`` with ``R = sqrt(S1)`` (symmetric
+    eigendecompositions): a different route from torchmetrics' eigenvalues of ``S1 S2``.
+    """
     import numpy as np
-    from scipy import linalg
+
+    def psd_sqrt(m: "np.ndarray") -> "np.ndarray":
+        w, v = np.linalg.eigh((m + m.T) / 2)
+        return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
 
     x, y = a.double().numpy(), b.double().numpy()
     mu1, mu2 = x.mean(0), y.mean(0)
     s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
-    covmean = covmean.real
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+    r1 = psd_sqrt(s1)
+    inner = r1 @ s2 @ r1
+    tr_covmean = float(np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0.0, None)).sum())
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)

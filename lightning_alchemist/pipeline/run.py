@@ -157,6 +157,13 @@ def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
 
     t_start = time.time()
     plan = plan_stages(cfg)
+    threads = cfg.trainer.get("num_threads")
+    if threads:
+        import torch
+
+        # Before any stage: the tokenizer trained on first use runs before the rater's trainer sets
+        # threads, and oversubscribed cores (2 threads next to another busy process) run ~8x slower.
+        torch.set_num_threads(int(threads))
     run_dir = Path(run_dir)
     cache = Path(cfg.out) / "cache"
     data = data_config(cfg.data)

@@ -52,7 +52,7 @@ def train(cfg: Any) -> dict[str, Any]:
         if isinstance(value, float):
             print(f"  {name:<20} {value:.4f}")
         elif value is None and name in skipped:
-            print(f"  {name:<20} skipped: {skipped[name]}")
+            print(f"  {name:<20} {skipped[name]}")
         elif value is not None and not isinstance(value, (dict, list)):
             print(f"  {name:<20} {value}")
     print(f"done in {time.time() - t0:.0f} s; report: {folder} (summary.md, metrics.json, PNGs)")

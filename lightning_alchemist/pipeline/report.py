@@ -211,7 +211,7 @@ def summary_markdown(report: Mapping[str, Any]) -> str:
     lines = [f"# Run report: {p['data']}, {p['model']} ({p['finetune']}), {p['selection']} keep={p['keep']}", ""]
     lines += ["## Metrics", "", "| metric | value |", "|---|---:|"]
     skipped = report["metrics"].get("skipped") or {}
-    lines += [f"| {k} | {_fmt(v) if v is not None else 'skipped: ' + str(skipped.get(k, 'n/a'))} |"
+    lines += [f"| {k} | {_fmt(v) if v is not None else str(skipped.get(k, 'n/a'))} |"
               for k, v in sorted(report["metrics"].items()) if not isinstance(v, (dict, list))]
     if report.get("defects"):
         lines += ["", "## Defect kinds (labels of the generated dataset; evaluation only)", "",

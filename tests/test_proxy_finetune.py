@@ -207,3 +207,11 @@ def test_hypergradient_through_an_inner_step(family):
     outer = functional_call(Loss(), {f"p.{n}": v for n, v in updated.items()}, (enc,)).mean()
     (hyper,) = torch.autograd.grad(outer, w)
     assert hyper.shape == (4,) and torch.isfinite(hyper).all()
+
+
+@pytest.mark.parametrize("family", list(MODELS))
+def test_frozen_encoders_stay_in_eval_mode_when_the_proxy_trains(family):
+    proxy = build_proxy(MODELS[family], {"mode": "full"}).train()
+    assert proxy.frozen_attrs and proxy.trainable.training
+    for name in proxy.frozen_attrs:
+        assert not any(m.training for m in getattr(proxy, name).modules()), name

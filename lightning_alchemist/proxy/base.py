@@ -81,6 +81,15 @@ class T2IProxy(nn.Module, ABC):
     trainable_attr: str = ""
     #: Default LoRA target module names (suffix match) inside the trainable module.
     lora_targets: tuple[str, ...] = ()
+    #: Child modules that stay frozen: kept in eval mode whatever ``train()`` is asked (no dropout,
+    #: no norm-statistics updates), so encoder outputs are deterministic and cacheable.
+    frozen_attrs: tuple[str, ...] = ()
+
+    def train(self, mode: bool = True) -> "T2IProxy":
+        super().train(mode)
+        for name in self.frozen_attrs:
+            getattr(self, name).eval()
+        return self
 
     @property
     def trainable(self) -> nn.Module:

@@ -127,6 +127,7 @@ class FluxProxy(T2IProxy):
     """
 
     trainable_attr = "transformer"
+    frozen_attrs = ("vae", "text_encoder")
     lora_targets = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 
     def __init__(self, cfg: FluxConfig, text_encoder: Optional[TextEncoder] = None) -> None:
@@ -184,12 +185,6 @@ class FluxProxy(T2IProxy):
         # The training tables (unshifted with dynamic shifting; statically shifted otherwise), as in the scripts.
         self.register_buffer("_sigmas", scheduler.sigmas[:n_train].clone().float(), persistent=False)
         self.register_buffer("_timesteps", scheduler.timesteps[:n_train].clone().float(), persistent=False)
-
-    def train(self, mode: bool = True) -> "FluxProxy":
-        super().train(mode)
-        self.vae.eval()
-        self.text_encoder.eval()
-        return self
 
     @property
     def image_size(self) -> int:

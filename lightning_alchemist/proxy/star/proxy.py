@@ -57,6 +57,7 @@ class StarProxy(T2IProxy):
     """
 
     trainable_attr = "var"
+    frozen_attrs = ("tokenizer", "text_encoder")
     lora_targets = ("mat_qkv", "mat_q", "mat_kv", "proj")
 
     def __init__(self, cfg: StarConfig, tokenizer: Optional[MultiScaleVQVAE] = None, text_encoder: Optional[TextEncoder] = None) -> None:
@@ -81,12 +82,6 @@ class StarProxy(T2IProxy):
         if cfg.transformer.checkpoint:
             self.var.load_state_dict(load_star_state_dict(cfg.transformer.checkpoint), strict=True)
         self.register_buffer("_levels", self.var.lvl_1L[self.var.first_l :].clone(), persistent=False)
-
-    def train(self, mode: bool = True) -> "StarProxy":
-        super().train(mode)
-        self.tokenizer.eval()  # frozen encoders never switch to train mode
-        self.text_encoder.eval()
-        return self
 
     @property
     def image_size(self) -> int:

@@ -120,46 +120,68 @@ def _attn(ch: int, on: bool) -> nn.Module:
     return AttnBlock(ch) if on else nn.Identity()
 
 
+class MidBlock(nn.Module):
+    """ResNet → (attention) → ResNet at the bottleneck (official keys ``block_1``, ``attn_1``, ``block_2``)."""
+
+    def __init__(self, ch: int, dropout: float, using_mid_sa: bool) -> None:
+        super().__init__()
+        self.block_1 = ResnetBlock(ch, ch, dropout)
+        self.attn_1 = _attn(ch, using_mid_sa)
+        self.block_2 = ResnetBlock(ch, ch, dropout)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.block_2(self.attn_1(self.block_1(h)))
+
+
+class Level(nn.Module):
+    """One resolution: ResNet blocks, each followed by attention when ``attn``, then an optional resample.
+
+    Official keys: ``block.i``, ``attn.i`` and ``downsample``/``upsample`` (``resample_name``).
+    """
+
+    def __init__(self, block_in: int, block_out: int, num_blocks: int, dropout: float, attn: bool,
+                 resample_name: Optional[str] = None, resample: Optional[type] = None) -> None:
+        super().__init__()
+        self.block, self.attn = nn.ModuleList(), nn.ModuleList()
+        for _ in range(num_blocks):
+            self.block.append(ResnetBlock(block_in, block_out, dropout))
+            block_in = block_out
+            if attn:
+                self.attn.append(AttnBlock(block_in))
+        self.resample_name = resample_name
+        if resample_name:
+            setattr(self, resample_name, resample(block_in))
+
+    def forward(self, h: Tensor) -> Tensor:
+        for i, block in enumerate(self.block):
+            h = block(h)
+            if len(self.attn) > 0:
+                h = self.attn[i](h)
+        return getattr(self, self.resample_name)(h) if self.resample_name else h
+
+
 class Encoder(nn.Module):
     def __init__(self, ch: int, ch_mult: Sequence[int], num_res_blocks: int, dropout: float, z_channels: int,
                  using_sa: bool, using_mid_sa: bool, in_channels: int = 3) -> None:
         super().__init__()
         n = len(ch_mult)
         self.conv_in = nn.Conv2d(in_channels, ch, 3, 1, 1)
-        in_mult = (1, *ch_mult)
-        self.down = nn.ModuleList()
-        block_in = ch
-        for lvl in range(n):
-            blocks, attns = nn.ModuleList(), nn.ModuleList()
-            block_in, block_out = ch * in_mult[lvl], ch * ch_mult[lvl]
-            for _ in range(num_res_blocks):
-                blocks.append(ResnetBlock(block_in, block_out, dropout))
-                block_in = block_out
-                if lvl == n - 1 and using_sa:
-                    attns.append(AttnBlock(block_in))
-            down = nn.Module()
-            down.block, down.attn = blocks, attns
-            if lvl != n - 1:
-                down.downsample = Downsample2x(block_in)
-            self.down.append(down)
-        self.mid = nn.Module()
-        self.mid.block_1 = ResnetBlock(block_in, block_in, dropout)
-        self.mid.attn_1 = _attn(block_in, using_mid_sa)
-        self.mid.block_2 = ResnetBlock(block_in, block_in, dropout)
+        in_mult = (1,) + tuple(ch_mult)
+        self.down = nn.ModuleList(
+            Level(ch * in_mult[lvl], ch * ch_mult[lvl], num_res_blocks, dropout, attn=lvl == n - 1 and using_sa,
+                  resample_name="downsample" if lvl != n - 1 else None, resample=Downsample2x)
+            for lvl in range(n)
+        )
+        block_in = ch * ch_mult[-1]
+        self.mid = MidBlock(block_in, dropout, using_mid_sa)
         self.norm_out = _norm(block_in)
         self.conv_out = nn.Conv2d(block_in, z_channels, 3, 1, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv_in(x)
-        for lvl, down in enumerate(self.down):
-            for i, block in enumerate(down.block):
-                h = block(h)
-                if len(down.attn) > 0:
-                    h = down.attn[i](h)
-            if hasattr(down, "downsample"):
-                h = down.downsample(h)
-        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
-        return self.conv_out(F.silu(self.norm_out(h)))
+        for down in self.down:
+            h = down(h)
+        return self.conv_out(F.silu(self.norm_out(self.mid(h))))
 
 
 class Decoder(nn.Module):
@@ -169,37 +191,20 @@ class Decoder(nn.Module):
         n = len(ch_mult)
         block_in = ch * ch_mult[-1]
         self.conv_in = nn.Conv2d(z_channels, block_in, 3, 1, 1)
-        self.mid = nn.Module()
-        self.mid.block_1 = ResnetBlock(block_in, block_in, dropout)
-        self.mid.attn_1 = _attn(block_in, using_mid_sa)
-        self.mid.block_2 = ResnetBlock(block_in, block_in, dropout)
+        self.mid = MidBlock(block_in, dropout, using_mid_sa)
         ups: list[nn.Module] = []
         for lvl in reversed(range(n)):
-            blocks, attns = nn.ModuleList(), nn.ModuleList()
-            block_out = ch * ch_mult[lvl]
-            for _ in range(num_res_blocks + 1):
-                blocks.append(ResnetBlock(block_in, block_out, dropout))
-                block_in = block_out
-                if lvl == n - 1 and using_sa:
-                    attns.append(AttnBlock(block_in))
-            up = nn.Module()
-            up.block, up.attn = blocks, attns
-            if lvl != 0:
-                up.upsample = Upsample2x(block_in)
-            ups.insert(0, up)
+            ups.insert(0, Level(block_in, ch * ch_mult[lvl], num_res_blocks + 1, dropout, attn=lvl == n - 1 and using_sa,
+                                resample_name="upsample" if lvl != 0 else None, resample=Upsample2x))
+            block_in = ch * ch_mult[lvl]
         self.up = nn.ModuleList(ups)
         self.norm_out = _norm(block_in)
         self.conv_out = nn.Conv2d(block_in, in_channels, 3, 1, 1)
 
     def forward(self, z: Tensor) -> Tensor:
-        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(self.conv_in(z))))
+        h = self.mid(self.conv_in(z))
         for up in reversed(self.up):
-            for i, block in enumerate(up.block):
-                h = block(h)
-                if len(up.attn) > 0:
-                    h = up.attn[i](h)
-            if hasattr(up, "upsample"):
-                h = up.upsample(h)
+            h = up(h)
         return self.conv_out(F.silu(self.norm_out(h)))
 
 

@@ -27,9 +27,12 @@ __all__ = ["BANDS", "band_keys", "defect_stats", "plot_curves", "read_csv_metric
 BANDS: tuple[tuple[float, float], ...] = ((0.0, 0.05), (0.25, 0.30), (0.50, 0.55), (0.75, 0.80), (0.95, 1.0))
 
 
-def band_keys(keys: Sequence[str], ratings: np.ndarray, bands: Sequence[tuple[float, float]] = BANDS, per_band: int = 8,
+def band_keys(keys: Any, ratings: np.ndarray, bands: Sequence[tuple[float, float]] = BANDS, per_band: int = 8,
               seed: int = 0) -> dict[str, list[str]]:
-    """``{"top 0-5%": [keys...], ...}``: ``per_band`` seeded picks from each rank-percentile band."""
+    """``{"top 0-5%": [keys...], ...}``: ``per_band`` seeded picks from each rank-percentile band.
+
+    ``keys``: a sequence or a pyarrow array (only the picked keys become Python strings).
+    """
     order = np.argsort(-np.asarray(ratings, dtype=np.float64), kind="stable")
     n = len(order)
     rng = np.random.default_rng(seed)
@@ -38,7 +41,8 @@ def band_keys(keys: Sequence[str], ratings: np.ndarray, bands: Sequence[tuple[fl
         idx = order[int(lo * n): max(int(hi * n), int(lo * n) + 1)]
         pick = rng.choice(idx, size=min(per_band, len(idx)), replace=False) if len(idx) else idx
         where = "top " if lo == 0 else ("bottom " if hi >= 1 else "")
-        rows[f"{where}{lo * 100:.0f}-{hi * 100:.0f}%"] = [keys[i] for i in pick]
+        picked = keys.take(pick).to_pylist() if hasattr(keys, "take") else [keys[i] for i in pick]
+        rows[f"{where}{lo * 100:.0f}-{hi * 100:.0f}%"] = picked
     return rows
 
 
@@ -145,12 +149,10 @@ def write_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
-    keys: Optional[list[str]] = None
-    ratings = None
-    if ratings_dir is not None:
-        table = Ratings.read(ratings_dir)
-        keys, ratings = table.keys.to_pylist(), table.ratings
-        sheet = contact_sheet(datamodule.pool, band_keys(keys, ratings, seed=cfg.seed))
+    table = Ratings.read(ratings_dir) if ratings_dir is not None else None
+    ratings = table.ratings if table is not None else None
+    if table is not None:
+        sheet = contact_sheet(datamodule.pool, band_keys(table.keys, ratings, seed=cfg.seed))
         sheet.save(out / "rating_bands.png")
         files["rating_bands"] = "rating_bands.png"
     kept: Optional[set] = None
@@ -168,7 +170,7 @@ def write_report(
     if labels_path is not None and Path(labels_path).is_file() and (kept is not None or ratings is not None):
         from lightning_alchemist.data.shapes import read_labels
 
-        pool_keys = keys if keys is not None else list(datamodule.pool.keys)
+        pool_keys = table.keys.to_pylist() if table is not None else list(datamodule.pool.keys)
         defects = defect_stats(pool_keys, ratings, kept, read_labels(labels_path))
     if eval_dir is not None:
         for name in sorted(Path(eval_dir).glob("*.png")):

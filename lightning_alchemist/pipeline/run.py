@@ -72,7 +72,6 @@ def plan_stages(cfg: Any) -> Plan:
         from lightning_alchemist.rater.config import rater_config
         from lightning_alchemist.rater.recipe import proxy_model_config
 
-        rater_config(cfg.rater)
         proxy_model_config(rater_config(cfg.rater).proxy, cfg.model)
     return plan
 
@@ -134,14 +133,13 @@ def keys_stage(cfg: Any, cache: Path, data_id: dict, datamodule: Any) -> StageRe
 def select_stage(cfg: Any, cache: Path, ratings_dir: Path, plan: Plan) -> StageResult:
     """Apply the strategy: ``<cache>/selection/<fp>/selection.parquet`` and its histogram."""
     from lightning_alchemist.selection.ratings import Ratings
-    from lightning_alchemist.selection.recipe import run_select
+    from lightning_alchemist.selection.recipe import select_and_write
 
-    ratings_fp = Ratings.read(ratings_dir).fingerprint
-    key = {"ratings": ratings_fp, "selection": plain(cfg.selection), "keep": plan.keep, "seed": cfg.seed}
+    ratings = Ratings.read(ratings_dir)  # read once: its content fingerprint keys the stage, the strategy draws from it
+    key = {"ratings": ratings.fingerprint, "selection": plain(cfg.selection), "keep": plan.keep, "seed": cfg.seed}
 
     def build(folder: Path) -> dict:
-        paths = run_select({"ratings": str(ratings_dir), "keep": plan.keep, "seed": cfg.seed, "out": str(folder),
-                            "selection": plain(cfg.selection)})
+        paths = select_and_write(ratings, plan.strategy, plan.keep, cfg.seed, folder)
         return {k: str(v) for k, v in paths.items()}
 
     return cached_stage(cache, "selection", key, build)
@@ -195,7 +193,7 @@ def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
         selection_path = Path(stages["selection"].info["selection"])
     _banner("train", f"target {cfg.model.name} ({cfg.finetune.mode}) on "
                      f"{'the selection' if selection_path else 'the whole pool'}")
-    target = train_target(cfg, run_dir, selection=selection_path, mode=plan.mode)
+    target = train_target(cfg, run_dir, selection=selection_path, mode=plan.mode, datamodule=datamodule)
     print(f"val/loss {target.val_loss:.4f} after {target.steps} steps ({target.seconds:.0f} s)", flush=True)
     if not target.is_global_zero:  # under DDP the other ranks stop here: rank 0 evaluates and reports
         return {}

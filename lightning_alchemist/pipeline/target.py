@@ -53,13 +53,14 @@ def check_groups(cfg: Any) -> tuple[Any, Any, Any]:
     return mcfg, tcfg, data
 
 
-def train_target(cfg: Any, out: Path, selection: Optional[Path] = None, mode: str = "subset") -> TargetResult:
+def train_target(cfg: Any, out: Path, selection: Optional[Path] = None, mode: str = "subset",
+                 datamodule: Any = None) -> TargetResult:
     """Build data, target model and trainer from ``cfg``; fit under ``out/train``; validate on the clean held-out split.
 
     With ``selection`` (a ``selection.parquet``) the training dataloader sees only the selected
     samples (``mode="subset"``) or draws ∝ their weights (``"weighted"``); the training length
     (``trainer.max_steps`` or ``trainer.max_samples``) does not depend on ``keep``, so runs at
-    different ``keep`` compare at equal compute.
+    different ``keep`` compare at equal compute. ``datamodule``: one already built from ``cfg.data``.
     """
     import lightning as L
     import torch
@@ -73,7 +74,7 @@ def train_target(cfg: Any, out: Path, selection: Optional[Path] = None, mode: st
     if tcfg.num_threads:
         torch.set_num_threads(tcfg.num_threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = build_datamodule(data, seed=cfg.seed)
+    dm = datamodule if datamodule is not None else build_datamodule(data, seed=cfg.seed)
     module = T2IModule(cfg.model, cfg.finetune, seed=cfg.seed, encode_cache_mb=tcfg.encode_cache_mb)
     callbacks = []
     select_cb = None

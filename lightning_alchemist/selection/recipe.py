@@ -11,9 +11,9 @@ from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.selection.manifest import Selection
 from lightning_alchemist.selection.plot import plot_selection
 from lightning_alchemist.selection.ratings import Ratings
-from lightning_alchemist.selection.strategies import build_strategy
+from lightning_alchemist.selection.strategies import Strategy, build_strategy
 
-__all__ = ["SelectConfig", "run_select"]
+__all__ = ["SelectConfig", "run_select", "select_and_write"]
 
 
 @dataclass
@@ -44,15 +44,19 @@ def run_select(cfg: Any) -> dict[str, Path]:
     strategy = build_strategy(conf.selection)
     if strategy is None:
         raise ConfigError("config 'selection': 'none' selects nothing to write; pick a strategy, e.g. selection=shift_gauss")
-    ratings = Ratings.read(conf.ratings)
-    if conf.soft:
+    return select_and_write(Ratings.read(conf.ratings), strategy, conf.keep, conf.seed, Path(conf.out), soft=conf.soft)
+
+
+def select_and_write(ratings: Ratings, strategy: Strategy, keep: float, seed: int, out: Path,
+                     soft: bool = False) -> dict[str, Path]:
+    """Apply ``strategy`` to ``ratings``; write ``out/selection.parquet`` and ``out/selection_histogram.png``."""
+    if soft:
         if not hasattr(strategy, "soft"):
             raise ConfigError(f"config 'soft': strategy '{strategy.name}' has no soft form; use shift_gauss or gsample")
-        selection: Selection = strategy.soft(ratings, conf.keep, conf.seed)
+        selection: Selection = strategy.soft(ratings, keep, seed)
     else:
-        selection = strategy.select(ratings, conf.keep, conf.seed)
-    out = Path(conf.out)
+        selection = strategy.select(ratings, keep, seed)
     manifest = selection.write(out / "selection.parquet")
     plot = plot_selection(ratings, selection, out / "selection_histogram.png")
-    print(f"selected {selection.meta['num_kept']} of {len(ratings)} ({strategy.name}, keep={conf.keep}) -> {manifest}")
+    print(f"selected {selection.meta['num_kept']} of {len(ratings)} ({strategy.name}, keep={keep}) -> {manifest}")
     return {"selection": manifest, "histogram": plot}

@@ -93,9 +93,8 @@ def test_sweep_writes_one_comparison_table(tmp_path):
     assert all(np.isfinite(r["val_loss"]) for r in rows)
     assert _png(tmp_path / "sweep" / "comparison.png")[0] > 100
     # random reads no rating: the pool's keys stand in, no rater is trained
-    job = json.loads(next((tmp_path / "sweep").glob("*/report/metrics.json")).read_text())
-    random_job = job if job["params"]["selection"] == "random" else json.loads(
-        sorted((tmp_path / "sweep").glob("*/report/metrics.json"))[0].read_text())
+    jobs = [json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/report/metrics.json")]
+    [random_job] = [job for job in jobs if job["params"]["selection"] == "random"]
     assert set(random_job["stages"]) == {"keys", "selection"}
     assert not (tmp_path / "cache" / "rater").exists()
 

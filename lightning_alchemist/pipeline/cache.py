@@ -61,6 +61,12 @@ class StageResult:
     cached: bool
 
 
+def _reuse(stage: str, fp: str, folder: Path) -> StageResult:
+    record = json.loads((folder / MARKER).read_text())
+    log.info("%s: reusing %s (fingerprint %s)", stage, folder, fp)
+    return StageResult(stage, fp, folder, dict(record.get("info") or {}), cached=True)
+
+
 def _is_rank_zero() -> bool:
     return all(os.environ.get(var, "0") == "0" for var in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
@@ -78,14 +84,12 @@ def cached_stage(root: Path, stage: str, key: Mapping[str, Any], build: Callable
         # A DDP child re-runs the recipe in lockstep with rank 0, which holds the lock while its
         # stage's Trainer waits for this process: locking here would deadlock. Rank 0 writes the marker.
         if marker.is_file():
-            return StageResult(stage, fp, folder, dict(json.loads(marker.read_text()).get("info") or {}), cached=True)
+            return _reuse(stage, fp, folder)
         folder.mkdir(parents=True, exist_ok=True)
         return StageResult(stage, fp, folder, plain(dict(build(folder))), cached=False)
     with file_lock(Path(root) / stage / f"{fp}.lock"):
         if marker.is_file():
-            record = json.loads(marker.read_text())
-            log.info("%s: reusing %s (fingerprint %s)", stage, folder, fp)
-            return StageResult(stage, fp, folder, dict(record.get("info") or {}), cached=True)
+            return _reuse(stage, fp, folder)
         folder.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
         info = plain(dict(build(folder)))

@@ -12,10 +12,14 @@ from typing import Any, Optional
 
 from lightning_alchemist.config import to_dataclass
 from lightning_alchemist.errors import ConfigError
+from lightning_alchemist.rater.warmup import WarmupConfig
 
 __all__ = [
     "GROUP_HEADS",
     "META_GRADIENTS",
+    "OBJECTIVES",
+    "SCORE_WITH",
+    "WARMUP_CONTINUATIONS",
     "NetworkConfig",
     "OptimConfig",
     "RaterConfig",
@@ -25,6 +29,11 @@ __all__ = [
 
 GROUP_HEADS = ("temperature", "product", "none")
 META_GRADIENTS = ("first_order", "penalty", "unrolled")
+# Rater objectives (lightning_alchemist.rater.signals): official = the softmax rule of the code.
+OBJECTIVES = ("official", "regression", "contrast", "penalty")
+# Who writes the ratings: the trained rater network, or the frozen warmed-up proxy directly.
+SCORE_WITH = ("rater", "proxy")
+WARMUP_CONTINUATIONS = ("frozen", "joint")
 
 
 @dataclass
@@ -78,6 +87,20 @@ class RaterConfig:
     legacy_alchemist_weights: bool = False
     # Official pool term (1/B) sum_i w_i l_i instead of sum_i w_i l_i.
     legacy_mean_over_batch: bool = False
+    # What the rater learns (a Literal set: OBJECTIVES): ``official`` (Σ w_i·sg(ℓ_i) through the batch
+    # softmax; uses meta_gradient), ``regression`` (logit onto the batch-standardised −ℓ), ``contrast``
+    # (onto −[ℓ − β(ℓ(c′) − ℓ)], captions rolled in the batch), ``penalty`` (onto ℓ(θ̂) − ℓ, θ̂ a
+    # cached pool-trained reference). See lightning_alchemist.rater.signals.
+    objective: str = "official"
+    # contrast: weight β of the caption gain and the rolled captions it averages over (>= 4).
+    contrast_beta: float = 2.0
+    contrast_partners: int = 4
+    # ``rater``: the trained rater network scores (amortised); ``proxy``: the frozen warmed-up proxy
+    # scores every sample with the objective's signal (no rater training; pools small enough).
+    score_with: str = "rater"
+    # Proxy warm-up on the validation split before rating (paper Eq. 4), cached; the penalty
+    # objective also warms a reference on the pool with it. steps 0 = none (official code).
+    warmup: WarmupConfig = field(default_factory=lambda: WarmupConfig(steps=0))
     meta_gradient: str = "first_order"
     # unrolled: functional inner SGD steps, their lr, and which proxy parameters they move (fnmatch
     # patterns over named_parameters; [] = all trainable, affordable only for tiny proxies).
@@ -115,6 +138,19 @@ def validate_rater_config(cfg: RaterConfig) -> RaterConfig:
         raise ConfigError(
             f"config 'rater.meta_gradient': got '{cfg.meta_gradient}', expected one of {', '.join(META_GRADIENTS)}"
         )
+    for name, allowed in (("objective", OBJECTIVES), ("score_with", SCORE_WITH)):
+        if getattr(cfg, name) not in allowed:
+            raise ConfigError(f"config 'rater.{name}': got '{getattr(cfg, name)}', expected one of {', '.join(allowed)}")
+    if cfg.warmup.continuation not in WARMUP_CONTINUATIONS:
+        raise ConfigError(
+            f"config 'rater.warmup.continuation': got '{cfg.warmup.continuation}', expected one of {', '.join(WARMUP_CONTINUATIONS)}"
+        )
+    if cfg.contrast_partners < 1 or cfg.contrast_beta < 0:
+        raise ConfigError("config 'rater.contrast_partners' must be >= 1 and 'rater.contrast_beta' >= 0")
+    if not 0.0 <= cfg.warmup.holdout < 1.0 or cfg.warmup.steps < 0:
+        raise ConfigError("config 'rater.warmup': holdout must be in [0, 1) and steps >= 0")
+    if cfg.score_with == "proxy" and cfg.warmup.steps == 0:
+        raise ConfigError("config 'rater.score_with=proxy' scores with the warmed-up proxy: set rater.warmup.steps > 0 (e.g. 800)")
     if cfg.network.width % cfg.network.heads:
         raise ConfigError(
             f"config 'rater.network.width' ({cfg.network.width}) must be divisible by 'rater.network.heads' ({cfg.network.heads})"

@@ -22,6 +22,7 @@ from lightning_alchemist.proxy.base import T2IProxy
 from lightning_alchemist.rater.fingerprint import scoring_fingerprint
 from lightning_alchemist.rater.module import RaterModule
 from lightning_alchemist.rater.progress import ScoringProgressBar
+from lightning_alchemist.rater.signals import RANKING_KEY
 from lightning_alchemist.rater.writer import RatingWriter, finished_shards
 
 __all__ = ["build_proxy_from_spec", "load_rater", "score"]
@@ -74,7 +75,7 @@ def _data_signature(datamodule: Any) -> dict[str, Any]:
 
 
 def score(
-    rater: RaterModule,
+    rater: pl.LightningModule,
     datamodule: pl.LightningDataModule,
     ratings_dir: str | Path,
     trainer_kwargs: Optional[Mapping[str, Any]] = None,
@@ -83,16 +84,22 @@ def score(
 ) -> dict[str, Any]:
     """Score every pool sample of ``datamodule`` into ``ratings_dir`` (one Parquet per shard).
 
+    ``rater`` is a :class:`RaterModule` or a :class:`~lightning_alchemist.rater.direct.ProxyScorer`
+    (direct scoring by the warmed-up proxy). The files carry the objective's ranking ends
+    (:data:`~lightning_alchemist.rater.signals.RANKING_KEY`) for the selection to follow.
     The datamodule must follow the ``T2IDataModule`` predict contract (whole shards per rank,
     ``skip_shards``). Returns ``{"fingerprint", "skipped_shards", "written_shards", "rows"}`` of
     this rank.
     """
     ratings_dir = Path(ratings_dir)
     store_batch = rater.cfg.score.store_batch_rating
+    signature = dict(rater.scoring_signature()) if hasattr(rater, "scoring_signature") else {}
+    batch_dependent = store_batch or signature.get("direct") == "contrast"  # contrast pairs captions within a batch
     fp = scoring_fingerprint(
         rater,
         data=_data_signature(datamodule),
-        score={"store_batch_rating": store_batch, **({"batch_size": getattr(getattr(datamodule, "cfg", None), "batch_size", None)} if store_batch else {})},
+        score={"store_batch_rating": store_batch, **signature,
+               **({"batch_size": getattr(getattr(datamodule, "cfg", None), "batch_size", None)} if batch_dependent else {})},
     )
     done = finished_shards(ratings_dir, fp, overwrite=overwrite)
     if hasattr(datamodule, "skip_shards"):
@@ -100,7 +107,8 @@ def score(
     expected = {}
     if hasattr(datamodule, "pool_shards"):
         expected = {s.stem: s.num_samples for s in datamodule.pool_shards()}
-    writer = RatingWriter(ratings_dir, fp, expected=expected, skip=done)
+    ends = getattr(rater, "ends", None)
+    writer = RatingWriter(ratings_dir, fp, expected=expected, skip=done, metadata={RANKING_KEY: ends.to_json().encode()} if ends else None)
     kwargs = {"accelerator": "auto", "devices": 1, "logger": False, "enable_model_summary": False}
     kwargs.update(trainer_kwargs or {})
     bar = [ScoringProgressBar()] if kwargs.get("enable_progress_bar", True) else []

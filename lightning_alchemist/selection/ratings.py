@@ -9,6 +9,7 @@ Files ending in ``.parquet.tmp`` are being written and are ignored.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -24,6 +25,8 @@ from lightning_alchemist.errors import DataError
 __all__ = ["FINGERPRINT_KEY", "Ratings", "content_fingerprint", "duplicate_keys", "find_rating_files", "key_hash", "key_hashes"]
 
 FINGERPRINT_KEY = b"lightning_alchemist.fingerprint"
+# The rater objective's declared ranking ends (JSON: objective, head easy|clean, tail), written by the scorer.
+RANKING_KEY = b"lightning_alchemist.ranking"
 PathLike = Union[str, os.PathLike]
 
 
@@ -208,6 +211,7 @@ class Ratings:
         ratings: np.ndarray,
         scoring_fingerprints: Sequence[str] = (),
         source: str = "<memory>",
+        ranking: Optional[dict] = None,
     ) -> None:
         if len(keys) != len(ratings):
             raise DataError(f"ratings from {source}: {len(keys)} keys but {len(ratings)} ratings")
@@ -215,6 +219,8 @@ class Ratings:
         self.ratings = np.asarray(ratings, dtype=np.float64)
         self.scoring_fingerprints = sorted(set(scoring_fingerprints))
         self.source = source
+        # The objective's declared ranking ends ({"objective", "head": easy|clean, "tail"}), if the scorer wrote them.
+        self.ranking = dict(ranking) if ranking else None
         self._fingerprint: Optional[str] = None
         self._hashes: Optional[np.ndarray] = None
 
@@ -249,6 +255,7 @@ class Ratings:
         """
         files = find_rating_files(source)
         fingerprints = []
+        rankings: set[bytes] = set()
         for path in files:  # footers only: columns and the scorer's fingerprint
             try:
                 schema = pq.read_schema(path)
@@ -264,6 +271,8 @@ class Ratings:
             meta = schema.metadata or {}
             if FINGERPRINT_KEY in meta:
                 fingerprints.append(meta[FINGERPRINT_KEY].decode())
+            if RANKING_KEY in meta:
+                rankings.add(meta[RANKING_KEY])
         try:
             # One multi-file read: files are decoded in parallel and concatenated in the given order.
             table = pq.read_table([str(p) for p in files], columns=["key", "rating"], use_threads=True)
@@ -277,7 +286,9 @@ class Ratings:
         keys = pa.chunked_array(key_chunks, type=pa.string())
         ratings = np.concatenate(rating_parts) if rating_parts else np.zeros(0)
         where = str(source) if isinstance(source, (str, os.PathLike)) else f"{len(files)} files"
-        out = cls(keys, ratings, fingerprints, source=where)
+        # Files of different objectives mixed: no single declaration holds, so none is passed on.
+        ranking = json.loads(next(iter(rankings))) if len(rankings) == 1 else None
+        out = cls(keys, ratings, fingerprints, source=where, ranking=ranking)
         out._check(check_duplicates)
         if expected_keys is not None:
             out.check_covers(expected_keys)

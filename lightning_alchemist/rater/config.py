@@ -92,9 +92,11 @@ class RaterConfig:
     # (onto −[ℓ − β(ℓ(c′) − ℓ)], captions rolled in the batch), ``penalty`` (onto ℓ(θ̂) − ℓ, θ̂ a
     # cached pool-trained reference). See lightning_alchemist.rater.signals.
     objective: str = "official"
-    # contrast: weight β of the caption gain and the rolled captions it averages over (>= 4).
-    contrast_beta: float = 2.0
+    # contrast: weight β of the caption gain, the rolled captions it averages over (>= 4), and
+    # whether the empty caption is a partner too (half the weight; it exposes generic captions).
+    contrast_beta: float = 4.0
     contrast_partners: int = 4
+    contrast_null: bool = True
     # ``rater``: the trained rater network scores (amortised); ``proxy``: the frozen warmed-up proxy
     # scores every sample with the objective's signal (no rater training; pools small enough).
     score_with: str = "rater"

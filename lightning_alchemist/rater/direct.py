@@ -57,7 +57,7 @@ class ProxyScorer(pl.LightningModule):
         """What besides the weights changes a rating (part of the scoring fingerprint)."""
         sig: dict[str, Any] = {"direct": self.cfg.objective}
         if self.cfg.objective == "contrast":
-            sig.update(beta=self.cfg.contrast_beta, partners=self.cfg.contrast_partners)
+            sig.update(beta=self.cfg.contrast_beta, partners=self.cfg.contrast_partners, null=self.cfg.contrast_null)
         return sig
 
     def _generators(self, batch_idx: int):
@@ -71,7 +71,7 @@ class ProxyScorer(pl.LightningModule):
     def rate_encoded(self, encoded: dict[str, Any], batch_idx: int = 0) -> torch.Tensor:
         """Ratings ``[B]`` of one encoded batch."""
         return proxy_signal(self.cfg.objective, self.proxy, encoded, beta=self.cfg.contrast_beta,
-                            partners=self.cfg.contrast_partners, reference=self.reference,
+                            partners=self.cfg.contrast_partners, null=self.cfg.contrast_null, reference=self.reference,
                             generator=self._generators(batch_idx))
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:

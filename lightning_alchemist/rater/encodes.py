@@ -24,7 +24,7 @@ from lightning_alchemist.paths import cache_root, file_lock
 from lightning_alchemist.proxy.base import Encoded, T2IProxy
 from lightning_alchemist.rater.fingerprint import module_digest
 
-__all__ = ["EncodedSet", "cached_encodes", "dataset_identity", "encode_dataset", "encoder_digest"]
+__all__ = ["EncodedLoader", "EncodedSet", "cached_encodes", "dataset_identity", "encode_dataset", "encoder_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,31 @@ class EncodedSet:
         order = torch.arange(len(self)) if order is None else order
         for s in range(0, len(order), batch_size):
             yield self.take(order[s : s + batch_size], device)
+
+
+class EncodedLoader:
+    """Batches of an :class:`EncodedSet` for rater training (a ``PairedLoader`` side).
+
+    Shuffled with a seeded permutation per epoch (``set_epoch``), full batches only when
+    ``drop_last``; the batches are marked ``encoded`` so the rater skips the encoders.
+    """
+
+    def __init__(self, data: EncodedSet, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = True) -> None:
+        self.data, self.batch_size, self.shuffle, self.seed, self.drop_last = data, batch_size, shuffle, seed, drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.data)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Encoded]:
+        n = len(self.data)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)) if self.shuffle else torch.arange(n)
+        for b in range(len(self)):
+            yield self.data.take(order[b * self.batch_size : (b + 1) * self.batch_size])
 
 
 def encoder_digest(proxy: T2IProxy) -> str:

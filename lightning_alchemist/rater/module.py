@@ -207,11 +207,11 @@ class RaterModule(pl.LightningModule):
             # Regression onto the batch-standardised signal: every sample's logit gets a gradient
             # (the softmax rule's gradient on a logit is ∝ its weight, which collapses; issue 15).
             signal = proxy_signal(self.cfg.objective, proxy, enc_pool, beta=self.cfg.contrast_beta,
-                                  partners=self.cfg.contrast_partners, reference=self.reference, generator=gen,
+                                  partners=self.cfg.contrast_partners, null=self.cfg.contrast_null, reference=self.reference, generator=gen,
                                   losses=loss_pool.detach())
             rater_loss = regression_loss(logits, signal)
         entropy = weight_entropy(w)
-        if self.cfg.entropy_weight > 0:
+        if self.cfg.entropy_weight > 0 and self.cfg.objective == "official":  # a fix of the softmax rule's collapse
             rater_loss = rater_loss - self.cfg.entropy_weight * entropy
         wd = w.detach()  # the proxy trains on the rater's pre-update weights, no gradient into φ
         val_term = loss_val.mean()

@@ -9,8 +9,9 @@ Every objective turns the proxy's losses on a batch into a per-sample *signal*, 
   weights the proxy's pool term). Every sample teaches the rater, unlike the softmax rule whose
   gradient on a logit is ∝ its (often tiny) weight.
 - ``contrast``: −c_i with c_i = ℓ_i − β·(ℓ̄_i(c′) − ℓ_i), ℓ̄_i(c′) the loss with the captions of
-  ``partners`` other samples of the batch (rolled): a caption that does not describe its image
-  gains nothing over a foreign one, so mismatched and generic-caption samples fall.
+  ``partners`` other samples of the batch (rolled), averaged half and half with the loss under the
+  empty caption (``null``): a caption that does not describe its image gains nothing over a
+  foreign one (mismatch), a generic caption nothing over none (plain backgrounds).
 - ``penalty``: ℓ_i(θ̂) − ℓ_i(θ), θ̂ a reference proxy trained on the pool (paper Eq. 6, cached):
   a density ratio between the clean validation data and the pool.
 
@@ -37,6 +38,7 @@ __all__ = [
     "RANKING_KEY",
     "RankingEnds",
     "caption_gain",
+    "null_captions",
     "ends_of",
     "proxy_signal",
     "regression_loss",
@@ -130,29 +132,45 @@ def partner_shifts(batch_size: int, partners: int) -> list[int]:
 GeneratorFactory = Callable[[int], Optional[torch.Generator]]
 
 
+def null_captions(proxy: T2IProxy, encoded: Encoded) -> Optional[Encoded]:
+    """A copy of ``encoded`` where every sample sees the empty caption (None if the proxy has none)."""
+    b = len(encoded.get("key") or []) or int(next(v for v in encoded.values() if isinstance(v, Tensor)).shape[0])
+    try:
+        return proxy.drop_captions(encoded, torch.ones(b, dtype=torch.bool))
+    except NotImplementedError:
+        return None
+
+
 def caption_gain(
-    proxy: T2IProxy, encoded: Encoded, losses: Tensor, partners: int, generator: GeneratorFactory = lambda i: None
+    proxy: T2IProxy, encoded: Encoded, losses: Tensor, partners: int, generator: GeneratorFactory = lambda i: None,
+    null: bool = False,
 ) -> Tensor:
-    """ℓ̄_i(c′) − ℓ_i: the mean loss with ``partners`` rolled captions minus the true-caption loss ``[B]``."""
+    """ℓ̄_i(c′) − ℓ_i ``[B]``: the mean loss with ``partners`` rolled captions minus the true-caption loss;
+    with ``null``, ℓ̄_i(c′) is the mean of that and the empty-caption loss (half each)."""
     shifts = partner_shifts(int(losses.shape[0]), partners)
-    if not shifts:
+    # the same noise/timesteps as the true-caption pass (generator 0), so only the caption differs
+    foreign = [proxy.per_sample_loss(rolled_captions(encoded, s), generator=generator(0)) for s in shifts]
+    rolled = torch.stack(foreign).mean(0) if foreign else None
+    empty = None
+    if null:
+        enc_null = null_captions(proxy, encoded)
+        empty = proxy.per_sample_loss(enc_null, generator=generator(0)) if enc_null is not None else None
+    parts = [p for p in (rolled, empty) if p is not None]
+    if not parts:
         return torch.zeros_like(losses)
-    total = torch.zeros_like(losses)
-    for s in shifts:
-        # the same noise/timesteps as the true-caption pass (generator 0), so only the caption differs
-        total = total + proxy.per_sample_loss(rolled_captions(encoded, s), generator=generator(0))
-    return total / len(shifts) - losses
+    return torch.stack(parts).mean(0) - losses
 
 
 def proxy_signal(
     objective: str,
     proxy: T2IProxy,
     encoded: Encoded,
-    beta: float = 2.0,
+    beta: float = 4.0,
     partners: int = 4,
     reference: Optional[T2IProxy] = None,
     generator: GeneratorFactory = lambda i: None,
     losses: Optional[Tensor] = None,
+    null: bool = True,
 ) -> Tensor:
     """The objective's per-sample signal ``[B]`` under ``proxy`` (no grad; higher = keep).
 
@@ -162,6 +180,7 @@ def proxy_signal(
         encoded: one encoded batch (contrast pairs its samples' captions within it).
         beta: weight of the caption gain (``contrast``).
         partners: rolled captions the gain is averaged over (``contrast``; >= 4 recommended).
+        null: the empty caption is a partner too (``contrast``; half the weight).
         reference: the pool-trained reference proxy (``penalty``; required there).
         generator: fixed random streams of the step (noise, timesteps of diffusion proxies).
         losses: ℓ_i already computed for this batch (saves a forward).
@@ -171,7 +190,7 @@ def proxy_signal(
         if objective in ("official", "regression"):
             return -loss
         if objective == "contrast":
-            return -(loss - beta * caption_gain(proxy, encoded, loss, partners, generator))
+            return -(loss - beta * caption_gain(proxy, encoded, loss, partners, generator, null=null))
         if objective == "penalty":
             if reference is None:
                 raise ValueError("rater objective 'penalty' needs the reference proxy (a pool warm-up); none was given")

@@ -52,6 +52,9 @@ class WarmupConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     clip: float = 2.0
     ramp_steps: int = 20  # linear lr ramp from 0 at the start
+    # Share of training captions replaced by the empty caption (official CFG drop 0.1): the proxy
+    # learns an unconditional model too, which the contrast's empty-caption partner compares against.
+    caption_drop: float = 0.1
     # Share of the split held out for early stopping (never trained on); 0 = train on all, keep the last.
     holdout: float = 0.2
     eval_every: int = 50
@@ -185,6 +188,12 @@ def _train(proxy: T2IProxy, module: nn.Module, data: EncodedSet, cfg: WarmupConf
         rows = order[pos : pos + cfg.batch_size]
         pos += cfg.batch_size
         enc = data.take(rows, device)
+        if cfg.caption_drop > 0:
+            drop = torch.rand(len(rows), generator=gen) < cfg.caption_drop
+            try:
+                enc = proxy.drop_captions(enc, drop)
+            except NotImplementedError:  # a proxy without an empty caption trains on every caption
+                pass
         for g in opt.param_groups:
             g["lr"] = cfg.lr * min(1.0, step / max(cfg.ramp_steps, 1))
         loss = proxy.per_sample_loss(enc).mean()

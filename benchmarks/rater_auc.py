@@ -1,4 +1,4 @@
-"""Rater quality on ``shapes``: train a rater, score the pool, AUC(clean > defect) per defect kind.
+"""Rater quality on a labelled dataset (``shapes``, ``glyphs``): train a rater, score the pool, AUC(clean > defect) per defect kind.
 
     python benchmarks/rater_auc.py                         # the default rater config (conf/rater/default.yaml)
     python benchmarks/rater_auc.py rater=tiny rater.epochs=10   # any recipe overrides
@@ -60,12 +60,13 @@ def resolved(overrides: list[str]) -> dict:
 
 
 def labels_path(data: dict) -> Path:
-    from lightning_alchemist.config import to_dataclass
-    from lightning_alchemist.data.shapes import ShapesConfig, ensure_shapes
+    from lightning_alchemist.config import data_config
+    from lightning_alchemist.data.sources import resolve_source
 
-    if data.get("name") != "shapes":
-        raise SystemExit("the rater AUC benchmark needs data=shapes (labelled defects)")
-    return ensure_shapes(to_dataclass(data.get("shapes") or {}, ShapesConfig, "data.shapes"), data.get("cache_dir")).labels_path
+    path = resolve_source(data_config(data)).labels_path
+    if path is None:
+        raise SystemExit("the rater AUC benchmark needs labelled defects: data=shapes or data=glyphs (or shards with a labels.parquet)")
+    return path
 
 
 def tokenizer_stats(rater_cfg: dict, model: dict) -> dict:
@@ -91,7 +92,7 @@ def tokenizer_stats(rater_cfg: dict, model: dict) -> dict:
 
 def markdown(res: dict) -> str:
     lines = [
-        "# Rater AUC on shapes",
+        f"# Rater AUC on {res.get('data', 'shapes')}",
         "",
         f"Command: `{res['command']}`  ",
         f"Overrides: `{' '.join(res['overrides']) or '(none: the default config)'}`  ",
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python benchmarks/rater_auc.py", *(["--quick"] if args.quick else []), *args.overrides]),
         "overrides": overrides,
         "rater": cfg["rater"],
+        "data": cfg["data"].get("name"),
         "labels": str(labels),
         "work": str(work),
         "auc": res_auc,

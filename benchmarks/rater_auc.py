@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["rater.epochs=2", "rater.steps_per_epoch=10"]
@@ -69,13 +70,15 @@ def labels_path(data: dict) -> Path:
     return path
 
 
-def tokenizer_stats(rater_cfg: dict, model: dict) -> dict:
+def tokenizer_stats(rater_cfg: dict, model: dict, data: Optional[dict] = None) -> dict:
     """Stats of the proxy's cached VQ tokenizer (STAR proxies only)."""
     import torch
 
     from lightning_alchemist.rater.recipe import proxy_model_config
 
-    node = proxy_model_config(rater_cfg.get("proxy"), model)
+    from lightning_alchemist.proxy.factory import fit_to_data
+
+    node = fit_to_data(proxy_model_config(rater_cfg.get("proxy"), model), data)
     if node.get("family") != "star":
         return {}
     from lightning_alchemist.proxy.factory import model_config
@@ -164,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "timings": timings,
         "scored": len(ratings),
         "scoring_samples_per_s": round(len(ratings) / timings["score"]["wall_s"], 1) if timings["score"]["wall_s"] else None,
-        "tokenizer": tokenizer_stats(cfg["rater"], cfg.get("model") or {}),
+        "tokenizer": tokenizer_stats(cfg["rater"], cfg.get("model") or {}, cfg["data"]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }

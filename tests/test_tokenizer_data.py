@@ -154,3 +154,18 @@ def test_rater_recipe_builds_its_proxy_on_the_run_data(cache_dir, shards, no_sha
     assert spec["model"]["tokenizer"]["train_data"]["urls"] == shards["urls"]  # scoring rebuilds the same tokenizer
     assert tokenizer_cache_path(model_config(spec["model"]).tokenizer).is_file()  # fitted on the shards (this test or an earlier one)
     assert all(images.shape[-1] == 32 for images in trained)
+
+
+def test_target_stage_builds_its_model_on_the_run_data(cache_dir, shards, no_shapes, trained, tmp_path):
+    from lightning_alchemist.cli import check_overrides
+    from lightning_alchemist.pipeline.target import train_target
+
+    cfg = check_overrides("config", ["trainer.max_steps=1", "trainer.val_check_interval=1", "trainer.limit_val_batches=1",
+                                     "trainer.enable_progress_bar=false", f"out={tmp_path}"])
+    OmegaConf.set_struct(cfg, False)
+    cfg.merge_with({"data": shards, "model": _star_tiny()})
+    result = train_target(cfg, tmp_path)
+    assert result.steps == 1
+    model = result.module.hparams["model"]  # what a checkpoint restores the model (and its tokenizer) from
+    assert model["tokenizer"]["train_data"]["urls"] == shards["urls"]
+    assert tokenizer_cache_path(model_config(model).tokenizer).is_file()

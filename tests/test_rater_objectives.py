@@ -131,7 +131,7 @@ def test_objective_gradient_reaches_rater_only(objective):
 
 def test_penalty_objective_needs_reference_and_config_is_checked():
     with pytest.raises(ConfigError, match="reference"):
-        RaterModule(ToyProxy(), 48, 16, {**SMALL, "objective": "penalty"})
+        RaterModule(ToyProxy(), 48, 16, {**SMALL, "objective": "penalty"}).on_fit_start()
     with pytest.raises(ConfigError, match="rater.objective"):
         rater_config({"objective": "likelihood"})
     with pytest.raises(ConfigError, match="warmup.steps"):
@@ -264,3 +264,22 @@ def test_declared_ends_drive_shift_gaussian_head():
         build_strategy({"name": "shift_gauss", "head": "middle"})
     soft = sg.soft(clean, 0.5)
     assert soft.weights[0] > soft.weights[500] > soft.weights[999]
+
+
+def test_scorer_checkpoint_roundtrip_through_load_rater(tmp_path):
+    from lightning_alchemist.rater.scoring import load_rater
+
+    torch.manual_seed(0)
+    proxy = ToyProxy()
+    spec = {"model": {"class": "rater_toys.ToyProxy", "kwargs": {}}}
+    scorer = ProxyScorer(proxy, {"objective": "contrast", "score_with": "proxy", "warmup": {"steps": 10}},
+                         proxy_spec=spec, info={"warmup": {"steps_run": 10}})
+    path = scorer.save(tmp_path / "rater.ckpt")
+    loaded = load_rater(path)  # the scoring stage's loader: a direct-scoring checkpoint gives the scorer
+    assert isinstance(loaded, ProxyScorer) and loaded.cfg.objective == "contrast" and loaded.info["warmup"]["steps_run"] == 10
+    enc = _encode(8, 0.5, 1, "x").take(range(8))
+    assert torch.allclose(loaded.rate_encoded(enc), scorer.rate_encoded(enc))
+    dm = ToyScoreData(num_shards=2, per_shard=8, batch_size=8)
+    a = score(scorer, dm, tmp_path / "a", trainer_kwargs={"enable_progress_bar": False})
+    b = score(loaded, ToyScoreData(num_shards=2, per_shard=8, batch_size=8), tmp_path / "b", trainer_kwargs={"enable_progress_bar": False})
+    assert a["fingerprint"] == b["fingerprint"]  # same weights and signal: a rerun trusts the files

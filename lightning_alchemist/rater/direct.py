@@ -13,6 +13,8 @@ the predict loader's batches are fixed (file order), so ratings are reproducible
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 from typing import Any, Optional, Union
 
 import lightning.pytorch as pl
@@ -23,7 +25,21 @@ from lightning_alchemist.rater.config import RaterConfig, rater_config
 from lightning_alchemist.rater.module import encode_batch
 from lightning_alchemist.rater.signals import RankingEnds, ends_of, proxy_signal
 
-__all__ = ["ProxyScorer"]
+
+def _trainable(proxy: T2IProxy) -> torch.nn.Module:
+    try:
+        return proxy.trainable
+    except NotImplementedError:
+        return proxy
+
+__all__ = ["CHECKPOINT_KIND", "ProxyScorer", "is_scorer_checkpoint"]
+
+CHECKPOINT_KIND = "lightning_alchemist.proxy_scorer"
+
+
+def is_scorer_checkpoint(ckpt: Any) -> bool:
+    """True for a loaded ``rater.ckpt`` written by :meth:`ProxyScorer.save` (direct scoring)."""
+    return isinstance(ckpt, dict) and ckpt.get("kind") == CHECKPOINT_KIND
 
 
 class ProxyScorer(pl.LightningModule):
@@ -35,8 +51,11 @@ class ProxyScorer(pl.LightningModule):
         reference: the pool-trained reference proxy (``objective: penalty``).
     """
 
-    def __init__(self, proxy: T2IProxy, cfg: Union[RaterConfig, dict, Any] = None, reference: Optional[T2IProxy] = None) -> None:
+    def __init__(self, proxy: T2IProxy, cfg: Union[RaterConfig, dict, Any] = None, reference: Optional[T2IProxy] = None,
+                 proxy_spec: Optional[dict] = None, info: Optional[dict] = None) -> None:
         super().__init__()
+        self.proxy_spec = proxy_spec
+        self.info = dict(info or {})  # the warm-ups' results, kept in the checkpoint for the report
         self.cfg = rater_config(cfg)
         if self.cfg.objective == "official":
             # The official rule has no per-sample signal of its own beyond −ℓ; name it what it is.
@@ -48,6 +67,40 @@ class ProxyScorer(pl.LightningModule):
 
             raise ConfigError("config 'rater.objective=penalty' scores with the reference proxy: pass reference=... (a pool warm-up)")
         self.ends: RankingEnds = ends_of(self.cfg.objective)
+
+    # ----------------------------------------------------------------------------- checkpoint
+    def save(self, path: str | Path) -> Path:
+        """Write ``rater.ckpt``: config, proxy spec and the warmed-up trainable weights (the frozen
+        encoders are rebuilt from the spec), so :func:`~lightning_alchemist.rater.scoring.load_rater`
+        returns this scorer and the scoring stage runs unchanged."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        blob = {
+            "kind": CHECKPOINT_KIND,
+            "version": 1,
+            "cfg": dataclasses.asdict(self.cfg),
+            "proxy_spec": self.proxy_spec,
+            "proxy": _trainable(self.proxy).state_dict(),
+            "reference": _trainable(self.reference).state_dict() if self.reference is not None else None,
+            "info": self.info,
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, proxy: Optional[T2IProxy] = None) -> "ProxyScorer":
+        """Rebuild from a loaded :meth:`save` blob (the proxy from its spec unless given)."""
+        from lightning_alchemist.rater.scoring import build_proxy_from_spec
+
+        proxy = proxy if proxy is not None else build_proxy_from_spec(ckpt.get("proxy_spec"))
+        _trainable(proxy).load_state_dict(ckpt["proxy"])
+        reference = None
+        if ckpt.get("reference") is not None:
+            reference = build_proxy_from_spec(ckpt.get("proxy_spec"))
+            _trainable(reference).load_state_dict(ckpt["reference"])
+        return cls(proxy, ckpt["cfg"], reference=reference, proxy_spec=ckpt.get("proxy_spec"), info=ckpt.get("info"))
 
     def train(self, mode: bool = True) -> "ProxyScorer":
         # Always eval: a scorer never trains (no dropout, frozen norms).

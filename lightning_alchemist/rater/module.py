@@ -115,16 +115,19 @@ class RaterModule(pl.LightningModule):
         self.meta = build_meta_gradient(self.cfg, proxy)
         # A plain attribute, not a submodule: the reference stays out of checkpoints and optimisers.
         self.__dict__["reference"] = reference.requires_grad_(False).eval() if reference is not None else None
-        if self.cfg.objective == "penalty" and reference is None:
-            from lightning_alchemist.errors import ConfigError
-
-            raise ConfigError("config 'rater.objective=penalty' needs the pool-trained reference proxy: pass reference=... "
-                              "(warm_up_proxy on the pool encodes with role='pool')")
         self.ends = ends_of(self.cfg.objective)
         self.alpha = alpha_at(0, self.cfg)
         self._probe: list[RaterInputs] = []
         self._probe_count = 0
         self._probe_prev: Optional[Tensor] = None
+
+    def on_fit_start(self) -> None:
+        # Checked here, not in __init__: a trained penalty rater is loaded and scores without its reference.
+        if self.cfg.objective == "penalty" and self.reference is None:
+            from lightning_alchemist.errors import ConfigError
+
+            raise ConfigError("config 'rater.objective=penalty' needs the pool-trained reference proxy: pass reference=... "
+                              "(warm_up_proxy on the pool encodes with role='pool')")
 
     # ----------------------------------------------------------------------------- weights
     def weights(self, inputs: RaterInputs) -> tuple[Tensor, Tensor, Tensor]:

@@ -2,6 +2,9 @@
 
 - :func:`run_train_rater`: data + the rater's proxy (``rater.proxy``, a ``conf/model`` entry) ->
   ``OUT/rater.ckpt`` (plus per-epoch checkpoints and CSV/TensorBoard logs under ``OUT/rater_logs``).
+  The proxy is first warmed up on the validation split when ``rater.warmup.steps > 0``
+  (:func:`warm_up_stage`, cached); with ``rater.score_with: proxy`` that warm-up is the whole stage
+  and ``rater.ckpt`` holds the warmed-up proxy, which then scores directly (no rater network).
 - :func:`run_score`: data + ``rater=PATH/rater.ckpt`` -> ``OUT/ratings/<shard>.parquet``.
   Multi-device: ``trainer.devices=N trainer.strategy=ddp``; multi-node: launch one process per
   device with ``srun`` (SLURM) or ``torchrun --nnodes M --nproc-per-node N`` and pass
@@ -21,6 +24,7 @@ from lightning_alchemist.errors import ConfigError
 __all__ = [
     "ScoreRecipeConfig",
     "build_rater_proxy",
+    "warm_up_stage",
     "proxy_model_config",
     "rater_path_override",
     "run_score",
@@ -88,6 +92,46 @@ def _multi_process(kwargs: dict) -> bool:
     return many or nodes > 1
 
 
+def _warmup_line(info: dict) -> str:
+    w = info.get("warmup") or {}
+    if not w:
+        return "no warm-up"
+    how = "cached" if w.get("cached") else f"{w.get('seconds', 0):.0f} s"
+    return f"warm-up {w.get('steps_run')} steps, best {w.get('best_step')} (held-out loss {w.get('best_holdout_loss', float('nan')):.3f}), {how}"
+
+
+def warm_up_stage(rcfg: Any, model_cfg: dict, datamodule: Any, seed: int = 0) -> tuple[Any, Any, dict]:
+    """The proxy warmed up on the validation split (``rater.warmup``; cached), and for the penalty
+    objective a reference warmed up the same way on the pool. Returns ``(proxy, reference, info)``.
+
+    The splits are encoded once with the proxy's frozen encoders (cached,
+    :func:`~lightning_alchemist.rater.encodes.cached_encodes`). With ``warmup.steps: 0`` the proxy
+    comes back as built (the official cold start) and no split is encoded.
+    """
+    from lightning_alchemist.rater.encodes import cached_encodes
+    from lightning_alchemist.rater.warmup import warm_up_proxy
+
+    proxy = build_rater_proxy(model_cfg)
+    info: dict[str, Any] = {}
+    wcfg = dataclasses.replace(rcfg.warmup, seed=rcfg.warmup.seed + seed)
+    reference = None
+    if rcfg.warmup.steps > 0 or rcfg.objective == "penalty":
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+    if rcfg.warmup.steps > 0:
+        val, vinfo = cached_encodes(proxy, datamodule.val)
+        info["warmup"] = warm_up_proxy(proxy, val, wcfg, vinfo["fingerprint"], role="val").as_dict()
+        info["encodes_val"] = vinfo
+        log.info("rater proxy: %s", _warmup_line(info))
+    if rcfg.objective == "penalty":
+        if rcfg.warmup.steps <= 0:
+            raise ConfigError("config 'rater.objective=penalty' warms a reference up on the pool: set rater.warmup.steps > 0")
+        reference = build_rater_proxy(model_cfg)
+        pool, pinfo = cached_encodes(reference, datamodule.pool)
+        info["reference"] = warm_up_proxy(reference, pool, wcfg, pinfo["fingerprint"], role="pool").as_dict()
+    return proxy, reference, info
+
+
 def run_train_rater(cfg: Any) -> Path:
     """Train the rater with its proxy on ``cfg.data``; returns ``OUT/rater.ckpt``."""
     import lightning.pytorch as pl
@@ -106,10 +150,18 @@ def run_train_rater(cfg: Any) -> Path:
     out = Path(cfg.out)
     model_cfg = proxy_model_config(rcfg.proxy, cfg.get("model"))
     model_cfg = fit_to_data(model_cfg, cfg.data)  # the proxy's tokenizer fits this pool (not shapes), cached
-    proxy = build_rater_proxy(model_cfg)
-    data = RaterDataModule(build_datamodule(cfg.data, seed=int(cfg.get("seed", 0) or 0)), seed=seed)
+    inner = build_datamodule(cfg.data, seed=int(cfg.get("seed", 0) or 0))
+    proxy, reference, info = warm_up_stage(rcfg, model_cfg, inner, seed)
+    spec = {"model": model_cfg, "finetune": None}
+    if rcfg.score_with == "proxy":
+        from lightning_alchemist.rater.direct import ProxyScorer
+
+        path = ProxyScorer(proxy, rcfg, reference=reference, proxy_spec=spec, info=info).save(out / "rater.ckpt")
+        print(f"proxy warmed up for direct scoring ({rcfg.objective}; {_warmup_line(info)}) -> {path}")
+        return path
+    data = RaterDataModule(inner, seed=seed)
     token_dim, text_dim = infer_rater_dims(proxy, data.first_val_batch())
-    module = RaterModule(proxy, token_dim, text_dim, rcfg, proxy_spec={"model": model_cfg, "finetune": None})
+    module = RaterModule(proxy, token_dim, text_dim, rcfg, proxy_spec=spec, reference=reference)
     logs = out / "rater_logs"
     kwargs = _trainer_kwargs(
         cfg.get("trainer"),

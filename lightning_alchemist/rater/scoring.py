@@ -53,13 +53,18 @@ def build_proxy_from_spec(spec: Optional[Mapping[str, Any]]) -> T2IProxy:
     return build_proxy(model, spec.get("finetune"))
 
 
-def load_rater(path: str | Path, proxy: Optional[T2IProxy] = None, map_location: Any = "cpu") -> RaterModule:
-    """A :class:`RaterModule` from ``rater.ckpt``; the proxy is rebuilt from the checkpoint unless given."""
+def load_rater(path: str | Path, proxy: Optional[T2IProxy] = None, map_location: Any = "cpu") -> pl.LightningModule:
+    """A :class:`RaterModule` from ``rater.ckpt`` (or a :class:`~lightning_alchemist.rater.direct.ProxyScorer`
+    when the checkpoint is a direct-scoring one); the proxy is rebuilt from the checkpoint unless given."""
     path = Path(path)
     if not path.is_file():
         raise AlchemistError(f"rater checkpoint '{path}' not found: train one with recipes/train_rater.py out=DIR (writes DIR/rater.ckpt)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    from lightning_alchemist.rater.direct import ProxyScorer, is_scorer_checkpoint
+
+    if is_scorer_checkpoint(ckpt):  # rater.score_with=proxy: the warmed-up proxy scores directly
+        return ProxyScorer.from_checkpoint(ckpt, proxy=proxy)
     if proxy is None:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
         proxy = build_proxy_from_spec((ckpt.get("hyper_parameters") or {}).get("proxy_spec"))
     return RaterModule.load_from_checkpoint(str(path), map_location=map_location, proxy=proxy, weights_only=False)
 

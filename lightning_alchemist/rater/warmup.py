@@ -68,7 +68,8 @@ class WarmupConfig:
 
 @dataclass
 class WarmupResult:
-    """What a warm-up did: ``cached`` (loaded, nothing trained), steps run, best step and losses, seconds."""
+    """What a warm-up did: ``cached`` (loaded, nothing trained), steps run, best step and losses, and the
+    seconds the training took (when it ran, also for a cached result)."""
 
     cached: bool
     path: str
@@ -148,7 +149,7 @@ def warm_up_proxy(
             blob = torch.load(path, map_location="cpu", weights_only=False)
             module.load_state_dict(blob["state_dict"])
             stats = dict(blob["stats"])
-            stats.update(cached=True, path=str(path), seconds=time.perf_counter() - t0)
+            stats.update(cached=True, path=str(path))  # ``seconds``: what the training took when it ran
             return WarmupResult(**stats)
         result = _train(proxy, module, data, cfg, device, progress)
         result.path = str(path)

@@ -52,9 +52,11 @@ class WarmupConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     clip: float = 2.0
     ramp_steps: int = 20  # linear lr ramp from 0 at the start
-    # Share of training captions replaced by the empty caption (official CFG drop 0.1): the proxy
-    # learns an unconditional model too, which the contrast's empty-caption partner compares against.
-    caption_drop: float = 0.1
+    # Share of training captions replaced by the empty caption (the official CFG drop is 0.1). Off:
+    # measured on shapes (5k pool, 800 steps), a proxy that never saw the empty caption separates
+    # generic-caption samples by the contrast's empty-caption partner far better (AUC plain 0.98
+    # for ℓ(∅) − ℓ alone, 0.73 with drop 0.1), since ℓ(∅) stays high only where the caption informs.
+    caption_drop: float = 0.0
     # Share of the split held out for early stopping (never trained on); 0 = train on all, keep the last.
     holdout: float = 0.2
     eval_every: int = 50

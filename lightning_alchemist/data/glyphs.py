@@ -354,7 +354,7 @@ def sample_plan(cfg: GlyphsConfig, kinds: np.ndarray) -> dict[int, dict[str, Any
         copies, order = order[:size], order[size:]
         plan[source] = {"dup_group": group}
         for i, copy in enumerate(copies):
-            # Half the copies are the same bytes, half a lossless re-encode (same pixels, other bytes).
+            # The first copy of a group is the same bytes, every second one a lossless re-encode (same pixels, other bytes).
             plan[int(copy)] = {"dup_group": group, "copy_of": source, "reencode": bool(i % 2)}
         group += 1
     return plan

@@ -105,13 +105,13 @@ def test_duplicates_are_genuine_copies_in_groups_of_two_to_five(art):
 def test_defects_look_like_their_kind(art):
     labels = read_labels(art.labels_path)
     by_key = {s["__key__"]: s for s in _samples(art.pool_urls)}
-    captions_of_clean = {by_key[k]["txt"] for k, v in labels.items() if v == "clean"}
+    captions = Counter(s["txt"] for s in by_key.values())
     for key, kind in labels.items():
         s, meta = by_key[key], json.loads(by_key[key]["json"])
         pixels = _pixels(s["png"]).astype(np.float32)
-        if kind == "mismatch":  # another clean sample's caption, naming other text than the drawn one
-            assert s["txt"] in captions_of_clean and s["txt"] != caption_of(meta)
-            assert f'"{meta["text"]}"' not in s["txt"]
+        if kind == "mismatch":  # a grammar caption naming other text than the drawn one, unique in the pool
+            assert s["txt"] != caption_of(meta) and f'"{meta["text"]}"' not in s["txt"]
+            assert captions[s["txt"]] == 1 and s["txt"].count('"') == 2 and (" on a" in s["txt"])
         elif kind == "plain":
             assert s["txt"] in PLAIN_CAPTIONS and pixels.std(axis=(0, 1)).max() < 60
         elif kind == "noise":
@@ -120,6 +120,14 @@ def test_defects_look_like_their_kind(art):
         elif kind == "degraded":
             clean = np.asarray(render_scene({k: v for k, v in meta.items() if k != "degraded"}, 32), dtype=np.float32)
             assert np.abs(np.diff(pixels, axis=1)).mean() < np.abs(np.diff(clean, axis=1)).mean()
+
+
+def test_mismatched_captions_look_like_clean_ones():
+    cfg = GlyphsConfig(**CFG)
+    clean = [make_sample(cfg, "pool", i)["txt"] for i in range(300)]
+    mismatched = [make_sample(cfg, "pool", i, "mismatch")["txt"] for i in range(300)]
+    assert abs(np.mean([len(c.split()) for c in clean]) - np.mean([len(c.split()) for c in mismatched])) < 0.5
+    assert len(set(mismatched)) == 300 and not set(mismatched) & set(clean)
 
 
 def test_captions_follow_the_grammar():

@@ -169,3 +169,12 @@ def test_target_stage_builds_its_model_on_the_run_data(cache_dir, shards, no_sha
     model = result.module.hparams["model"]  # what a checkpoint restores the model (and its tokenizer) from
     assert model["tokenizer"]["train_data"]["urls"] == shards["urls"]
     assert tokenizer_cache_path(model_config(model).tokenizer).is_file()
+
+
+@pytest.mark.parametrize("steps", [19, 20, 21])
+def test_tokenizer_trains_at_any_short_step_count(steps):
+    from lightning_alchemist.proxy.star.tokenizer import VQConfig
+
+    images = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    _, stats = train_vq.train_tokenizer(VQConfig(train_steps=steps, train_batch_size=8), images, progress=False)
+    assert stats["steps"] == steps and stats["eval_rec_mse"] > 0

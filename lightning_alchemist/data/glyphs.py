@@ -8,8 +8,8 @@ solid or gradient background, captioned from a small grammar with a few template
 
 A configurable share of the pool is defective, modelled on a real new-domain dataset:
 
-- ``mismatch``: a correct image with another clean pool sample's caption (drawn from the same
-  grammar, so caption statistics alone do not give it away);
+- ``mismatch``: a correct image with the caption of another scene (other text), drawn from the same
+  grammar and as unique as a clean caption, so caption statistics alone do not give it away;
 - ``noise``: heavy Gaussian or salt-and-pepper noise over a rendered sample, or pure noise;
 - ``plain``: a near-empty background with a generic caption ("an empty image");
 - ``duplicate``: genuine copies (byte-identical, or losslessly re-encoded: same pixels, other bytes)
@@ -340,17 +340,10 @@ def defect_plan(cfg: GlyphsConfig) -> np.ndarray:
 
 
 def sample_plan(cfg: GlyphsConfig, kinds: np.ndarray) -> dict[int, dict[str, Any]]:
-    """Per pool index, what a defect refers to: a mismatch's caption donor; a duplicate group's source and copies.
-
-    Duplicate groups hold a clean source and 1–4 copies of it (2–5 samples); a mismatch takes the
-    caption of a clean sample whose text differs from its own.
-    """
+    """Per pool index, the duplicate group it belongs to: a clean source and 1–4 copies of it (2–5 samples)."""
     plan: dict[int, dict[str, Any]] = {}
     dups = np.flatnonzero(kinds == "duplicate")
-    mismatches = np.flatnonzero(kinds == "mismatch")
     clean = np.flatnonzero(kinds == CLEAN)
-    if len(clean) == 0 and (len(dups) or len(mismatches)):
-        raise ConfigError("config 'data.glyphs.defects': no clean samples left to copy or borrow captions from; lower the shares")
     rng = np.random.default_rng([cfg.seed, 11])
     order, sources = list(rng.permutation(dups)), rng.permutation(clean)
     group = 0
@@ -361,17 +354,20 @@ def sample_plan(cfg: GlyphsConfig, kinds: np.ndarray) -> dict[int, dict[str, Any
         copies, order = order[:size], order[size:]
         plan[source] = {"dup_group": group}
         for i, copy in enumerate(copies):
-            # Half the copies are the same bytes, half a lossless re-encode (same pixels, other bytes).
+            # The first copy of a group is the same bytes, every second one a lossless re-encode (same pixels, other bytes).
             plan[int(copy)] = {"dup_group": group, "copy_of": source, "reencode": bool(i % 2)}
         group += 1
-    for index in mismatches:
-        own = random_scene(_scene_rng(cfg.seed, 0, int(index)), cfg.char_share)["text"]
-        for _ in range(100):
-            donor = int(rng.choice(clean))
-            if random_scene(_scene_rng(cfg.seed, 0, donor), cfg.char_share)["text"] != own:
-                break
-        plan[int(index)] = {"caption_of": donor}
     return plan
+
+
+def mismatched_caption(cfg: GlyphsConfig, index: int, own_text: str) -> str:
+    """A grammar caption of another scene (other text) for a mismatch: the caption of a sample that is
+    not in the pool, so it is as unique as a clean caption and no caption statistic tells it apart."""
+    for attempt in range(100):
+        other = random_scene(np.random.default_rng([cfg.seed, 99, index, attempt]), cfg.char_share)
+        if other["text"] != own_text:
+            break
+    return caption_of(other)
 
 
 def _key(split: str, index: int) -> str:
@@ -382,7 +378,7 @@ def make_sample(cfg: GlyphsConfig, split: str, index: int, kind: str = CLEAN,
                 plan: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Generate one sample deterministically: ``{"__key__", "png", "txt", "json"}``.
 
-    ``plan``: this index's entry of :func:`sample_plan` (a duplicate's source, a mismatch's donor, a group id).
+    ``plan``: this index's entry of :func:`sample_plan` (a duplicate's source and group id).
     """
     plan = plan or {}
     split_id = 0 if split == "pool" else 1
@@ -396,7 +392,7 @@ def make_sample(cfg: GlyphsConfig, split: str, index: int, kind: str = CLEAN,
             png = _png(Image.open(io.BytesIO(png)), compress_level=1)
         meta["encoding"] = "reencoded" if plan.get("reencode") else "identical"
         return {"__key__": _key(split, index), "png": png, "txt": source["txt"], "json": json.dumps(meta)}
-    scene = random_scene(rng, cfg.char_share)  # first draw: a mismatch donor's scene is rebuilt from its rng
+    scene = random_scene(rng, cfg.char_share)
     caption = caption_of(scene)
     meta: dict[str, Any] = dict(scene)
     if kind == "plain":
@@ -409,7 +405,7 @@ def make_sample(cfg: GlyphsConfig, split: str, index: int, kind: str = CLEAN,
     else:
         image = render_scene(scene, res)
         if kind == "mismatch":
-            caption = caption_of(random_scene(_scene_rng(cfg.seed, 0, plan["caption_of"]), cfg.char_share))
+            caption = mismatched_caption(cfg, index, scene["text"])
         elif kind == "degraded":
             image, info = _degrade(image, rng)
             meta.update(info)

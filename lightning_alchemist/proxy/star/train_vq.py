@@ -134,7 +134,8 @@ def train_tokenizer(cfg: VQConfig, images: Tensor, steps: Optional[int] = None, 
         model.check_image(images)
         gen = torch.Generator().manual_seed(cfg.seed)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.train_lr, betas=(0.9, 0.95), weight_decay=0.0)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.train_lr, total_steps=max(steps, 1), pct_start=0.05)
+        warmup = 0.05 if 0.05 * steps != 1 else 0.1  # OneCycleLR divides by pct_start * steps - 1 (steps=20 failed)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.train_lr, total_steps=max(steps, 1), pct_start=warmup)
         batches = _minibatches(images, min(cfg.train_batch_size, images.shape[0]), gen)
         q = model.quantize
         model.train()

@@ -212,6 +212,10 @@ def run_one(env: dict, variant: str, seed: int, args: argparse.Namespace, cache:
             ratings, train_s, score_s = amortised(env, overrides, proxy, reference, seed, args.quick)
             cost.update(rater_s=train_s, score_s=score_s)
         ends = ends_of(objective)
+    if args.save:
+        folder = Path(args.save)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez(folder / f"{args.current_data}_{variant}_{seed}.npz", keys=np.asarray(env["pool"].keys), kinds=env["kinds"], ratings=ratings)
     out = evaluate(ratings, env["kinds"], env["pool"].keys, ends, seed)
     out.update(variant=variant, seed=seed, cost={k: round(v, 1) for k, v in cost.items()}, ends=dataclasses.asdict(ends))
     return out
@@ -251,7 +255,7 @@ def markdown(res: dict) -> str:
             by_var.setdefault(r["variant"], []).append(r)
         for var, rs in by_var.items():
             aucs = " | ".join(fmt([r["auc"][k] for r in rs]) for k in kinds)
-            cost = " | ".join(fmt([r["cost"][c] for r in rs]).split("±")[0] for c in ("warmup_s", "rater_s", "score_s"))
+            cost = " | ".join(f"{np.mean([r['cost'][c] for r in rs]):.0f}" for c in ("warmup_s", "rater_s", "score_s"))
             lines.append(f"| {var} | {rs[0]['ends']['head']} head | {aucs} | {cost} |")
         for keep in KEEPS:
             lines += ["", f"Kept share (%) at keep {keep}:", "",
@@ -265,8 +269,10 @@ def markdown(res: dict) -> str:
             sel = [r["kept"][f"random@{keep}"] for r in runs[:1]]
             shares = " | ".join(fmt([s["kinds"].get(k, float("nan")) for s in sel], pct=True) for k in all_kinds)
             lines.append(f"| (any) | random | {fmt([s['defect_share'] for s in sel])} | {shares} |")
-        lines += ["", f"Encodes: pool {block['encode_s']['pool']:.0f} s, val {block['encode_s']['val']:.0f} s "
-                      f"(cached after the first run: {block['encode_cached']})."]
+        enc = "loaded from the cache" if block["encode_cached"] else "encoded now, then cached"
+        lines += ["", f"Encodes (frozen tokenizer + text encoder, once per split): pool {block['encode_s']['pool']:.0f} s, "
+                      f"val {block['encode_s']['val']:.0f} s ({enc}). Warm-up seconds are those of the training run "
+                      "(also when a later run loaded it from the cache)."]
     return "\n".join(lines) + "\n"
 
 
@@ -280,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: pool 500, warm-up 40 steps, 10 rater steps")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--tag", default="", help="suffix of the result files (rater_signal<tag>.md)")
+    parser.add_argument("--save", default="", help="also save each variant's ratings as DIR/<data>_<variant>_<seed>.npz")
     args = parser.parse_args(argv)
     import torch
 
@@ -296,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         "datasets": {},
     }
     for data_name in args.data:
+        args.current_data = data_name
         block: dict[str, Any] = {"runs": []}
         for seed in args.seeds:
             env = setup(data_name, args.pool, seed, args.quick)

@@ -283,3 +283,17 @@ def test_scorer_checkpoint_roundtrip_through_load_rater(tmp_path):
     a = score(scorer, dm, tmp_path / "a", trainer_kwargs={"enable_progress_bar": False})
     b = score(loaded, ToyScoreData(num_shards=2, per_shard=8, batch_size=8), tmp_path / "b", trainer_kwargs={"enable_progress_bar": False})
     assert a["fingerprint"] == b["fingerprint"]  # same weights and signal: a rerun trusts the files
+
+
+def test_encoded_loader_epochs_are_seeded_permutations_of_full_batches():
+    from lightning_alchemist.rater.encodes import EncodedLoader
+
+    data = toy_set(20)
+    loader = EncodedLoader(data, 8, seed=3)
+    assert len(loader) == 2
+    first = [k for b in loader for k in b["key"]]
+    assert len(first) == 16 and len(set(first)) == 16 and all(b["encoded"] for b in loader)
+    assert first == [k for b in loader for k in b["key"]]  # same epoch, same order
+    loader.set_epoch(1)
+    assert first != [k for b in loader for k in b["key"]]
+    assert len(EncodedLoader(data, 8, shuffle=False, drop_last=False)) == 3

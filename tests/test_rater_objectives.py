@@ -206,7 +206,7 @@ def test_warmup_early_stopping_keeps_best_held_out_weights(tmp_path):
     cfg = WarmupConfig(steps=200, lr=5.0, batch_size=8, eval_every=5, patience=1, clip=0.0, ramp_steps=1)
     res = warm_up_proxy(ToyProxy(), val, cfg, "diverge", cache_dir=tmp_path)
     assert res.steps_run < 200
-    assert res.best_holdout_loss == min(loss for _, loss in res.history)
+    assert res.best_holdout_loss == min(held for _, held, _ in res.history)
 
 
 def _mean(proxy: T2IProxy, data: EncodedSet) -> float:

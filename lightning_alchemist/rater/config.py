@@ -87,11 +87,13 @@ class RaterConfig:
     legacy_alchemist_weights: bool = False
     # Official pool term (1/B) sum_i w_i l_i instead of sum_i w_i l_i.
     legacy_mean_over_batch: bool = False
-    # What the rater learns (a Literal set: OBJECTIVES): ``official`` (Σ w_i·sg(ℓ_i) through the batch
-    # softmax; uses meta_gradient), ``regression`` (logit onto the batch-standardised −ℓ), ``contrast``
-    # (onto −[ℓ − β(ℓ(c′) − ℓ)], captions rolled in the batch), ``penalty`` (onto ℓ(θ̂) − ℓ, θ̂ a
-    # cached pool-trained reference). See lightning_alchemist.rater.signals.
-    objective: str = "official"
+    # What the rating ranks by (a Literal set: OBJECTIVES): ``official`` (Σ w_i·sg(ℓ_i) through the batch
+    # softmax; uses meta_gradient), ``regression`` (−ℓ), ``contrast`` (−[ℓ − β(ℓ̄(c′) − ℓ)], captions
+    # rolled in the batch and the empty one), ``penalty`` (ℓ(θ̂) − ℓ, θ̂ a cached pool-trained
+    # reference). See lightning_alchemist.rater.signals. Default: contrast, scored directly by the
+    # warmed-up proxy: measured on shapes and glyphs (benchmarks/results/rater_signal.md), it keeps the
+    # least mismatch and noise of all variants, at the lowest cost (no rater training, no pool warm-up).
+    objective: str = "contrast"
     # contrast: weight β of the caption gain, the rolled captions it averages over (>= 4), and
     # whether the empty caption is a partner too (half the weight; it exposes generic captions).
     contrast_beta: float = 4.0
@@ -99,10 +101,10 @@ class RaterConfig:
     contrast_null: bool = True
     # ``rater``: the trained rater network scores (amortised); ``proxy``: the frozen warmed-up proxy
     # scores every sample with the objective's signal (no rater training; pools small enough).
-    score_with: str = "rater"
+    score_with: str = "proxy"
     # Proxy warm-up on the validation split before rating (paper Eq. 4), cached; the penalty
     # objective also warms a reference on the pool with it. steps 0 = none (official code).
-    warmup: WarmupConfig = field(default_factory=lambda: WarmupConfig(steps=0))
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
     meta_gradient: str = "first_order"
     # unrolled: functional inner SGD steps, their lr, and which proxy parameters they move (fnmatch
     # patterns over named_parameters; [] = all trainable, affordable only for tiny proxies).

@@ -157,6 +157,10 @@ def run_train_rater(cfg: Any) -> Path:
         from lightning_alchemist.rater.direct import ProxyScorer
 
         path = ProxyScorer(proxy, rcfg, reference=reference, proxy_spec=spec, info=info).save(out / "rater.ckpt")
+        if info.get("warmup"):  # the warm-up curve where reports look for the rater's training curves
+            from lightning_alchemist.rater.warmup import WarmupResult, write_warmup_metrics
+
+            write_warmup_metrics(WarmupResult(**info["warmup"]), out / "rater_logs")
         print(f"proxy warmed up for direct scoring ({rcfg.objective}; {_warmup_line(info)}) -> {path}")
         return path
     data = RaterDataModule(inner, seed=seed)

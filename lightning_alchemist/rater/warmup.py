@@ -30,7 +30,7 @@ from lightning_alchemist.proxy.base import T2IProxy
 from lightning_alchemist.rater.encodes import EncodedSet
 from lightning_alchemist.rater.fingerprint import module_digest
 
-__all__ = ["WarmupConfig", "WarmupResult", "held_out_split", "warm_up_proxy"]
+__all__ = ["WarmupConfig", "WarmupResult", "held_out_split", "warm_up_proxy", "write_warmup_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class WarmupResult:
     best_holdout_loss: float
     train_loss: float
     seconds: float
-    history: list[tuple[int, float]]
+    history: list[tuple[int, float, float]]  # (step, held-out loss, running train loss) per evaluation
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -175,7 +175,7 @@ def _train(proxy: T2IProxy, module: nn.Module, data: EncodedSet, cfg: WarmupConf
     order = train_rows[torch.randperm(len(train_rows), generator=gen)]
     pos = 0
     best_state, best_loss, best_step = None, math.inf, 0
-    history: list[tuple[int, float]] = []
+    history: list[tuple[int, float, float]] = []
     bad = 0
     running = 0.0
     steps_run = 0
@@ -214,7 +214,7 @@ def _train(proxy: T2IProxy, module: nn.Module, data: EncodedSet, cfg: WarmupConf
             proxy.eval()
             held = _mean_loss(proxy, data, held_rows, cfg.batch_size, device)
             proxy.train()
-            history.append((step, held))
+            history.append((step, held, running))
             if held < best_loss - 1e-4:
                 best_loss, best_step, bad = held, step, 0
                 best_state = copy.deepcopy(module.state_dict())
@@ -230,3 +230,17 @@ def _train(proxy: T2IProxy, module: nn.Module, data: EncodedSet, cfg: WarmupConf
         best_step = steps_run
     proxy.eval()
     return WarmupResult(False, "", steps_run, best_step, float(best_loss), running, 0.0, history)
+
+
+def write_warmup_metrics(result: WarmupResult, folder: str | Path) -> Optional[Path]:
+    """The warm-up's curve as a CSVLogger-style ``folder/version_0/metrics.csv`` (step, held-out and
+    train loss), so reports plot it like a rater's training curves; None when there is no history."""
+    if not result.history:
+        return None
+    path = Path(folder) / "version_0" / "metrics.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["step,warmup/holdout_loss,warmup/train_loss"]
+    for step, held, *rest in result.history:  # entries cached by an earlier version lack the train loss
+        lines.append(f"{int(step)},{held:.6f},{f'{rest[0]:.6f}' if rest else ''}")
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -141,7 +141,7 @@ def _rater_module(cfg: Any, variant: str) -> tuple[Any, Any]:
 def _plain_module(cfg: Any) -> tuple[Any, Any]:
     """The same proxy (same builder, same model node) as a plain ``T2IModule``, and the pool datamodule."""
     from lightning_alchemist.data.datamodule import build_datamodule
-    from lightning_alchemist.proxy.module import T2IModule
+    from lightning_alchemist.target.module import T2IModule
     from lightning_alchemist.rater.config import rater_config
     from lightning_alchemist.rater.recipe import proxy_model_config
 

@@ -25,7 +25,7 @@ _EXPORTS: dict[str, str] = {
     "RaterInputs": "lightning_alchemist.proxy.base",
     "StarProxy": "lightning_alchemist.proxy.star.proxy",
     "FluxProxy": "lightning_alchemist.proxy.flux",
-    "T2IModule": "lightning_alchemist.proxy.module",
+    "T2IModule": "lightning_alchemist.target.module",
     "build_proxy": "lightning_alchemist.proxy.factory",
     "register_family": "lightning_alchemist.proxy.factory",
     # rater and scoring

@@ -22,7 +22,7 @@ VALIDATORS = {
     "finetune": "lightning_alchemist.proxy.lora:finetune_config",
     "rater": "lightning_alchemist.rater.config:rater_config",
     "selection": "lightning_alchemist.selection.strategies:build_strategy",
-    "trainer": "lightning_alchemist.proxy.training:trainer_config",
+    "trainer": "lightning_alchemist.target.trainer:trainer_config",
     "eval": "lightning_alchemist.metrics.evaluate:eval_config",
 }
 

@@ -32,7 +32,7 @@ def checkpoint(cache_dir, tmp_path_factory) -> Path:
     from omegaconf import OmegaConf
 
     from lightning_alchemist.cli import CONF_DIR
-    from lightning_alchemist.proxy.module import T2IModule
+    from lightning_alchemist.target.module import T2IModule
 
     # No data.cache_dir: the recipe's data node has none either; both use cache_root() (the session's test cache).
     dm = build_datamodule({"name": "shapes", "image_size": 32, "batch_size": 16,

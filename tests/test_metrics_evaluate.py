@@ -39,7 +39,7 @@ def star_tiny_untrained() -> dict:
 
 @pytest.fixture(scope="module")
 def target():
-    from lightning_alchemist.proxy.module import T2IModule
+    from lightning_alchemist.target.module import T2IModule
 
     return T2IModule(star_tiny_untrained(), {"mode": "full"}, seed=0)
 

@@ -15,7 +15,7 @@ from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.proxy.factory import model_config
 from lightning_alchemist.proxy.lora import finetune_config
 from lightning_alchemist.proxy.star.transformer import StarTransformer
-from lightning_alchemist.proxy.training import total_steps, trainer_config
+from lightning_alchemist.target.trainer import total_steps, trainer_config
 
 
 @pytest.mark.parametrize("name", ["star_tiny", "flux_tiny"])

@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 
-from lightning_alchemist.proxy.module import T2IModule
+from lightning_alchemist.target.module import T2IModule
 
 SMALL_SHAPES = {"name": "shapes", "image_size": 32, "batch_size": 16,
                 "shapes": {"num_pool": 1000, "num_val": 200, "shard_size": 500}}

@@ -9,6 +9,7 @@ from typing import Any, Optional, Sequence
 
 from lightning_alchemist.config import to_dataclass
 from lightning_alchemist.errors import ConfigError
+from lightning_alchemist.runtime import set_threads
 
 __all__ = ["TrainerConfig", "trainer_config", "build_trainer"]
 
@@ -32,7 +33,9 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     enable_checkpointing: bool = True
     encode_cache_mb: int = 256
-    num_threads: Optional[int] = None
+    # torch.set_num_threads for every stage of a run, set once at its start: tiny models gain nothing
+    # from more, and oversubscribed cores lose a lot; null = torch's default (all cores; GPU runs).
+    num_threads: Optional[int] = 1
 
 
 def trainer_config(node: Any) -> TrainerConfig:
@@ -53,12 +56,10 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | Path, batch_size: int, name
                   callbacks: Sequence[Any] = (), **overrides: Any) -> Any:
     """A ``lightning.Trainer`` with CSV and TensorBoard loggers under ``out_dir``, a last-step checkpoint and ``callbacks``."""
     import lightning as L
-    import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    set_threads(cfg.num_threads)
     out = Path(out_dir)
     loggers: list[Any] = [CSVLogger(out, name=name)]
     try:

@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from lightning_alchemist.cli import CONF_DIR
+from helpers import CONF_DIR
 from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.metrics.evaluate import METRIC_KEYS, EvalConfig, eval_config, evaluate_model, prompt_set
 

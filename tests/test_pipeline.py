@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lightning_alchemist.cli import check_overrides
+from helpers import compose, load_recipe
 from lightning_alchemist.errors import ConfigError, DataError
 from lightning_alchemist.pipeline.cache import cached_stage, fingerprint
 
@@ -26,12 +26,7 @@ TOY = [
 
 
 def _recipe():
-    sys.path.insert(0, str(ROOT / "recipes"))
-    try:
-        import train  # recipes/train.py
-    finally:
-        sys.path.pop(0)
-    return train
+    return load_recipe("train")
 
 
 def _png(path: Path) -> tuple[int, int]:
@@ -42,7 +37,7 @@ def _png(path: Path) -> tuple[int, int]:
 
 def test_pipeline_end_to_end_then_reuses_cached_ratings(tmp_path):
     train = _recipe().train
-    first = train(check_overrides("config", TOY + [f"out={tmp_path}"]))
+    first = train(compose("config", TOY + [f"out={tmp_path}"]))
 
     stages = first["stages"]
     assert set(stages) == {"rater", "ratings", "selection"} and not any(s["cached"] for s in stages.values())
@@ -70,7 +65,7 @@ def test_pipeline_end_to_end_then_reuses_cached_ratings(tmp_path):
 
     # A second run at another keep reuses the rater and the ratings (asserted by flag and by file times).
     times = [p.stat().st_mtime_ns for p in [rater_ckpt, *ratings]]
-    second = train(check_overrides("config", TOY + [f"out={tmp_path}", "keep=0.2"]))
+    second = train(compose("config", TOY + [f"out={tmp_path}", "keep=0.2"]))
     assert second["stages"]["rater"]["cached"] and second["stages"]["ratings"]["cached"]
     assert not second["stages"]["selection"]["cached"] and second["selection"]["num_kept"] == 200
     assert [p.stat().st_mtime_ns for p in [rater_ckpt, *ratings]] == times
@@ -95,7 +90,7 @@ def test_sweep_writes_one_comparison_table(tmp_path):
     # random reads no rating: the pool's keys stand in, no rater is trained
     jobs = [json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/report/metrics.json")]
     [random_job] = [job for job in jobs if job["params"]["selection"] == "random"]
-    assert set(random_job["stages"]) == {"keys", "selection"}
+    assert set(random_job["stages"]) == {"selection"}
     assert not (tmp_path / "cache" / "rater").exists()
 
 
@@ -103,7 +98,7 @@ def test_selection_for_another_dataset_is_a_one_line_error(tmp_path):
     from lightning_alchemist.selection.manifest import Selection
 
     path = Selection.from_keys([f"other-{i:06d}" for i in range(300)]).write(tmp_path / "other.parquet")
-    cfg = check_overrides("config", TOY + [f"out={tmp_path}", f"selection_path={path}"])
+    cfg = compose("config", TOY + [f"out={tmp_path}", f"selection_path={path}"])
     with pytest.raises(DataError, match="0 of 300") as err:
         _recipe().train(cfg)
     assert "\n" not in str(err.value)
@@ -119,7 +114,7 @@ def test_selection_for_another_dataset_is_a_one_line_error(tmp_path):
 def test_bad_input_fails_fast_in_one_line(tmp_path, overrides, error, match):
     from lightning_alchemist.pipeline.run import plan_stages
 
-    cfg = check_overrides("config", [f"out={tmp_path}", *overrides])
+    cfg = compose("config", [f"out={tmp_path}", *overrides])
     with pytest.raises(error, match=match) as err:
         plan_stages(cfg)
     assert "\n" not in str(err.value)
@@ -135,7 +130,7 @@ def test_bad_input_fails_fast_in_one_line(tmp_path, overrides, error, match):
 def test_plan_runs_only_the_stages_a_config_needs(tmp_path, overrides, rate, select):
     from lightning_alchemist.pipeline.run import plan_stages
 
-    plan = plan_stages(check_overrides("config", [f"out={tmp_path}", *overrides]))
+    plan = plan_stages(compose("config", [f"out={tmp_path}", *overrides]))
     assert (plan.rate, plan.select) == (rate, select)
 
 

@@ -10,17 +10,17 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lightning_alchemist.cli import check_overrides
+from helpers import compose
 from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.rater.auc import auc, defect_aucs
-from lightning_alchemist.rater.recipe import proxy_model_config, rater_path_override, run_score, run_train_rater
+from lightning_alchemist.rater.recipe import rater_path_override, run_score, run_train_rater
 
 TOY = {"class": "rater_toys.ToyProxy", "kwargs": {"image_size": 32, "patch": 8}}
 TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
 
 
 def compose(name: str, overrides: list[str], **nodes) -> OmegaConf:
-    cfg = check_overrides(name, overrides)
+    cfg = compose(name, overrides)
     OmegaConf.set_struct(cfg, False)
     cfg.merge_with(nodes)
     return cfg
@@ -76,9 +76,13 @@ def test_limited_prediction_writes_only_complete_shards(tmp_path, small_shapes_c
 def test_rater_path_override_and_proxy_config_errors():
     assert rater_path_override(["rater=/x/rater.ckpt", "out=y", "rater.network.depth=1"]) == [
         "rater_ckpt=/x/rater.ckpt", "out=y", "rater.network.depth=1"]
-    with pytest.raises(ConfigError, match="no proxy config"):
-        proxy_model_config("does_not_exist")
-    assert proxy_model_config("star_tiny")["family"] == "star"
+    with pytest.raises(ConfigError, match="does_not_exist") as err:
+        compose("config", ["rater.proxy=does_not_exist"])
+    assert "\n" not in str(err.value)
+    cfg = compose("config", ["rater.proxy=flux_tiny", "rater.proxy.seed=3"])  # a conf/model entry, composed and typed
+    assert cfg.rater.proxy.family == "flux" and cfg.rater.proxy.seed == 3 and cfg.model.family == "star"
+    with pytest.raises(ConfigError, match="rater.proxy.seed"):
+        compose("config", ["rater.proxy.seed=abc"])
 
 
 def test_auc_and_defect_aucs():
@@ -99,13 +103,13 @@ def test_multi_process_runs_get_a_find_unused_ddp_strategy():
 def test_rater_presets_compose_and_validate():
     from lightning_alchemist.rater.config import rater_config
 
-    default = rater_config(check_overrides("config", []).rater)
-    assert default.meta_gradient == "first_order" and default.proxy == "star_tiny" and default.entropy_weight == 1.0
+    default = rater_config(compose("config", []).rater)
+    assert default.meta_gradient == "first_order" and default.proxy.name == "star_tiny" and default.entropy_weight == 1.0
     assert default.proxy_optim.lr == 2e-3 and default.rater_optim.lr == 1e-3 and list(default.proxy_optim.betas) == [0.9, 0.95]
     assert default.rater_optim.warmup_epochs == 4.0 and default.steps_per_epoch == 20 and default.epochs == 10
-    tiny = rater_config(check_overrides("config", ["rater=tiny"]).rater)
+    tiny = rater_config(compose("config", ["rater=tiny"]).rater)
     assert tiny.steps_per_epoch is None and tiny.proxy_optim.lr == 2e-3  # full epochs, the rest stays the default
-    official = rater_config(check_overrides("config", ["rater=official"]).rater)
+    official = rater_config(compose("config", ["rater=official"]).rater)
     assert official.proxy_optim.lr == official.rater_optim.lr == 1e-4 and official.entropy_weight == 0.0
     assert official.rater_optim.warmup_epochs == official.proxy_optim.warmup_epochs == 0.2 and official.steps_per_epoch is None
     assert official.proxy_optim.weight_decay == 0.05 and official.alpha_decay == 0.03  # the rest stays the default

@@ -193,11 +193,12 @@ def test_manifest_roundtrip_and_plain_pyarrow(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES) + ["none"])
 def test_hydra_group_builds_each_strategy(name):
-    from omegaconf import OmegaConf
+    from helpers import compose
 
-    node = OmegaConf.load(CONF / "selection" / f"{name}.yaml")
-    strategy = build_strategy(node)
+    strategy = build_strategy(compose("config", [f"selection={name}"]).selection)
     assert (strategy is None) if name == "none" else (strategy.name == name)
+    if strategy is not None:  # the schema's defaults are the strategy class's own (one source of defaults)
+        assert strategy == type(strategy)()
 
 
 def test_build_strategy_errors_are_one_line():
@@ -212,11 +213,11 @@ def test_build_strategy_errors_are_one_line():
 
 
 def test_select_recipe_writes_manifest_and_histogram(tmp_path):
-    from lightning_alchemist.cli import check_overrides
+    from helpers import compose
     from lightning_alchemist.selection.recipe import run_select
 
     make_ratings(2000).write(tmp_path / "ratings", "shard-000000", fingerprint="scorer-1")
-    cfg = check_overrides(
+    cfg = compose(
         "select", [f"ratings={tmp_path / 'ratings'}", "selection=gsample", "keep=0.4", f"out={tmp_path}"]
     )
     out = run_select(cfg)
@@ -224,10 +225,10 @@ def test_select_recipe_writes_manifest_and_histogram(tmp_path):
     assert len(sel) == 800 and sel.meta["strategy"] == "gsample"
     assert sel.meta["scoring_fingerprints"] == ["scorer-1"]
     assert out["histogram"].stat().st_size > 10_000
-    cfg = check_overrides("select", [f"ratings={tmp_path / 'ratings'}", "soft=true", "keep=0.4", f"out={tmp_path}/soft"])
+    cfg = compose("select", [f"ratings={tmp_path / 'ratings'}", "soft=true", "keep=0.4", f"out={tmp_path}/soft"])
     soft = Selection.read(run_select(cfg)["selection"])
     assert len(soft) == 2000 and soft.samples_per_epoch() == 800 and (soft.weights == 0).sum() == 400
-    root = check_overrides("config", [])
+    root = compose("config", [])
     assert build_strategy(root.selection).name == "shift_gauss"  # the default of the root config
 
 
@@ -235,7 +236,7 @@ def test_select_recipe_runs_as_a_script(tmp_path):
     import subprocess
     import sys
 
-    recipe = Path(__file__).resolve().parents[1] / "recipes" / "select.py"
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "select_data.py"
     make_ratings(500).write(tmp_path / "ratings", "shard-000000")
     ok = subprocess.run(
         [sys.executable, str(recipe), f"ratings={tmp_path / 'ratings'}", "selection=topk", "keep=0.2", f"out={tmp_path}"],

@@ -127,13 +127,31 @@ def _check_devices(trainer: TrainerConfig) -> None:
             raise ConfigError(f"config 'trainer.devices': {devices} GPUs asked for, this machine has {torch.cuda.device_count()}")
 
 
+def _model(node: Any, where: str) -> Any:
+    """A model node validated against its family's schema; a user's own proxy (``class`` + ``kwargs``) stays a mapping."""
+    from lightning_alchemist.proxy.factory import model_config
+
+    if node is None:
+        raise ConfigError(f"config '{where}' is missing: pass {where}=star_tiny (or flux_tiny, star_40m, flux, ...)")
+    container = as_container(node)
+    if isinstance(container, dict) and "class" in container:
+        return container
+    return model_config(node)
+
+
+def model_name(model: Any) -> str:
+    """A model config's name (a user's proxy: its class)."""
+    if isinstance(model, dict):
+        return str(model.get("name") or model.get("class"))
+    return str(model.name)
+
+
 def validate(cfg: Any, check_paths: bool = True) -> Validated:
     """Every cross-field check of a root config, before any slow work; returns the typed groups.
 
     Raises:
         ConfigError / DataError: one line naming the key, the value and what is expected.
     """
-    from lightning_alchemist.proxy.factory import model_config
     from lightning_alchemist.selection.strategies import build_strategy
     from lightning_alchemist.target.train import model_image_size
 
@@ -141,19 +159,19 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
     if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 < float(keep) <= 1.0:
         raise ConfigError(f"config 'keep': got {keep!r}, expected a fraction 0 < keep <= 1 (1.0 trains on everything)")
     data = data_config(cfg.data)
-    model = model_config(cfg.model)
+    model = _model(cfg.model, "model")
     size = model_image_size(model)
     if size and size != data.image_size:
-        raise ConfigError(f"config 'data.image_size': {data.image_size} px, but model '{model.name}' works on {size} px; "
+        raise ConfigError(f"config 'data.image_size': {data.image_size} px, but model '{model_name(model)}' works on {size} px; "
                           f"pass data.image_size={size}")
     finetune = finetune_config(cfg.finetune)
     trainer = trainer_config(cfg.trainer)
     _check_devices(trainer)
     rater = rater_config(cfg.rater)
-    proxy = model_config(rater.proxy) if rater.proxy is not None else model
+    proxy = _model(rater.proxy, "rater.proxy") if rater.proxy is not None else model
     psize = model_image_size(proxy)
     if psize and psize != data.image_size:
-        raise ConfigError(f"config 'rater.proxy': proxy '{proxy.name}' works on {psize} px but data.image_size is "
+        raise ConfigError(f"config 'rater.proxy': proxy '{model_name(proxy)}' works on {psize} px but data.image_size is "
                           f"{data.image_size}; pick a proxy of the data's size")
     strategy = build_strategy(cfg.selection)
     evaluation = eval_config(cfg.eval)

@@ -23,16 +23,16 @@ def checkpoint(cache_dir, tmp_path_factory) -> Path:
     """A star_tiny target after one training step, saved by Lightning like recipes/train.py's last.ckpt."""
     import lightning as L
 
-    from lightning_alchemist.data.datamodule import build_datamodule
-    from omegaconf import OmegaConf
+    from helpers import compose
 
-    from helpers import CONF_DIR, load_recipe
+    from lightning_alchemist.config import as_container
+    from lightning_alchemist.data.datamodule import build_datamodule
     from lightning_alchemist.target.module import T2IModule
 
     # No data.cache_dir: the recipe's data node has none either; both use cache_root() (the session's test cache).
     dm = build_datamodule({"name": "shapes", "image_size": 32, "batch_size": 16,
                            "shapes": {"num_pool": 200, "num_val": 100, "shard_size": 100}}, seed=0)
-    model = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / "star_tiny.yaml"))
+    model = as_container(compose("config", []).model)
     model["tokenizer"]["auto_train"] = False  # a seeded random tokenizer: no tokenizer training in tests
     module = T2IModule(model, {"mode": "full"}, seed=0)
     trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,

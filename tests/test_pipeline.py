@@ -35,9 +35,35 @@ def _png(path: Path) -> tuple[int, int]:
         return im.size
 
 
-def test_pipeline_end_to_end_then_reuses_cached_ratings(tmp_path):
+def _count_calls(monkeypatch, owner, name, calls, tag, when=lambda *a, **k: True):
+    original = getattr(owner, name)
+
+    def counted(*args, **kwargs):
+        if when(*args, **kwargs):
+            calls[tag] = calls.get(tag, 0) + 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+
+
+def test_pipeline_end_to_end_then_reuses_cached_ratings(tmp_path, monkeypatch):
+    import lightning_alchemist.rater.scoring as scoring
+    import lightning_alchemist.schema as schema
+    from lightning_alchemist.data.datamodule import T2IDataModule
+    from lightning_alchemist.selection.manifest import Selection
+    from lightning_alchemist.selection.ratings import Ratings
+
     train = _recipe().train
+    calls: dict[str, int] = {}
+    ours = lambda self, cfg=None, *a, **k: getattr(getattr(cfg, "shapes", None), "num_pool", None) == 1000  # noqa: E731
+    _count_calls(monkeypatch, T2IDataModule, "__init__", calls, "datamodule", when=ours)
+    _count_calls(monkeypatch, Ratings, "read", calls, "ratings")
+    _count_calls(monkeypatch, Selection, "read", calls, "selection")
+    _count_calls(monkeypatch, scoring, "load_rater", calls, "rater")
+    _count_calls(monkeypatch, schema, "rater_config", calls, "rater_config")
     first = train(compose("config", TOY + [f"out={tmp_path}"]))
+    # One run builds its datamodule once, reads the rater, the ratings and the selection once, validates once.
+    assert calls == {"datamodule": 1, "ratings": 1, "selection": 1, "rater": 1, "rater_config": 1}, calls
 
     stages = first["stages"]
     assert set(stages) == {"rater", "ratings", "selection"} and not any(s["cached"] for s in stages.values())

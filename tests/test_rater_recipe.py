@@ -19,16 +19,16 @@ TOY = {"class": "rater_toys.ToyProxy", "kwargs": {"image_size": 32, "patch": 8}}
 TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
 
 
-def compose(name: str, overrides: list[str], **nodes) -> OmegaConf:
+def compose_with(name: str, overrides: list[str], **nodes) -> OmegaConf:
     cfg = compose(name, overrides)
-    OmegaConf.set_struct(cfg, False)
-    cfg.merge_with(nodes)
+    for key, node in nodes.items():  # replaced whole (a user's proxy is not a StarConfig)
+        cfg[key] = node
     return cfg
 
 
 def test_train_rater_then_score_on_tiny_shapes(tmp_path, small_shapes, small_shapes_cfg):
     out = tmp_path / "run"
-    cfg = compose(
+    cfg = compose_with(
         "config",
         [f"out={out}", "rater.proxy=null", "rater.epochs=2", "rater.network.depth=1", "rater.network.width=32",
          "rater.network.heads=2", "rater.probe_size=32", "rater.steps_per_epoch=3"],
@@ -44,7 +44,7 @@ def test_train_rater_then_score_on_tiny_shapes(tmp_path, small_shapes, small_sha
     assert alphas == [0.97, 1.0]
     assert len(list((out / "rater_checkpoints").glob("*.ckpt"))) == 2  # one per epoch
 
-    score_cfg = compose("score", rater_path_override([f"rater={ckpt}", f"out={out}"]), data=small_shapes_cfg, trainer=TRAINER)
+    score_cfg = compose_with("score", rater_path_override([f"rater={ckpt}", f"out={out}"]), data=small_shapes_cfg, trainer=TRAINER)
     info = run_score(score_cfg)
     files = sorted((out / "ratings").glob("*.parquet"))
     assert [f.stem for f in files] == [s.stem for s in small_shapes.pool_shards()]
@@ -54,7 +54,7 @@ def test_train_rater_then_score_on_tiny_shapes(tmp_path, small_shapes, small_sha
     assert len(ratings) == len(small_shapes.pool) == info["rows"]
     assert np.isfinite(ratings.ratings).all() and ratings.ratings.std() > 0
     # the rerun finds everything done
-    again = run_score(compose("score", rater_path_override([f"rater={ckpt}", f"out={out}"]), data=small_shapes_cfg, trainer=TRAINER))
+    again = run_score(compose_with("score", rater_path_override([f"rater={ckpt}", f"out={out}"]), data=small_shapes_cfg, trainer=TRAINER))
     assert again["rows"] == 0 and len(again["skipped_shards"]) == len(files)
 
 

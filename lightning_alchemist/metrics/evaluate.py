@@ -72,8 +72,9 @@ def eval_config(node: Any) -> EvalConfig:
     from lightning_alchemist.metrics.judge import ATTRIBUTES
 
     cfg = to_dataclass(node, EvalConfig, "eval")
-    if cfg.num_prompts < 2 or cfg.batch_size <= 0 or cfg.fid_real < 2 or cfg.grid_images < 0 or cfg.grid_columns <= 0:
-        raise ConfigError("config 'eval': num_prompts and fid_real must be >= 2, batch_size and grid_columns positive, grid_images >= 0")
+    for name, low in (("num_prompts", 2), ("fid_real", 2), ("batch_size", 1), ("grid_columns", 1), ("grid_images", 0)):
+        if getattr(cfg, name) < low:
+            raise ConfigError(f"config 'eval.{name}': got {getattr(cfg, name)}, expected >= {low}")
     if cfg.val_batches is not None and cfg.val_batches <= 0:
         raise ConfigError(f"config 'eval.val_batches': got {cfg.val_batches}; use a positive number or null (whole split)")
     bad = [f for f in cfg.fid_features if f not in FID_FEATURES]

@@ -136,6 +136,7 @@ def write_report(
     target: Any,
     metrics: Mapping[str, Any],
     ratings: Any,
+    selection: Any,
     selection_path: Optional[Path],
     stages: Mapping[str, Any],
     seconds: float,
@@ -144,10 +145,11 @@ def write_report(
     """Write the report folder from what the stages returned; returns the ``metrics.json`` content.
 
     ``v``: the validated config; ``ratings``: the pool's :class:`Ratings` (None when the run had no
-    rating values); ``selection_path``: the manifest the target trained with (read here, once).
+    rating values); ``selection``: the :class:`Selection` the target trained with (None: all data), and
+    ``selection_path`` the manifest it was read from.
     """
     from lightning_alchemist.data.contact_sheet import contact_sheet
-    from lightning_alchemist.selection.manifest import Selection
+    from lightning_alchemist.schema import model_name
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -160,12 +162,11 @@ def write_report(
         files["rating_bands"] = "rating_bands.png"
     kept: Optional[set] = None
     selection_meta: dict[str, Any] = {}
-    if selection_path is not None:
-        selection = Selection.read(selection_path)
+    if selection is not None:
         kept = set(selection.keys.to_pylist())
-        selection_meta = {k: v for k, v in selection.meta.items() if k not in ("schedule",)}
-        hist = Path(selection_path).parent / "selection_histogram.png"
-        if hist.is_file() and table is not None:
+        selection_meta = {k: val for k, val in selection.meta.items() if k not in ("schedule",)}
+        hist = Path(selection_path).parent / "selection_histogram.png" if selection_path is not None else None
+        if hist is not None and hist.is_file() and table is not None:
             shutil.copyfile(hist, out / "selection_histogram.png")
             files["selection_histogram"] = "selection_histogram.png"
     defects: dict[str, Any] = {}
@@ -179,7 +180,7 @@ def write_report(
         for name in sorted(Path(eval_dir).glob("*.png")):
             shutil.copyfile(name, out / name.name)
             files[name.stem] = name.name
-    if plot_curves(Path(target.log_dir), out / "loss_curves.png", title=f"target {v.model.name}"):
+    if plot_curves(Path(target.log_dir), out / "loss_curves.png", title=f"target {model_name(v.model)}"):
         files["loss_curves"] = "loss_curves.png"
     rater = stages.get("rater")
     rater_logs = _rater_log_dir(Path(rater.path)) if rater is not None else None
@@ -187,8 +188,8 @@ def write_report(
         files["rater_curves"] = "rater_curves.png"
     report = {
         "params": {
-            "data": v.data.name, "model": v.model.name, "finetune": str(v.finetune.mode), "selection": plan.name,
-            "keep": plan.keep, "seed": v.seed, "rater_proxy": v.rater_proxy.name if plan.rate else None,
+            "data": v.data.name, "model": model_name(v.model), "finetune": str(v.finetune.mode), "selection": plan.name,
+            "keep": plan.keep, "seed": v.seed, "rater_proxy": model_name(v.rater_proxy) if plan.rate else None,
         },
         "metrics": as_container(dict(metrics)),
         "train": {"steps": target.steps, "samples_seen": target.samples_seen, "seconds": round(target.seconds, 1),

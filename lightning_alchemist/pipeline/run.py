@@ -16,7 +16,7 @@ from typing import Any, Optional
 from lightning_alchemist.config import as_container
 from lightning_alchemist.pipeline.cache import StageResult, cached_stage
 from lightning_alchemist.runtime import set_threads
-from lightning_alchemist.schema import Validated, validate
+from lightning_alchemist.schema import Validated, model_name, validate
 
 __all__ = ["Plan", "plan_stages", "run_pipeline"]
 
@@ -113,6 +113,7 @@ def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
     from lightning_alchemist.data.datamodule import build_datamodule
     from lightning_alchemist.data.sources import data_identity
     from lightning_alchemist.pipeline.report import write_report
+    from lightning_alchemist.selection.manifest import Selection
     from lightning_alchemist.selection.ratings import Ratings
     from lightning_alchemist.target.train import train_target
 
@@ -122,7 +123,7 @@ def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
     set_threads(v.trainer.num_threads)
     run_dir = Path(run_dir)
     cache = v.out / "cache"
-    print(f"lightning_alchemist pipeline: data={v.data.name} model={v.model.name} finetune={v.finetune.mode} "
+    print(f"lightning_alchemist pipeline: data={v.data.name} model={model_name(v.model)} finetune={v.finetune.mode} "
           f"selection={plan.name} keep={plan.keep}: {plan.describe()}; run dir {run_dir}", flush=True)
     _banner("data", f"preparing {v.data.name}")
     datamodule = build_datamodule(v.data, seed=v.seed)
@@ -132,7 +133,7 @@ def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
     stages: dict[str, StageResult] = {}
     ratings: Optional[Ratings] = None
     if plan.rate:
-        _banner("rater", f"training the rater with proxy '{v.rater_proxy.name}' (cached by fingerprint)")
+        _banner("rater", f"training the rater with proxy '{model_name(v.rater_proxy)}' (cached by fingerprint)")
         stages["rater"] = rater_stage(v, datamodule, cache, data_id)
         _report_cached(stages["rater"])
         _banner("score", f"scoring {len(datamodule.pool)} pool samples")
@@ -150,10 +151,11 @@ def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
         stages["selection"] = select_stage(v, cache, ratings, plan)
         _report_cached(stages["selection"])
         selection_path = Path(stages["selection"].info["selection"])
-    _banner("train", f"target {v.model.name} ({v.finetune.mode}) on "
-                     f"{'the selection' if selection_path else 'the whole pool'}")
+    selection = Selection.read(selection_path) if selection_path is not None else None
+    _banner("train", f"target {model_name(v.model)} ({v.finetune.mode}) on "
+                     f"{'the selection' if selection is not None else 'the whole pool'}")
     target = train_target(v.model, v.finetune, v.trainer, datamodule, run_dir, seed=v.seed,
-                          selection=selection_path, mode=plan.mode)
+                          selection=selection, mode=plan.mode)
     print(f"val/loss {target.val_loss:.4f} after {target.steps} steps ({target.seconds:.0f} s)", flush=True)
     if not target.is_global_zero:  # under DDP the other ranks stop here: rank 0 evaluates and reports
         return {}
@@ -163,7 +165,7 @@ def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
     rated = ratings if plan.rate or plan.ratings_path is not None else None  # constant ratings say nothing
     return write_report(
         run_dir / "report", v=v, plan=plan, datamodule=datamodule, target=target, metrics=metrics,
-        ratings=rated, selection_path=selection_path, stages=stages, seconds=time.time() - t_start,
+        ratings=rated, selection=selection, selection_path=selection_path, stages=stages, seconds=time.time() - t_start,
         eval_dir=run_dir / "eval",
     )
 

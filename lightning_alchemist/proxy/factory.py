@@ -78,10 +78,11 @@ def _check_local_weights(cfg: Any) -> None:
     """Real models need local weights (nothing is downloaded): name the path keys that are unset."""
     needed = []
     text = getattr(cfg, "text", None)
-    if text is not None and str(getattr(text, "kind", "tiny")) != "tiny" and not getattr(text, "path", None):
+    real = text is not None and str(getattr(text, "kind", "tiny")) != "tiny"  # a pretrained text encoder: a real model
+    if real and not getattr(text, "path", None):
         needed.append("model.path" if getattr(cfg, "family", None) == "flux" else "model.text.path")
     tok = getattr(cfg, "tokenizer", None)
-    if tok is not None and not getattr(tok, "checkpoint", None) and not getattr(tok, "auto_train", True):
+    if real and tok is not None and not getattr(tok, "checkpoint", None) and not getattr(tok, "auto_train", True):
         needed.append("model.tokenizer.checkpoint")
     if needed:
         raise ConfigError(f"config {', '.join(repr(k) for k in needed)} required for model '{getattr(cfg, 'name', '?')}': "

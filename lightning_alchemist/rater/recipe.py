@@ -82,6 +82,7 @@ def train_rater(datamodule: Any, proxy_cfg: Any, rater_cfg: Optional[RaterConfig
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+    from lightning_alchemist.callbacks.progress import progress_settings
     from lightning_alchemist.rater.data import RaterDataModule
     from lightning_alchemist.rater.module import RaterModule, infer_rater_dims
 
@@ -104,9 +105,11 @@ def train_rater(datamodule: Any, proxy_cfg: Any, rater_cfg: Optional[RaterConfig
         # Not every parameter gets a gradient every step (group head off, no scale levels, frozen
         # proxy), so DDP must look for unused parameters.
         kwargs["strategy"] = "ddp_find_unused_parameters_true"
+    show_bar, progress = progress_settings(kwargs.pop("enable_progress_bar", True), name="rater")
     trainer = pl.Trainer(
+        enable_progress_bar=show_bar,
         logger=[CSVLogger(str(logs), name=""), TensorBoardLogger(str(logs), name="tb")],
-        callbacks=[ModelCheckpoint(dirpath=str(out / "rater_checkpoints"), filename="epoch{epoch:02d}", save_top_k=-1,
+        callbacks=[*progress, ModelCheckpoint(dirpath=str(out / "rater_checkpoints"), filename="epoch{epoch:02d}", save_top_k=-1,
                                    every_n_epochs=1, auto_insert_metric_name=False)],
         **kwargs,
     )

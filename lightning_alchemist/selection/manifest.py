@@ -142,11 +142,11 @@ class Selection:
         if path.is_dir():
             path = path / "selection.parquet"
         if not path.is_file():
-            raise DataError(f"selection '{path}' does not exist: run recipes/select.py first or fix the path")
+            raise DataError(f"selection '{path}' does not exist: run recipes/select_data.py first or fix the path")
         try:
             table = pq.read_table(path)
         except Exception as err:
-            raise DataError(f"selection '{path}' cannot be read ({type(err).__name__}: {err}): re-run recipes/select.py") from None
+            raise DataError(f"selection '{path}' cannot be read ({type(err).__name__}: {err}): re-run recipes/select_data.py") from None
         if "key" not in table.column_names:
             raise DataError(f"selection '{path}' has no 'key' column (has {table.column_names})")
         raw = (table.schema.metadata or {}).get(META_KEY)

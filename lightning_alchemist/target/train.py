@@ -30,14 +30,16 @@ class TargetResult:
 
 
 def model_image_size(mcfg: Any) -> int:
-    """The image side a model config works on (STAR: its tokenizer's; FLUX: ``model.image_size``)."""
+    """The image side a model config works on (STAR: its tokenizer's; FLUX: ``model.image_size``; a user's proxy: unknown, 0)."""
+    if isinstance(mcfg, dict):
+        return 0
     if mcfg.family == "star":
         return int(mcfg.tokenizer.patch_nums[-1] * 2 ** (len(mcfg.tokenizer.ch_mult) - 1))
     return int(getattr(mcfg, "image_size", 0)) or 0
 
 
 def train_target(model: Any, finetune: Any, trainer: TrainerConfig, datamodule: Any, out: Path, seed: int = 0,
-                 selection: Optional[Path] = None, mode: str = "subset") -> TargetResult:
+                 selection: Any = None, mode: str = "subset") -> TargetResult:
     """Fit the target model on ``datamodule`` under ``out/train``; validate on the clean held-out split.
 
     Args:
@@ -45,7 +47,7 @@ def train_target(model: Any, finetune: Any, trainer: TrainerConfig, datamodule: 
         trainer: the trainer config; its length (``max_steps`` or ``max_samples``) does not depend on
             ``keep``, so runs at different ``keep`` compare at equal compute.
         datamodule: a :class:`~lightning_alchemist.data.datamodule.T2IDataModule` (built once by the caller).
-        selection: a ``selection.parquet``: the training dataloader sees only the selected samples
+        selection: a :class:`Selection` or a ``selection.parquet``: the training dataloader sees only the selected samples
             (``mode="subset"``) or draws ∝ their weights (``"weighted"``), through :class:`DataSelectionCallback`.
     """
     import lightning as L
@@ -60,7 +62,7 @@ def train_target(model: Any, finetune: Any, trainer: TrainerConfig, datamodule: 
     callbacks = []
     select_cb = None
     if selection is not None:
-        select_cb = DataSelectionCallback(str(selection), mode=mode, seed=seed)
+        select_cb = DataSelectionCallback(selection if not isinstance(selection, Path) else str(selection), mode=mode, seed=seed)
         callbacks.append(select_cb)
     batch_size = datamodule.cfg.batch_size
     fit = build_trainer(trainer, out, batch_size=batch_size, callbacks=callbacks)

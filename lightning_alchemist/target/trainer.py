@@ -10,6 +10,7 @@ from typing import Any, Optional, Sequence
 from lightning_alchemist.config import to_dataclass
 from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.runtime import set_threads
+from lightning_alchemist.callbacks.progress import progress_settings
 
 __all__ = ["TrainerConfig", "trainer_config", "build_trainer"]
 
@@ -67,7 +68,8 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | Path, batch_size: int, name
     except ModuleNotFoundError:  # tensorboard is optional; CSV always works
         pass
     steps = total_steps(cfg, batch_size)
-    callbacks = list(callbacks)
+    show_bar, progress = progress_settings(cfg.enable_progress_bar, name="target")
+    callbacks = [*callbacks, *progress]
     if cfg.enable_checkpointing:
         callbacks.append(ModelCheckpoint(dirpath=out / name / "checkpoints", save_last=True, save_top_k=0))
     kwargs = dict(
@@ -76,7 +78,7 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | Path, batch_size: int, name
         check_val_every_n_epoch=None if cfg.val_check_interval else 1,
         limit_val_batches=cfg.limit_val_batches, log_every_n_steps=cfg.log_every_n_steps,
         gradient_clip_val=cfg.gradient_clip_val, num_sanity_val_steps=cfg.num_sanity_val_steps,
-        enable_progress_bar=cfg.enable_progress_bar, enable_checkpointing=cfg.enable_checkpointing,
+        enable_progress_bar=show_bar, enable_checkpointing=cfg.enable_checkpointing,
         logger=loggers, callbacks=callbacks, default_root_dir=str(out),
     )
     kwargs.update(overrides)

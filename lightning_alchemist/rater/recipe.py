@@ -83,6 +83,7 @@ def train_rater(datamodule: Any, proxy_cfg: Any, rater_cfg: Optional[RaterConfig
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from lightning_alchemist.callbacks.progress import progress_settings
+    from lightning_alchemist.proxy.factory import fit_to_data
     from lightning_alchemist.rater.data import RaterDataModule
     from lightning_alchemist.rater.module import RaterModule, infer_rater_dims
 
@@ -90,7 +91,8 @@ def train_rater(datamodule: Any, proxy_cfg: Any, rater_cfg: Optional[RaterConfig
     run_seed = int(seed) + rcfg.seed
     pl.seed_everything(run_seed, workers=True, verbose=False)
     out = Path(out)
-    model_node = as_container(proxy_cfg)
+    # The proxy's tokenizer fits this pool (not shapes), trained once and cached by the data's identity.
+    model_node = as_container(fit_to_data(proxy_cfg, datamodule.cfg))
     proxy = build_rater_proxy(model_node)
     data = RaterDataModule(datamodule, seed=run_seed)
     token_dim, text_dim = infer_rater_dims(proxy, data.first_val_batch())

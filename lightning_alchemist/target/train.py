@@ -53,12 +53,14 @@ def train_target(model: Any, finetune: Any, trainer: TrainerConfig, datamodule: 
     import lightning as L
 
     from lightning_alchemist.callbacks.data_selection import DataSelectionCallback
+    from lightning_alchemist.proxy.factory import fit_to_data
     from lightning_alchemist.target.module import T2IModule
     from lightning_alchemist.target.trainer import build_trainer
 
     set_threads(trainer.num_threads)
     L.seed_everything(seed, workers=True, verbose=False)
-    module = T2IModule(model, finetune, seed=seed, encode_cache_mb=trainer.encode_cache_mb)
+    # STAR's tokenizer fits the run's pool (trained once, cached by the data's identity), not shapes.
+    module = T2IModule(fit_to_data(model, datamodule.cfg), finetune, seed=seed, encode_cache_mb=trainer.encode_cache_mb)
     callbacks = []
     select_cb = None
     if selection is not None:

@@ -36,8 +36,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 PARTS = ("meta", "scoring", "callback", "selection")
 VARIANTS = ("first_order", "penalty", "unrolled")
@@ -60,7 +58,7 @@ def compose(args: argparse.Namespace, *extra: str) -> Any:
                  *(QUICK_SHAPES if args.quick else []), *args.override, *extra]
     if args.model == "flux_tiny":
         overrides.append("data.image_size=32")
-    return check_overrides("config", overrides)
+    return check_overrides("config", overrides, ROOT / "conf")
 
 
 def trainer_kwargs(args: argparse.Namespace) -> dict:
@@ -121,16 +119,15 @@ def _proxy(model_cfg: dict) -> Any:
 def _rater_module(cfg: Any, variant: str) -> tuple[Any, Any]:
     """A fresh RaterModule (built as ``run_train_rater`` builds it) and its paired datamodule."""
     from lightning_alchemist.data.datamodule import build_datamodule
+    from lightning_alchemist.config import as_container
     from lightning_alchemist.rater.config import rater_config
     from lightning_alchemist.rater.data import RaterDataModule
     from lightning_alchemist.rater.module import RaterModule, infer_rater_dims
-    from lightning_alchemist.rater.recipe import proxy_model_config
-
     rcfg = rater_config(cfg.rater)
     import dataclasses
 
     rcfg = dataclasses.replace(rcfg, meta_gradient=variant) if variant != rcfg.meta_gradient else rcfg
-    model_cfg = proxy_model_config(rcfg.proxy, cfg.get("model"))
+    model_cfg = as_container(rcfg.proxy if rcfg.proxy is not None else cfg.model)
     proxy = _proxy(model_cfg)
     data = RaterDataModule(build_datamodule(cfg.data, seed=0), seed=0)
     token_dim, text_dim = infer_rater_dims(proxy, data.first_val_batch())
@@ -142,10 +139,11 @@ def _plain_module(cfg: Any) -> tuple[Any, Any]:
     """The same proxy (same builder, same model node) as a plain ``T2IModule``, and the pool datamodule."""
     from lightning_alchemist.data.datamodule import build_datamodule
     from lightning_alchemist.target.module import T2IModule
+    from lightning_alchemist.config import as_container
     from lightning_alchemist.rater.config import rater_config
-    from lightning_alchemist.rater.recipe import proxy_model_config
 
-    model_cfg = proxy_model_config(rater_config(cfg.rater).proxy, cfg.get("model"))
+    proxy = rater_config(cfg.rater).proxy
+    model_cfg = as_container(proxy if proxy is not None else cfg.model)
     return T2IModule(proxy=_proxy(model_cfg)), build_datamodule(cfg.data, seed=0)
 
 

@@ -50,6 +50,16 @@ TARGETS = {
 QUICK_SHAPES = ["data.shapes.num_pool=1000", "data.shapes.num_val=200", "data.shapes.shard_size=500"]
 
 
+def _sibling(name: str) -> Any:
+    """Another script of benchmarks/ as a module, imported by path (works however this file was loaded)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", Path(__file__).resolve().parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def compose(args: argparse.Namespace, *extra: str) -> Any:
     """The root config (conf/config.yaml) with this run's overrides."""
     from lightning_alchemist.cli import check_overrides
@@ -331,13 +341,13 @@ def scoring_breakdown(args: argparse.Namespace, rater: Any, cfg: Any, batches: i
 
 
 def measure_callback(args: argparse.Namespace) -> dict:
-    from selection_scale import callback_overhead
+    callback_overhead = _sibling("selection_scale").callback_overhead
 
     return callback_overhead(steps=150 if args.quick else 300, repeats=args.repeats)
 
 
 def measure_selection(args: argparse.Namespace) -> list[dict]:
-    from selection_scale import run_cases
+    run_cases = _sibling("selection_scale").run_cases
 
     sizes = args.sizes or ([1_000_000] if args.quick else [1_000_000, 10_000_000, 30_000_000])
     return run_cases(sizes, ["read_ratings", "shift_gauss", "epoch_order"], args.data)

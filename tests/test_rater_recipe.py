@@ -10,7 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from helpers import compose
+from helpers import compose, set_group
 from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.rater.auc import auc, defect_aucs
 from lightning_alchemist.rater.recipe import rater_path_override, run_score, run_train_rater
@@ -22,7 +22,7 @@ TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
 def compose_with(name: str, overrides: list[str], **nodes) -> OmegaConf:
     cfg = compose(name, overrides)
     for key, node in nodes.items():  # replaced whole (a user's proxy is not a StarConfig)
-        cfg[key] = node
+        set_group(cfg, key, node)
     return cfg
 
 

@@ -10,7 +10,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from helpers import compose
+from helpers import compose, set_group
 
 from lightning_alchemist.config import GlyphsConfig, as_container
 from lightning_alchemist.data.glyphs import ensure_glyphs
@@ -146,8 +146,9 @@ def test_rater_recipe_builds_its_proxy_on_the_run_data(cache_dir, shards, no_sha
 
     cfg = compose("config", [f"out={tmp_path}", "rater.proxy=null", "rater.epochs=1", "rater.steps_per_epoch=1",
                              "rater.network.depth=1", "rater.network.width=32", "rater.network.heads=2", "rater.probe_size=8"])
-    cfg.data, cfg.model = shards, _star_tiny()
-    cfg.trainer = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
+    set_group(cfg, "data", shards)
+    set_group(cfg, "model", _star_tiny())
+    set_group(cfg, "trainer", {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False})
     ckpt = run_train_rater(cfg)
     spec = torch.load(ckpt, map_location="cpu", weights_only=False)["hyper_parameters"]["proxy_spec"]
     assert spec["model"]["tokenizer"]["train_data"]["urls"] == shards["urls"]  # scoring rebuilds the same tokenizer
@@ -162,7 +163,8 @@ def test_target_stage_builds_its_model_on_the_run_data(cache_dir, shards, no_sha
 
     cfg = compose("config", ["trainer.max_steps=1", "trainer.val_check_interval=1", "trainer.limit_val_batches=1",
                              "trainer.enable_progress_bar=false", f"out={tmp_path}"])
-    cfg.data, cfg.model = shards, _star_tiny()
+    set_group(cfg, "data", shards)
+    set_group(cfg, "model", _star_tiny())
     v = validate(cfg)
     result = train_target(v.model, v.finetune, v.trainer, build_datamodule(v.data, seed=v.seed), tmp_path, seed=v.seed)
     assert result.steps == 1

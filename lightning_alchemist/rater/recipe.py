@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from lightning_alchemist.config import as_container
+from lightning_alchemist.config import DataConfig, as_container
 from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.runtime import set_threads
 from lightning_alchemist.rater.config import RaterConfig, rater_config
@@ -169,7 +169,9 @@ class ScoreRecipeConfig:
     out: str = "outputs"
     seed: int = 0
     overwrite: bool = False  # rescore shards written by another rater/config instead of refusing
-    data: Any = None
+    data: DataConfig = field(default_factory=DataConfig)
+    # Where to run (Lightning Trainer arguments: accelerator, devices, strategy, num_nodes, precision,
+    # enable_progress_bar) and num_threads; a rating does not depend on any of them.
     trainer: dict[str, Any] = field(default_factory=dict)
 
 

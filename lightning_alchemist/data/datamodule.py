@@ -68,6 +68,12 @@ class T2IDataModule(L.LightningDataModule):
             from lightning_alchemist.errors import DataError
 
             raise DataError(f"data '{self.cfg.name}': the pool is empty ({len(source.pool_urls)} shards, no usable samples)")
+        if source.val_urls:
+            # a key in both splits leaks validation data into the pool the rater learns to rank
+            both = set(self._val.keys).intersection(self._pool.keys)
+            if both:
+                log.warning("data '%s': %d keys are in both data.urls and data.val_urls (e.g. '%s'); "
+                            "the validation split should be disjoint from the pool", self.cfg.name, len(both), min(both))
         for name, ds in (("pool", self._pool), ("validation", self._val)):
             if ds.index_stats.total:
                 log.warning("%s: %s", name, ds.index_stats.summary())
@@ -157,6 +163,7 @@ class T2IDataModule(L.LightningDataModule):
             seed=self.seed,
             shuffle_buffer=self.cfg.shuffle_buffer,
             cycle=cycle,
+            exclude=self.pool.skipped_duplicates,
         )
 
     def val_dataloader(self) -> DataLoader:

@@ -1,8 +1,10 @@
 """A key → (shard, member offsets) index of webdataset shards, built once and cached.
 
-The index of ``shard.tar`` is written next to it as ``shard.tar.index.parquet`` (or into the
-cache folder when the shard folder is read-only) and rebuilt when the shard's size or mtime
-changes. It also stores each caption, so captions are readable without opening tars.
+The index of ``shard.tar`` lives under the cache root (``$LIGHTNING_ALCHEMIST_CACHE/index/``), in a
+file named by a hash of the shard's absolute path, size and mtime: nothing is ever written beside
+the user's data (a read-only dataset works, and a glob over the data folder never picks up an
+index as a shard); a rewritten shard gets a fresh index. It also stores each caption, so captions
+are readable without opening tars.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from lightning_alchemist.paths import cache_root
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = "1"
+INDEX_VERSION = "2"  # 2: members cut by a truncation are left out
 _KEY_RE = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's key/extension split
 
 
@@ -51,15 +53,19 @@ def _signature(shard: str) -> str:
     return f"{INDEX_VERSION}:{st.st_size}:{int(st.st_mtime_ns)}"
 
 
-def _index_path(shard: str) -> Path:
-    beside = Path(shard + ".index.parquet")
-    if os.access(beside.parent, os.W_OK):
-        return beside
-    digest = hashlib.sha1(os.path.abspath(shard).encode()).hexdigest()[:20]
-    return cache_root() / "index" / f"{digest}.index.parquet"
+def index_path(shard: str) -> Path:
+    """Where the index of ``shard`` is cached: ``<cache>/index/<ab>/<hash>.index.parquet``.
+
+    The hash covers the absolute path, size and mtime (and the index version), so a moved or
+    rewritten shard is indexed afresh; two characters of fan-out keep folders small at 100k shards.
+    """
+    ident = f"{os.path.abspath(shard)}\0{_signature(shard)}"
+    digest = hashlib.sha1(ident.encode()).hexdigest()[:24]
+    return cache_root() / "index" / digest[:2] / f"{digest}.index.parquet"
 
 
 def _scan(shard: str, stats: SkipStats) -> ShardIndex:
+    file_size = os.path.getsize(shard)
     groups: dict[str, dict[str, tuple[int, int]]] = {}
     order: list[str] = []
     captions: dict[str, str] = {}
@@ -72,6 +78,8 @@ def _scan(shard: str, stats: SkipStats) -> ShardIndex:
                 if match is None:
                     continue
                 key, ext = match.group(1), match.group(2).lower()
+                if member.offset_data + member.size > file_size:
+                    raise EOFError(f"member {member.name} is cut off at byte {file_size}")
                 if key not in groups:
                     groups[key] = {}
                     order.append(key)
@@ -155,7 +163,7 @@ def _read(shard: str, path: Path, signature: str) -> Optional[ShardIndex]:
 def load_shard_index(shard: str, stats: Optional[SkipStats] = None) -> ShardIndex:
     """The index of ``shard``, read from its cache or built (and cached) by scanning the tar."""
     signature = _signature(shard)
-    path = _index_path(shard)
+    path = index_path(shard)
     if path.exists():
         cached = _read(shard, path, signature)
         if cached is not None:

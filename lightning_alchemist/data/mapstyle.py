@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
@@ -10,9 +11,22 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from lightning_alchemist.data.decode import SampleDecoder, SkipStats
+from lightning_alchemist.errors import DataError
 from lightning_alchemist.data.index import ShardIndex, load_shard_index
 from lightning_alchemist.data.sample import Sample
 from lightning_alchemist.data.shards import shard_stem
+
+log = logging.getLogger(__name__)
+
+DUPLICATES = ("skip", "error")
+_SHOWN = 3  # duplicated keys named in the one-line message
+
+
+def duplicate_message(what: str, dups: dict[str, list[str]], outcome: str) -> str:
+    """One line naming the first few duplicated keys with the shards holding each, then a count."""
+    shown = "; ".join(f"'{k}' in {', '.join(os.path.basename(u) for u in urls)}" for k, urls in list(dups.items())[:_SHOWN])
+    more = f"; and {len(dups) - _SHOWN} more keys" if len(dups) > _SHOWN else ""
+    return f"{what}: {len(dups)} keys appear in more than one shard ({shown}{more}); {outcome}: remove or re-key the duplicates"
 
 
 @dataclass(frozen=True)
@@ -36,6 +50,9 @@ class ShardDataset(Dataset):
         urls: expanded shard paths.
         decoder: turns raw members into a ``Sample`` (shared with the streaming style).
         key_filter: keep only keys for which it returns True (e.g. the pool side of a split).
+        duplicates: a key held by several shards is found while indexing: ``"skip"`` keeps its
+            first copy (shard order), counts the others in :attr:`index_stats` (``duplicate_key``)
+            and logs one warning naming the shards; ``"error"`` raises :class:`DataError` instead.
     """
 
     def __init__(
@@ -43,7 +60,10 @@ class ShardDataset(Dataset):
         urls: Sequence[str],
         decoder: SampleDecoder,
         key_filter: Optional[Callable[[str], bool]] = None,
+        duplicates: str = "skip",
     ) -> None:
+        if duplicates not in DUPLICATES:
+            raise ValueError(f"duplicates must be one of {DUPLICATES}, got {duplicates!r}")
         self.urls = list(urls)
         self.decoder = decoder
         self.index_stats = SkipStats()
@@ -51,10 +71,23 @@ class ShardDataset(Dataset):
         captions: list[str] = []
         shard_ids, rows, counts = [], [], []
         self._indices: list[ShardIndex] = []
+        first_shard: dict[str, int] = {}  # key -> the shard of its first copy
+        dups: dict[str, list[str]] = {}  # duplicated key -> every shard holding it
+        #: (shard url, key) of the later copies of duplicated keys, left out of this dataset
+        self.skipped_duplicates: set[tuple[str, str]] = set()
         for sid, url in enumerate(self.urls):
             index = load_shard_index(url, self.index_stats)
             self._indices.append(index)
-            kept = [r for r, k in enumerate(index.keys) if key_filter is None or key_filter(k)]
+            kept = []
+            for r, k in enumerate(index.keys):
+                if key_filter is not None and not key_filter(k):
+                    continue
+                owner = first_shard.setdefault(k, sid)
+                if owner != sid:
+                    dups.setdefault(k, [self.urls[owner]]).append(url)
+                    self.skipped_duplicates.add((url, k))
+                    continue
+                kept.append(r)
             keys.extend(index.keys[r] for r in kept)
             captions.extend(index.captions[r] for r in kept)
             shard_ids.append(np.full(len(kept), sid, dtype=np.int32))
@@ -65,6 +98,12 @@ class ShardDataset(Dataset):
         self._shard_of = np.concatenate(shard_ids) if shard_ids else np.zeros(0, np.int32)
         self._row_of = np.concatenate(rows) if rows else np.zeros(0, np.int64)
         self.shards = [ShardInfo(u, shard_stem(u), n) for u, n in zip(self.urls, counts)]
+        if dups:
+            n = len(self.skipped_duplicates)
+            if duplicates == "error":
+                raise DataError(duplicate_message("data", dups, f"{n} later copies would be read twice"))
+            log.warning(duplicate_message("data", dups, f"{n} later copies are not counted as samples (first copy kept)"))
+            self.index_stats.add("duplicate_key", n, list(dups))
         self._files: dict[int, object] = {}
         self._pid = -1
 
@@ -75,6 +114,14 @@ class ShardDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def keys_by_shard(self) -> dict[str, list[str]]:
+        """The keys of this dataset grouped by shard stem (shard order), e.g. to check ratings cover it."""
+        out: dict[str, list[str]] = {info.stem: [] for info in self.shards}
+        stems = [info.stem for info in self.shards]
+        for key, sid in zip(self.keys, self._shard_of.tolist()):
+            out[stems[sid]].append(key)
+        return out
 
     def shard_index_of(self, i: int) -> int:
         """Position in :attr:`shards` of the shard holding sample ``i``."""

@@ -1,7 +1,8 @@
 """The ``train_rater`` and ``score`` stages as library calls (the recipes are thin wrappers).
 
 - :func:`run_train_rater`: data + the rater's proxy (``rater.proxy``, a ``conf/model`` entry) ->
-  ``OUT/rater.ckpt`` (plus per-epoch checkpoints and CSV/TensorBoard logs under ``OUT/rater_logs``).
+  ``OUT/rater.ckpt`` (plus the last epochs' checkpoints and ``last.ckpt`` under ``OUT/rater_checkpoints``,
+  and CSV/TensorBoard logs under ``OUT/rater_logs``).
 - :func:`run_score`: data + ``rater=PATH/rater.ckpt`` -> ``OUT/ratings/<shard>.parquet``.
   Multi-device: ``trainer.devices=N trainer.strategy=ddp``; multi-node: launch one process per
   device with ``srun`` (SLURM) or ``torchrun --nnodes M --nproc-per-node N`` and pass
@@ -88,10 +89,27 @@ def _multi_process(kwargs: dict) -> bool:
     return many or nodes > 1
 
 
-def run_train_rater(cfg: Any) -> Path:
-    """Train the rater with its proxy on ``cfg.data``; returns ``OUT/rater.ckpt``."""
-    import lightning.pytorch as pl
+def rater_checkpoint_callback(dirpath: Path, keep_checkpoints: int = 2) -> Any:
+    """Checkpoints of the last ``keep_checkpoints`` epochs plus ``last.ckpt`` (older epochs are deleted).
+
+    Keeping every epoch costs ``epochs`` × the proxy's size on disk (tens of GB for a 0.3B proxy).
+    """
     from lightning.pytorch.callbacks import ModelCheckpoint
+
+    if int(keep_checkpoints) < 1:
+        raise ConfigError(f"keep_checkpoints: got {keep_checkpoints}, expected at least 1 (the last epochs' checkpoints kept)")
+    # "step" is always a monitor candidate: the top-k by step are the latest k.
+    return ModelCheckpoint(dirpath=str(dirpath), filename="epoch{epoch:02d}", monitor="step", mode="max",
+                           save_top_k=int(keep_checkpoints), save_last=True, every_n_epochs=1, auto_insert_metric_name=False)
+
+
+def run_train_rater(cfg: Any, keep_checkpoints: int = 2) -> Path:
+    """Train the rater with its proxy on ``cfg.data``; returns ``OUT/rater.ckpt``.
+
+    ``keep_checkpoints``: how many epoch checkpoints to keep under ``OUT/rater_checkpoints``
+    (the latest; ``last.ckpt`` is always written too).
+    """
+    import lightning.pytorch as pl
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from lightning_alchemist.data.datamodule import build_datamodule
@@ -123,8 +141,7 @@ def run_train_rater(cfg: Any) -> Path:
         kwargs["strategy"] = "ddp_find_unused_parameters_true"
     trainer = pl.Trainer(
         logger=[CSVLogger(str(logs), name=""), TensorBoardLogger(str(logs), name="tb")],
-        callbacks=[ModelCheckpoint(dirpath=str(out / "rater_checkpoints"), filename="epoch{epoch:02d}", save_top_k=-1,
-                                   every_n_epochs=1, auto_insert_metric_name=False)],
+        callbacks=[rater_checkpoint_callback(out / "rater_checkpoints", keep_checkpoints)],
         **kwargs,
     )
     trainer.fit(module, datamodule=data)

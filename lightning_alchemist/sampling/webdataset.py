@@ -120,27 +120,40 @@ def shard_urls(pipeline: Any) -> Optional[list[str]]:
     return list(urls) if urls else None
 
 
-def scan_tar_keys(urls: list[str]) -> Optional[list[str]]:
-    """Every sample key in local tar shards, from the headers only; None if a shard is not a local file."""
+def scan_tar_keys(urls: list[str], truncated: Optional[list[str]] = None) -> Optional[list[str]]:
+    """Every sample key in local tar shards, from the headers only; None if a shard is not a local file.
+
+    A truncated or corrupt shard contributes the samples before the break, minus its last one
+    (the break may have cut that sample's members), as the shard index counts it; its path is
+    appended to ``truncated`` when given.
+    """
     keys: list[str] = []
     for url in urls:
         path = Path(url[len("file:") :] if url.startswith("file:") else url)
         if not path.is_file():
             return None
+        shard_keys: list[str] = []
         try:
+            size = path.stat().st_size
             with tarfile.open(path) as tar:
                 last = None
                 for member in tar:
                     if not member.isfile():
                         continue
+                    if member.offset_data + member.size > size:
+                        raise tarfile.ReadError(f"member {member.name} is cut off at byte {size}")
                     m = _KEY_RE.match(member.name)
                     if m is None or "/__" in "/" + member.name:
                         continue
                     if m.group(1) != last:
                         last = m.group(1)
-                        keys.append(last)
-        except tarfile.TarError:
-            return None
+                        shard_keys.append(last)
+        except (tarfile.TarError, EOFError, OSError):
+            if shard_keys:
+                shard_keys.pop()
+            if truncated is not None:
+                truncated.append(str(path))
+        keys.extend(shard_keys)
     return keys
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lightning_alchemist.data.decode import CAPTION_EXTENSIONS, IMAGE_EXTENSIONS, SkipStats
+from lightning_alchemist.data.tarscan import sample_key, scan_tar
 from lightning_alchemist.paths import cache_root
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = "2"  # 2: members cut by a truncation are left out
-_KEY_RE = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's key/extension split
+INDEX_VERSION = "2"  # 2: in a truncated shard, the sample the break may have cut is left out
 
 
 @dataclass
@@ -65,31 +64,41 @@ def index_path(shard: str) -> Path:
 
 
 def _scan(shard: str, stats: SkipStats) -> ShardIndex:
-    file_size = os.path.getsize(shard)
+    scan = scan_tar(shard)
     groups: dict[str, dict[str, tuple[int, int]]] = {}
     order: list[str] = []
+    for member in scan.members:
+        parsed = sample_key(member.name)
+        if parsed is None:
+            continue
+        key, ext = parsed[0], parsed[1].lower()
+        if key not in groups:
+            groups[key] = {}
+            order.append(key)
+        groups[key][ext] = (member.offset_data, member.size)
+    if scan.truncated:
+        # the break may have cut the last sample (a member of it could be the missing one): leave it out,
+        # as the key scan of a selected stream does, so both count the same samples
+        if order and scan.last_sample_cut(order[-1]):
+            groups.pop(order.pop())
+        log.warning("shard %s is truncated or corrupt after %d samples (%s); indexing what was read", shard, len(order), scan.error)
+        stats.record("corrupt_shard", shard, scan.error or "")
     captions: dict[str, str] = {}
-    try:
-        with tarfile.open(shard, mode="r|*") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                match = _KEY_RE.match(member.name)
-                if match is None:
-                    continue
-                key, ext = match.group(1), match.group(2).lower()
-                if member.offset_data + member.size > file_size:
-                    raise EOFError(f"member {member.name} is cut off at byte {file_size}")
-                if key not in groups:
-                    groups[key] = {}
-                    order.append(key)
-                groups[key][ext] = (member.offset_data, member.size)
-                if ext in CAPTION_EXTENSIONS:
+    wanted = {key: next((e for e in CAPTION_EXTENSIONS if e in groups[key]), None) for key in order}
+    if scan.compressed:  # offsets are not file positions: read the captions through tarfile
+        with tarfile.open(shard, mode="r:*") as tar:
+            for member in scan.members:
+                parsed = sample_key(member.name)
+                if parsed and parsed[0] in wanted and wanted[parsed[0]] == parsed[1].lower():
                     handle = tar.extractfile(member)
-                    captions[key] = handle.read().decode("utf-8", errors="replace").strip() if handle else ""
-    except (tarfile.TarError, OSError, EOFError) as err:
-        log.warning("shard %s is truncated or corrupt after %d samples (%s); indexing what was read", shard, len(order), err)
-        stats.record("corrupt_shard", shard, str(err))
+                    captions[parsed[0]] = handle.read().decode("utf-8", errors="replace").strip() if handle else ""
+    else:
+        with open(shard, "rb") as fh:
+            for key, ext in wanted.items():
+                if ext is not None:
+                    offset, size = groups[key][ext]
+                    fh.seek(offset)
+                    captions[key] = fh.read(size).decode("utf-8", errors="replace").strip()
     keys, img_off, img_size, img_ext, caps, js_off, js_size = [], [], [], [], [], [], []
     for key in order:
         members = groups[key]

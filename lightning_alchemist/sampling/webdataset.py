@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
-import tarfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
 
+from lightning_alchemist.data.tarscan import sample_key, scan_tar
 from lightning_alchemist.selection.ratings import key_hash, key_hashes
 
 __all__ = ["KeyFilter", "batch_size_of", "find_insert_position", "scan_tar_keys", "shard_urls"]
 
-# webdataset's own rule (tariterators.base_plus_ext): the key is the path up to the first dot of the basename.
-_KEY_RE = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
 _SAMPLE_FORMERS = ("group_by_keys", "tarfile_samples", "check_empty")
 
 
@@ -123,33 +120,25 @@ def shard_urls(pipeline: Any) -> Optional[list[str]]:
 def scan_tar_keys(urls: list[str], truncated: Optional[list[str]] = None) -> Optional[list[str]]:
     """Every sample key in local tar shards, from the headers only; None if a shard is not a local file.
 
-    A truncated or corrupt shard contributes the samples before the break, minus its last one
-    (the break may have cut that sample's members), as the shard index counts it; its path is
-    appended to ``truncated`` when given.
+    A truncated or corrupt shard contributes the samples before the break, less the last one when
+    the break may have cut it, exactly as the shard index counts them; its path is appended to
+    ``truncated`` when given.
     """
     keys: list[str] = []
     for url in urls:
         path = Path(url[len("file:") :] if url.startswith("file:") else url)
         if not path.is_file():
             return None
+        scan = scan_tar(str(path))
         shard_keys: list[str] = []
-        try:
-            size = path.stat().st_size
-            with tarfile.open(path) as tar:
-                last = None
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    if member.offset_data + member.size > size:
-                        raise tarfile.ReadError(f"member {member.name} is cut off at byte {size}")
-                    m = _KEY_RE.match(member.name)
-                    if m is None or "/__" in "/" + member.name:
-                        continue
-                    if m.group(1) != last:
-                        last = m.group(1)
-                        shard_keys.append(last)
-        except (tarfile.TarError, EOFError, OSError):
-            if shard_keys:
+        for member in scan.members:
+            parsed = sample_key(member.name)
+            if parsed is None or "/__" in "/" + member.name:
+                continue
+            if not shard_keys or parsed[0] != shard_keys[-1]:
+                shard_keys.append(parsed[0])
+        if scan.truncated:
+            if shard_keys and scan.last_sample_cut(shard_keys[-1]):
                 shard_keys.pop()
             if truncated is not None:
                 truncated.append(str(path))

@@ -23,6 +23,21 @@ from lightning_alchemist.data.transforms import CenterCropResize
 log = logging.getLogger(__name__)
 
 
+def seed_worker(worker_id: int) -> None:
+    """Seed ``random`` and ``numpy`` in a DataLoader worker from the seed torch gave it.
+
+    torch seeds each worker from the loader's generator (``base_seed + worker_id``); without this,
+    forked workers share the parent's numpy/random state and spawned ones start unseeded.
+    """
+    import random
+
+    import numpy as np
+
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
 class T2IDataModule(L.LightningDataModule):
     """Image–caption data for rating, scoring and training.
 
@@ -115,12 +130,16 @@ class T2IDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ loaders
 
     def _loader(self, dataset: Any, **kwargs: Any) -> DataLoader:
+        # Seeded workers: the worker seeds come from this generator, so a rerun with the same seed
+        # (and worker count) reads the same data in the same order.
+        kwargs.setdefault("generator", torch.Generator().manual_seed(self.seed))
         return DataLoader(
             dataset,
             batch_size=kwargs.pop("batch_size", self.cfg.batch_size),
             num_workers=self.cfg.num_workers,
             collate_fn=collate_samples,
             persistent_workers=self.cfg.num_workers > 0,
+            worker_init_fn=seed_worker if self.cfg.num_workers > 0 else None,
             **kwargs,
         )
 

@@ -68,7 +68,7 @@ def build_rater_proxy(model_cfg: dict) -> Any:
 # Trainer arguments a rater/scoring run takes from a ``trainer`` node: where and how to run, not
 # how long (the target-model trainer group's max_steps etc. must not cut rater training short).
 _DEVICE_KEYS = ("accelerator", "devices", "strategy", "num_nodes", "precision", "enable_progress_bar", "log_every_n_steps",
-                "limit_train_batches", "limit_predict_batches", "max_epochs")
+                "limit_train_batches", "limit_predict_batches", "max_epochs", "deterministic")
 
 
 def _trainer_kwargs(node: Any, defaults: dict) -> dict:
@@ -129,7 +129,9 @@ def run_train_rater(cfg: Any, keep_checkpoints: int = 2) -> Path:
     logs = out / "rater_logs"
     kwargs = _trainer_kwargs(
         cfg.get("trainer"),
-        {"max_epochs": rcfg.epochs, "accelerator": "auto", "devices": 1, "log_every_n_steps": 10},
+        # deterministic="warn": torch's deterministic kernels where it has them (a warning, not an
+        # error, for ops without one), so a seeded rerun trains the same rater
+        {"max_epochs": rcfg.epochs, "accelerator": "auto", "devices": 1, "log_every_n_steps": 10, "deterministic": "warn"},
     )
     if rcfg.steps_per_epoch:
         # An epoch is a pass over the validation loader, cut to steps_per_epoch batches (the lr and

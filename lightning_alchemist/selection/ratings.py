@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 FINGERPRINT_KEY = b"lightning_alchemist.fingerprint"
+THREADS_KEY = b"lightning_alchemist.torch_threads"  # the scorer's torch thread count (rater/writer.py)
 PathLike = Union[str, os.PathLike]
 
 
@@ -316,12 +317,15 @@ class Ratings:
         ratings: np.ndarray,
         scoring_fingerprints: Sequence[str] = (),
         source: str = "<memory>",
+        scoring_threads: Sequence[int] = (),
     ) -> None:
         if len(keys) != len(ratings):
             raise DataError(f"ratings from {source}: {len(keys)} keys but {len(ratings)} ratings")
         self.keys = keys
         self.ratings = np.asarray(ratings, dtype=np.float64)
         self.scoring_fingerprints = sorted(set(scoring_fingerprints))
+        #: torch thread counts the scorer ran with (from the files' metadata; empty when unknown)
+        self.scoring_threads = sorted(set(int(t) for t in scoring_threads))
         self.source = source
         self._fingerprint: Optional[str] = None
         self._hashes: Optional[np.ndarray] = None
@@ -361,7 +365,7 @@ class Ratings:
             DataError: missing files or columns, NaN ratings, duplicate keys, missing expected keys.
         """
         files = find_rating_files(source)
-        fingerprints = []
+        fingerprints, threads = [], []
         for path in files:  # footers only: columns and the scorer's fingerprint
             try:
                 schema = pq.read_schema(path)
@@ -377,6 +381,8 @@ class Ratings:
             meta = schema.metadata or {}
             if FINGERPRINT_KEY in meta:
                 fingerprints.append(meta[FINGERPRINT_KEY].decode())
+            if meta.get(THREADS_KEY, b"").isdigit():
+                threads.append(int(meta[THREADS_KEY]))
         try:
             # One multi-file read: files are decoded in parallel and concatenated in the given order.
             table = pq.read_table([str(p) for p in files], columns=["key", "rating"], use_threads=True)
@@ -390,7 +396,7 @@ class Ratings:
         keys = pa.chunked_array(key_chunks, type=pa.string())
         ratings = np.concatenate(rating_parts) if rating_parts else np.zeros(0)
         where = str(source) if isinstance(source, (str, os.PathLike)) else f"{len(files)} files"
-        out = cls(keys, ratings, fingerprints, source=where)
+        out = cls(keys, ratings, fingerprints, source=where, scoring_threads=threads)
         out._check(check_duplicates)
         if expected_keys is not None:
             out.check_covers(expected_keys)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from lightning_alchemist.cli import check_overrides
@@ -13,14 +14,22 @@ TOY = {"class": "rater_toys.ToyProxy", "kwargs": {"image_size": 32, "patch": 8}}
 TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
 
 
-def test_rater_keeps_the_last_k_epoch_checkpoints_and_last_ckpt(tmp_path, small_shapes_cfg):
-    out = tmp_path / "run"
+def train(out, data_cfg):
     cfg = check_overrides("config", [f"out={out}", "rater.proxy=null", "rater.epochs=3", "rater.network.depth=1",
                                      "rater.network.width=16", "rater.network.heads=2", "rater.probe_size=16",
                                      "rater.steps_per_epoch=1"])
     OmegaConf.set_struct(cfg, False)
-    cfg.merge_with({"data": small_shapes_cfg, "model": TOY, "trainer": TRAINER})
-    run_train_rater(cfg, keep_checkpoints=1)
-    assert sorted(p.name for p in (out / "rater_checkpoints").iterdir()) == ["epoch02.ckpt", "last.ckpt"]
+    cfg.merge_with({"data": data_cfg, "model": TOY, "trainer": TRAINER})
+    return run_train_rater(cfg, keep_checkpoints=1)
+
+
+def test_rater_keeps_the_last_k_epoch_checkpoints_and_last_ckpt_and_reruns_bit_for_bit(tmp_path, small_shapes_cfg):
+    first = train(tmp_path / "run", small_shapes_cfg)
+    assert sorted(p.name for p in (tmp_path / "run" / "rater_checkpoints").iterdir()) == ["epoch02.ckpt", "last.ckpt"]
+    # issue 16 #12: the same seed and thread count train the same rater
+    second = train(tmp_path / "again", small_shapes_cfg)
+    a = torch.load(first, map_location="cpu", weights_only=False)["state_dict"]
+    b = torch.load(second, map_location="cpu", weights_only=False)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ConfigError, match="keep_checkpoints: got 0"):
         rater_checkpoint_callback(tmp_path, 0)

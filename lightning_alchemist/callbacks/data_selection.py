@@ -38,6 +38,7 @@ from lightning_alchemist.sampling.webdataset import (
     per_worker_epoch,
     scan_tar_keys,
     shard_urls,
+    stream_key_filters,
 )
 from lightning_alchemist.selection.manifest import Selection
 from lightning_alchemist.selection.ratings import UNRATED_TOLERANCE, Ratings, check_ratings_cover
@@ -409,6 +410,9 @@ class DataSelectionCallback(Callback):
                     f"DataSelectionCallback: {len(truncated)} of {len(urls)} shards are truncated or corrupt ({names}{more}); "
                     "only the samples before the break are counted for the key check and the epoch length"
                 )
+            filters = stream_key_filters(pipeline)
+            if keys_in_data is not None and filters:  # e.g. the datamodule's split: count what the stream yields
+                keys_in_data = [k for k in keys_in_data if all(f(k) for f in filters)]
         if keys_in_data is not None:
             present = pc.is_in(sel.keys, value_set=pa.array(keys_in_data, pa.string())).to_numpy(zero_copy_only=False)
             found = int(present.sum())

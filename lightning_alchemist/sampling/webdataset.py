@@ -19,7 +19,7 @@ import pyarrow as pa
 from lightning_alchemist.data.tarscan import sample_key, scan_tar
 from lightning_alchemist.selection.ratings import key_hash, key_hashes
 
-__all__ = ["KeyFilter", "batch_size_of", "find_insert_position", "scan_tar_keys", "shard_urls"]
+__all__ = ["KeyFilter", "batch_size_of", "find_insert_position", "scan_tar_keys", "shard_urls", "stream_key_filters"]
 
 _SAMPLE_FORMERS = ("group_by_keys", "tarfile_samples", "check_empty")
 
@@ -102,6 +102,25 @@ def batch_size_of(pipeline: Any) -> Optional[int]:
             args = getattr(stage, "args", ())
             return int(kw.get("batchsize", args[0] if args else 20))
     return None
+
+
+def stream_key_filters(pipeline: Any) -> list[Any]:
+    """The key predicates of the pipeline's ``select`` stages that declare one (``pred.key_filter(key)``).
+
+    The datamodule's stream keeps only its split's keys with such a stage; applying the same
+    predicates to the scanned keys counts what the stream can actually yield (the pool without the
+    held-out validation keys).
+    """
+    out = []
+    for stage in getattr(pipeline, "pipeline", []):
+        if _stage_name(stage) != "_select":
+            continue
+        args = getattr(stage, "args", ())
+        pred = args[0] if args else getattr(stage, "kw", {}).get("predicate")
+        key_filter = getattr(pred, "key_filter", None)
+        if callable(key_filter):
+            out.append(key_filter)
+    return out
 
 
 def shard_urls(pipeline: Any) -> Optional[list[str]]:

@@ -49,13 +49,16 @@ class T2IDataModule(L.LightningDataModule):
 
     Args:
         cfg: the validated ``data`` config (or a dict/DictConfig with its keys).
-        seed: seeds the held-out split, shard and sample shuffles.
+        seed: seeds the held-out split, shard and sample shuffles, and the loader workers.
+        duplicates: a key held by several shards: ``"skip"`` its later copies (counted, one
+            warning naming the shards) or ``"error"`` (see :class:`ShardDataset`).
     """
 
-    def __init__(self, cfg: Any = None, seed: int = 0) -> None:
+    def __init__(self, cfg: Any = None, seed: int = 0, duplicates: str = "skip") -> None:
         super().__init__()
         self.cfg: DataConfig = data_config(cfg)
         self.seed = seed
+        self.duplicates = duplicates
         self.skip_shards: set[str] = set()
         self._source: Optional[DataSource] = None
         self._pool: Optional[ShardDataset] = None
@@ -74,11 +77,12 @@ class T2IDataModule(L.LightningDataModule):
 
     def _build(self, source: DataSource) -> None:
         self._source = source
-        self._pool = ShardDataset(source.pool_urls, self._decoder(), key_filter=source.split.is_pool)
+        dup = self.duplicates
+        self._pool = ShardDataset(source.pool_urls, self._decoder(), key_filter=source.split.is_pool, duplicates=dup)
         if source.val_urls:
-            self._val = ShardDataset(source.val_urls, self._decoder())
+            self._val = ShardDataset(source.val_urls, self._decoder(), duplicates=dup)
         else:
-            self._val = ShardDataset(source.pool_urls, self._decoder(), key_filter=source.split.is_val)
+            self._val = ShardDataset(source.pool_urls, self._decoder(), key_filter=source.split.is_val, duplicates=dup)
         if len(self._pool) == 0:
             from lightning_alchemist.errors import DataError
 
@@ -198,6 +202,6 @@ class T2IDataModule(L.LightningDataModule):
         return self._loader(self.pool, sampler=sampler, shuffle=False)
 
 
-def build_datamodule(cfg: Any, seed: int = 0) -> T2IDataModule:
-    """A :class:`T2IDataModule` from the ``data`` config node (validated, one-line errors)."""
-    return T2IDataModule(cfg, seed=seed)
+def build_datamodule(cfg: Any, seed: int = 0, **kwargs: Any) -> T2IDataModule:
+    """A :class:`T2IDataModule` from the ``data`` config node (validated, one-line errors); ``kwargs`` go to it."""
+    return T2IDataModule(cfg, seed=seed, **kwargs)

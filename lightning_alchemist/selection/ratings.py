@@ -295,9 +295,9 @@ def check_ratings_cover(
                       f"part only{effective}", stacklevel=2)
         return cov
     out = scored_into
-    if out is None:
+    if out is None:  # the scorer writes OUT/ratings/<shard>.parquet
         src = Path(ratings.source)
-        out = src.parent if src.name == "ratings" else src
+        out = (src.parent if src.name == "ratings" else src) if src.is_dir() else "DIR"
     raise DataError(
         f"ratings from {ratings.source}: {cov.describe()}; finish scoring with `python recipes/score.py "
         f"rater=RATER.ckpt data=... out={out}` (it resumes: rated shards are skipped), "

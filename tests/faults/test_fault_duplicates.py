@@ -62,6 +62,9 @@ def test_the_datamodule_finds_them_before_any_training_and_streams_each_key_once
     assert "3 keys appear in more than one shard" in caplog.text
     keys = [k for b in dm.train_dataloader() for k in b["key"]]
     assert sorted(keys) == sorted(dm.pool.keys) and len(keys) == 9
+    strict = T2IDataModule({"name": "wds", "urls": urls, "val_fraction": 0.0, "image_size": 16}, duplicates="error")
+    with pytest.raises(DataError, match="'k02' in a-000000.tar, b-000001.tar, c-000002.tar"):
+        strict.prepare_data()
 
 
 def test_prepare_does_not_count_duplicates_as_samples(tmp_path, monkeypatch, capsys):

@@ -60,6 +60,23 @@ def test_a_read_only_dataset_folder_works_in_both_styles(tmp_path, monkeypatch):
         data.chmod(stat.S_IRWXU)
 
 
+def test_a_glob_over_the_data_folder_names_the_same_data_on_every_run(tmp_path, monkeypatch):
+    """The issue's run: data.urls='/data/*' grew 23 -> 107 -> 191 'shards', retraining the rater every run."""
+    from lightning_alchemist.config import data_config
+    from lightning_alchemist.data.sources import data_identity
+
+    monkeypatch.setenv("LIGHTNING_ALCHEMIST_CACHE", str(tmp_path / "cache"))
+    write_pool(tmp_path / "data", num_shards=3, per_shard=4)
+    cfg = {"name": "wds", "urls": f"{tmp_path / 'data'}/*", "val_fraction": 0.25, "image_size": 16}
+    idents = []
+    for _ in range(3):
+        dm = T2IDataModule(cfg)
+        dm.prepare_data()
+        assert len(dm.source.pool_urls) == 3
+        idents.append(data_identity(data_config(cfg)))
+    assert idents[0] == idents[1] == idents[2]  # the stage fingerprints (rater, ratings) stay valid
+
+
 def test_a_rewritten_shard_is_indexed_afresh(tmp_path, monkeypatch):
     monkeypatch.setenv("LIGHTNING_ALCHEMIST_CACHE", str(tmp_path / "cache"))
     shard = write_shard(tmp_path / "d" / "s-000000.tar", ["a", "b"])

@@ -38,6 +38,34 @@ class ShardInfo:
     num_samples: int
 
 
+def duplicate_positions(keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(later, every)``: positions of each copy of a key after its first, and of all copies of those keys.
+
+    Sorts 64-bit hashes (8 bytes a key, not a dict of every key: pools of 100M samples), then
+    confirms the few hash matches exactly. Both arrays are ascending.
+    """
+    empty = np.zeros(0, np.int64)
+    if len(keys) < 2:
+        return empty, empty
+    hashes = np.fromiter((hash(k) for k in keys), dtype=np.int64, count=len(keys))
+    order = np.argsort(hashes, kind="stable")
+    ordered = hashes[order]
+    same = ordered[1:] == ordered[:-1]
+    if not same.any():
+        return empty, empty
+    candidates = np.unique(np.concatenate([order[1:][same], order[:-1][same]])).tolist()  # every copy is one
+    seen: set[str] = set()
+    later = []
+    for pos in candidates:
+        if keys[pos] in seen:
+            later.append(pos)
+        else:
+            seen.add(keys[pos])
+    duplicated = {keys[p] for p in later}
+    every = [p for p in candidates if keys[p] in duplicated]
+    return np.asarray(later, dtype=np.int64), np.asarray(every, dtype=np.int64)
+
+
 class ShardDataset(Dataset):
     """Random access to the samples of webdataset shards through a cached per-shard index.
 
@@ -69,41 +97,42 @@ class ShardDataset(Dataset):
         self.index_stats = SkipStats()
         keys: list[str] = []
         captions: list[str] = []
-        shard_ids, rows, counts = [], [], []
+        shard_ids, rows = [], []
         self._indices: list[ShardIndex] = []
-        first_shard: dict[str, int] = {}  # key -> the shard of its first copy
-        dups: dict[str, list[str]] = {}  # duplicated key -> every shard holding it
-        #: (shard url, key) of the later copies of duplicated keys, left out of this dataset
-        self.skipped_duplicates: set[tuple[str, str]] = set()
         for sid, url in enumerate(self.urls):
             index = load_shard_index(url, self.index_stats)
             self._indices.append(index)
-            kept = []
-            for r, k in enumerate(index.keys):
-                if key_filter is not None and not key_filter(k):
-                    continue
-                owner = first_shard.setdefault(k, sid)
-                if owner != sid:
-                    dups.setdefault(k, [self.urls[owner]]).append(url)
-                    self.skipped_duplicates.add((url, k))
-                    continue
-                kept.append(r)
+            kept = [r for r, k in enumerate(index.keys) if key_filter is None or key_filter(k)]
             keys.extend(index.keys[r] for r in kept)
             captions.extend(index.captions[r] for r in kept)
             shard_ids.append(np.full(len(kept), sid, dtype=np.int32))
             rows.append(np.asarray(kept, dtype=np.int64))
-            counts.append(len(kept))
-        self.keys: list[str] = keys
-        self.captions: list[str] = captions
-        self._shard_of = np.concatenate(shard_ids) if shard_ids else np.zeros(0, np.int32)
-        self._row_of = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-        self.shards = [ShardInfo(u, shard_stem(u), n) for u, n in zip(self.urls, counts)]
-        if dups:
-            n = len(self.skipped_duplicates)
+        shard_of = np.concatenate(shard_ids) if shard_ids else np.zeros(0, np.int32)
+        row_of = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        #: (shard url, key) of the later copies of duplicated keys, left out of this dataset
+        self.skipped_duplicates: set[tuple[str, str]] = set()
+        later, every = duplicate_positions(keys)
+        if len(later):
+            dups: dict[str, list[str]] = {}  # duplicated key -> every shard holding it, in order
+            for pos in every.tolist():
+                dups.setdefault(keys[pos], []).append(self.urls[shard_of[pos]])
+            self.skipped_duplicates = {(self.urls[shard_of[p]], keys[p]) for p in later.tolist()}
+            n = len(later)
             if duplicates == "error":
                 raise DataError(duplicate_message("data", dups, f"{n} later copies would be read twice"))
             log.warning(duplicate_message("data", dups, f"{n} later copies are not counted as samples (first copy kept)"))
             self.index_stats.add("duplicate_key", n, list(dups))
+            keep = np.ones(len(keys), dtype=bool)
+            keep[later] = False
+            keys = [k for k, ok in zip(keys, keep.tolist()) if ok]
+            captions = [c for c, ok in zip(captions, keep.tolist()) if ok]
+            shard_of, row_of = shard_of[keep], row_of[keep]
+        self.keys: list[str] = keys
+        self.captions: list[str] = captions
+        self._shard_of = shard_of
+        self._row_of = row_of
+        counts = np.bincount(shard_of, minlength=len(self.urls)).tolist()
+        self.shards = [ShardInfo(u, shard_stem(u), n) for u, n in zip(self.urls, counts)]
         self._files: dict[int, object] = {}
         self._pid = -1
 

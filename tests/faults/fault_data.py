@@ -6,7 +6,7 @@ import io
 import os
 import zlib
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable
 
 import lightning.pytorch as pl
 import numpy as np
@@ -52,10 +52,9 @@ def listing(folder: Path) -> dict[str, tuple[int, int]]:
 class KeyRecorder(pl.LightningModule):
     """Records the keys of every training batch per epoch; trains one weight on the image mean."""
 
-    def __init__(self, loader_fn: Optional[callable] = None) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.w = torch.nn.Parameter(torch.zeros(1))
-        self.loader_fn = loader_fn
         self.seen: dict[int, list[str]] = {}
 
     def training_step(self, batch, batch_idx):

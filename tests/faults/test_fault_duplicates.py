@@ -37,9 +37,9 @@ def test_duplicates_are_found_while_indexing_named_once_and_not_counted(tmp_path
         ds = ShardDataset(urls, decoder)
     lines = [r.getMessage() for r in caplog.records if "more than one shard" in r.getMessage()]
     assert len(lines) == 1 and "\n" not in lines[0]
-    # in the order they were found (k02 in shard b, then k01 and k05 in shard c)
-    assert ("3 keys appear in more than one shard ('k02' in a-000000.tar, b-000001.tar, c-000002.tar; "
-            "'k01' in a-000000.tar, c-000002.tar; 'k05' in b-000001.tar, c-000002.tar)") in lines[0]
+    # in the order of their first copies
+    assert ("3 keys appear in more than one shard ('k01' in a-000000.tar, c-000002.tar; "
+            "'k02' in a-000000.tar, b-000001.tar, c-000002.tar; 'k05' in b-000001.tar, c-000002.tar)") in lines[0]
     assert "4 later copies are not counted" in lines[0]
     assert len(ds) == 9 and len(set(ds.keys)) == 9
     assert [s.num_samples for s in ds.shards] == [4, 3, 2]

@@ -42,7 +42,8 @@ def test_train_rater_then_score_on_tiny_shapes(tmp_path, small_shapes, small_sha
     rows = list(csv.DictReader(open(next((out / "rater_logs").rglob("metrics.csv")))))
     alphas = sorted({round(float(r["train/alpha_epoch"]), 6) for r in rows if r.get("train/alpha_epoch")})
     assert alphas == [0.97, 1.0]
-    assert len(list((out / "rater_checkpoints").glob("*.ckpt"))) == 2  # one per epoch
+    # the last keep_checkpoints=2 epochs and last.ckpt
+    assert sorted(p.name for p in (out / "rater_checkpoints").glob("*.ckpt")) == ["epoch00.ckpt", "epoch01.ckpt", "last.ckpt"]
 
     score_cfg = compose_with("score", rater_path_override([f"rater={ckpt}", f"out={out}"]), data=small_shapes_cfg, trainer=TRAINER)
     info = run_score(score_cfg)

@@ -35,6 +35,14 @@ __all__ = [
 ]
 
 
+def _torch_threads() -> Optional[int]:
+    """torch's intra-op thread count in this process, if torch is loaded (selection itself never imports it)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else None
+
+
 def num_kept(keep: float, n: int) -> int:
     """``round(keep · n)``, after checking ``0 < keep <= 1``."""
     if not isinstance(keep, (int, float)) or not 0.0 < keep <= 1.0:
@@ -83,6 +91,9 @@ class Strategy:
             "num_kept": int(k),
             "ratings_fingerprint": ratings.fingerprint,
             "scoring_fingerprints": list(ratings.scoring_fingerprints),
+            # reproducibility: ratings (and so selections) can differ with the scorer's thread count
+            "scoring_torch_threads": list(ratings.scoring_threads),
+            "torch_threads": _torch_threads(),
         }
 
     def _pick(self, ratings: Ratings, k: int, seed: int) -> np.ndarray:  # pragma: no cover - abstract

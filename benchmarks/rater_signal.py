@@ -52,20 +52,22 @@ def setup(data_name: str, pool: int, seed: int, quick: bool) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     from lightning_alchemist.cli import check_overrides
+    from lightning_alchemist.config import as_container
     from lightning_alchemist.data.datamodule import build_datamodule
     from lightning_alchemist.proxy.factory import fit_to_data
     from lightning_alchemist.rater.encodes import cached_encodes
-    from lightning_alchemist.rater.recipe import build_rater_proxy, proxy_model_config
+    from lightning_alchemist.rater.recipe import build_rater_proxy
+    from lightning_alchemist.schema import validate
 
     overrides = [f"data={data_name}"]
     if pool:
         overrides.append(f"data.{data_name}.num_pool={pool}")
-    cfg = check_overrides("config", overrides)
+    cfg = validate(check_overrides("config", overrides, ROOT / "conf"))
     dm = build_datamodule(cfg.data, seed=0)
     dm.prepare_data()
     dm.setup("fit")
-    model_cfg = fit_to_data(proxy_model_config("star_tiny"), cfg.data)
-    model_cfg = {**dict(model_cfg), "seed": seed}
+    # the rater's proxy (rater.proxy, star_tiny by default) with its tokenizer fitted to this pool, seeded
+    model_cfg = {**as_container(fit_to_data(cfg.rater_proxy, cfg.data)), "seed": seed}
     t0 = time.perf_counter()
     proxy = build_rater_proxy(model_cfg)
     build_s = time.perf_counter() - t0
@@ -133,8 +135,7 @@ def amortised(env: dict, overrides: dict, proxy: Any, reference: Any, seed: int,
     from lightning_alchemist.rater.loader import PairedLoader
     from lightning_alchemist.rater.module import RaterModule
 
-    base = OmegaConf.to_container(env["cfg"].rater, resolve=True)
-    node = OmegaConf.merge(base, overrides, {"seed": seed})
+    node = OmegaConf.merge(OmegaConf.structured(env["cfg"].rater), overrides, {"seed": seed})
     if quick:
         node = OmegaConf.merge(node, {"epochs": 2, "steps_per_epoch": 5})
     rcfg = rater_config(node)
@@ -207,7 +208,7 @@ def run_one(env: dict, variant: str, seed: int, args: argparse.Namespace, cache:
             ratings, score_s = direct(env, objective, proxy, reference, seed, opts)
             cost.update(rater_s=0.0, score_s=score_s)
         else:
-            overrides = {"objective": objective, "warmup": {"steps": args.warmup_steps, "continuation": "frozen"},
+            overrides = {"objective": objective, "warmup": {"steps": args.warmup_steps, "continuation": "frozen"}, "freeze_proxy": True,
                          "rater_optim": {"warmup_epochs": 0.5}, **opts}
             ratings, train_s, score_s = amortised(env, overrides, proxy, reference, seed, args.quick)
             cost.update(rater_s=train_s, score_s=score_s)

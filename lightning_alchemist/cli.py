@@ -1,22 +1,30 @@
-"""Hydra entry points for the recipes, with one-line errors.
+"""Hydra entry points for the recipes, with every check done before the job starts and one-line errors.
 
 Hydra reports a bad override as a multi-line block and an exception inside a task as a traceback.
-:func:`hydra_main` checks the command-line overrides by composing the config first and turns
-both kinds of failure, and any :class:`~lightning_alchemist.errors.AlchemistError` raised by the
-task, into one line on stderr with exit status 2.
+:func:`hydra_main` composes the config from the command line first (every key, type and string
+choice is checked by the schemas registered in :mod:`lightning_alchemist.schema`), runs the
+recipe's cross-field ``check`` on it (for a ``-m`` sweep: on every value of every swept key), and
+turns any failure, and any :class:`~lightning_alchemist.errors.AlchemistError` raised by the task,
+into one line on stderr with exit status 2.
+
+The package never reads ``conf/``: a recipe passes its own config folder.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from lightning_alchemist.config import one_line, register_configs
-from lightning_alchemist.errors import AlchemistError
+from lightning_alchemist.config import one_line
+from lightning_alchemist.errors import AlchemistError, ConfigError
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+__all__ = ["check_overrides", "hydra_main", "sweep_variants"]
+
+_QUOTE_HINT = "quote values with braces, commas or spaces, e.g. \"data.urls='/data/{00000..00099}.tar'\""
 
 
 def _fail(message: str) -> None:
@@ -24,47 +32,84 @@ def _fail(message: str) -> None:
     raise SystemExit(2)
 
 
-def _first_of_sweeps(overrides: list[str]) -> list[str]:
-    """Each override with a sweep (``keep=0.2,0.5``) reduced to its first value, for checking."""
+def _parse(overrides: list[str]) -> list[Any]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    try:
+        return OverridesParser.create().parse_overrides(overrides)
+    except Exception as err:  # the override grammar itself
+        raise ConfigError(f"cannot parse overrides {overrides}: {one_line(err)}; {_QUOTE_HINT}") from None
+
+
+def proxy_override(argv: list[str]) -> list[str]:
+    """``rater.proxy=NAME`` (a conf/model entry) → Hydra's ``model@rater.proxy=NAME``; other values stay."""
     out = []
-    for ov in parsed:
-        key = ov.get_key_element()
-        if ov.key_or_group.startswith("hydra.") or ov.key_or_group == "hydra":
-            continue
-        if ov.is_sweep_override():
-            first = next(iter(ov.sweep_string_iterator()), None)
-            if first is None:
-                continue
-            out.append(f"{key}={first}")
-        else:
-            out.append(ov.input_line)
+    for arg in argv:
+        m = re.fullmatch(r"(\+{0,2})rater\.proxy=([A-Za-z0-9_.\-]+(?:,[A-Za-z0-9_.\-]+)*)", arg)
+        out.append(f"model@rater.proxy={m.group(2)}" if m and m.group(2) != "null" and not m.group(1) else arg)
     return out
 
 
-def check_overrides(config_name: str, overrides: list[str], conf_dir: Path = CONF_DIR) -> Any:
-    """Compose the config with ``overrides``; raise :class:`ConfigError` (one line) if that fails."""
+def _check_repeats(parsed: list[Any]) -> None:
+    seen: dict[str, str] = {}
+    for ov in parsed:
+        key = ov.get_key_element()
+        if key in seen:
+            raise ConfigError(
+                f"config '{key}' is given more than once ({seen[key]!r} and {ov.input_line!r}): the shell may have expanded "
+                f"an unquoted brace pattern into several arguments; {_QUOTE_HINT}")
+        seen[key] = ov.input_line
+
+
+def sweep_variants(overrides: list[str], extra_sweeps: Optional[dict[str, list[str]]] = None) -> list[list[str]]:
+    """Override lists that together try every value of every swept key (each value once, the rest at their first).
+
+    ``extra_sweeps``: swept keys of the config itself (an experiment's ``hydra.sweeper.params``).
+    """
+    parsed = _parse(overrides)
+    _check_repeats(parsed)
+    base: list[str] = []
+    sweeps: list[tuple[str, list[str]]] = []
+    for ov in parsed:
+        key = ov.get_key_element()
+        if ov.key_or_group == "hydra" or ov.key_or_group.startswith("hydra."):
+            continue
+        if ov.is_sweep_override():
+            values = list(ov.sweep_string_iterator())
+            if not values:
+                continue
+            base.append(f"{key}={values[0]}")
+            sweeps.append((key, values))
+        else:
+            base.append(ov.input_line)
+    for key, values in (extra_sweeps or {}).items():
+        if not any(k == key for k, _ in sweeps) and not any(b.split("=", 1)[0] == key for b in base):
+            base.append(f"{key}={values[0]}")
+            sweeps.append((key, values))
+    variants = [base]
+    for key, values in sweeps:
+        for value in values[1:]:
+            variants.append([f"{key}={value}" if b.split("=", 1)[0] == key else b for b in base])
+    return variants
+
+
+def _compose(config_name: str, overrides: list[str], conf_dir: Path, with_hydra: bool = False) -> Any:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from lightning_alchemist.errors import ConfigError
+    from lightning_alchemist.schema import register_configs
 
     register_configs()
-    try:
-        reduced = _first_of_sweeps(overrides)
-    except Exception as err:  # the override grammar itself
-        raise ConfigError(
-            f"cannot parse overrides {overrides}: {one_line(err)}; quote values with braces, commas or "
-            f"spaces, e.g. \"data.urls='/data/{{00000..00099}}.tar'\""
-        ) from None
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            return compose(config_name=config_name, overrides=reduced)
+            return compose(config_name=config_name, overrides=overrides, return_hydra_config=with_hydra)
     except Exception as err:
-        cause = err.__cause__ if err.__cause__ is not None else None
+        cause = err.__cause__
+        key = getattr(cause, "full_key", None)
+        if key:  # a key, type or choice error of a schema: name the key and what was wrong
+            msg = str(cause).strip().splitlines()[0]
+            raise ConfigError(f"config '{key}': {msg} (the schemas: lightning_alchemist.schema)") from None
         detail = one_line(err)
         if cause is not None and one_line(cause) not in detail:
             detail = f"{detail} ({one_line(cause)})"
@@ -73,18 +118,72 @@ def check_overrides(config_name: str, overrides: list[str], conf_dir: Path = CON
         GlobalHydra.instance().clear()
 
 
-def hydra_main(config_name: str = "config", conf_dir: Optional[Path] = None) -> Callable:
-    """Decorate a recipe's task function ``task(cfg)`` as a Hydra app with one-line errors.
+def _config_sweeps(cfg: Any) -> dict[str, list[str]]:
+    """The swept keys an experiment config sets itself (``hydra.sweeper.params``), as value lists."""
+    params = cfg.get("hydra", {}).get("sweeper", {}).get("params") if cfg.get("hydra") is not None else None
+    out = {}
+    for key, spec in (params or {}).items():
+        out[str(key)] = [v.strip() for v in str(spec).split(",") if v.strip()]
+    return out
 
-    Supports everything ``@hydra.main`` does (``-m`` sweeps, ``--cfg job``), using ``conf/``.
+
+def check_overrides(config_name: str, overrides: list[str], conf_dir: Path,
+                    check: Optional[Callable[[Any], Any]] = None) -> Any:
+    """Compose the config with ``overrides`` and run ``check`` on it; for a sweep, on every value of every swept key.
+
+    Returns the config of the first variant. Raises :class:`ConfigError` (one line) on the first failure,
+    naming the variant of a sweep that failed.
+    """
+    conf_dir = Path(conf_dir).resolve()
+    overrides = proxy_override(list(overrides))
+    first = _compose(config_name, sweep_variants(overrides)[0], conf_dir, with_hydra=True)
+    variants = sweep_variants(overrides, _config_sweeps(first))
+    result = None
+    for i, variant in enumerate(variants):
+        cfg = _compose(config_name, variant, conf_dir)
+        if check is not None:
+            try:
+                check(cfg)
+            except AlchemistError as err:
+                where = f" (in the sweep job with {' '.join(variant)})" if len(variants) > 1 else ""
+                raise type(err)(f"{one_line(err)}{where}") from None
+        if i == 0:
+            result = cfg
+    return result
+
+
+def _quiet_duplicate_logs() -> None:
+    """Lightning logs through its own handler *and* propagates to the root handler Hydra installs: keep one."""
+    root = logging.getLogger()
+    if not root.handlers:
+        return
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+
+
+def hydra_main(config_name: str, conf_dir: str | Path, check: Optional[Callable[[Any], Any]] = None,
+               rewrite_argv: Optional[Callable[[list[str]], list[str]]] = None) -> Callable:
+    """Decorate a recipe's task function ``task(cfg)`` as a Hydra app with checks up front and one-line errors.
+
+    Args:
+        config_name: the primary config (``config``, ``score``, ...) in ``conf_dir``.
+        conf_dir: the recipe's config folder (recipes pass ``<repo>/conf``).
+        check: cross-field validation of a composed config (e.g. :func:`lightning_alchemist.schema.validate`),
+            run on every variant of a sweep before the first job starts.
+        rewrite_argv: maps documented shorthands (``selection=PATH``) onto config keys before parsing.
+
+    Supports everything ``@hydra.main`` does (``-m`` sweeps, ``--cfg job``).
     """
     import hydra
 
-    config_dir = Path(conf_dir) if conf_dir is not None else CONF_DIR
+    config_dir = Path(conf_dir).resolve()
 
     def decorator(task: Callable[[Any], Any]) -> Callable[[], Any]:
         @functools.wraps(task)
         def guarded(cfg: Any) -> Any:
+            _quiet_duplicate_logs()
             try:
                 return task(cfg)
             except AlchemistError as err:
@@ -94,13 +193,20 @@ def hydra_main(config_name: str = "config", conf_dir: Optional[Path] = None) -> 
 
         @functools.wraps(task)
         def entry() -> Any:
-            register_configs()
             from hydra._internal.utils import get_args_parser
 
-            args, _ = get_args_parser().parse_known_args(sys.argv[1:])
+            from lightning_alchemist.schema import register_configs
+
+            register_configs()
+            argv = list(sys.argv[1:])
+            if rewrite_argv is not None:
+                argv = rewrite_argv(argv)
+            argv = proxy_override(argv)
+            sys.argv[1:] = argv
+            args, _ = get_args_parser().parse_known_args(argv)
             if not (args.help or args.hydra_help or args.info or args.shell_completion):
                 try:
-                    check_overrides(config_name, list(args.overrides or []), config_dir)
+                    check_overrides(config_name, list(args.overrides or []), config_dir, check=check)
                 except AlchemistError as err:
                     _fail(one_line(err))
             return app()

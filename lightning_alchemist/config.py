@@ -1,13 +1,19 @@
-"""Structured configuration: validated dataclasses behind the Hydra config groups.
+"""Configuration helpers and the ``data`` group's schema.
 
-Every Hydra group under ``conf/`` has a dataclass here or in the module it configures. A wrong
-type or an unknown key becomes a one-line :class:`ConfigError` that names the key and the fix.
+Every Hydra group under ``conf/`` has a dataclass in the module it configures; that dataclass is
+the single source of the group's defaults (the YAML files only select and override). The root
+schema, its registration with Hydra's ConfigStore and the one cross-field ``validate`` live in
+:mod:`lightning_alchemist.schema`. A wrong type or an unknown key becomes a one-line
+:class:`ConfigError` that names the key and the fix.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
+import os
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any, Optional, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
@@ -15,9 +21,40 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lightning_alchemist.errors import ConfigError
 
-__all__ = ["ConfigError", "DataConfig", "GlyphsConfig", "RootConfig", "ShapesConfig", "data_config", "to_dataclass"]
+__all__ = ["Choice", "ConfigError", "DataConfig", "DataStyle", "GlyphsConfig", "ShapesConfig", "as_container", "data_config", "to_dataclass"]
 
 T = TypeVar("T")
+
+
+class Choice(str, enum.Enum):
+    """A string choice of a config field, checked by Hydra at compose time (OmegaConf has no ``Literal``).
+
+    Members compare, hash and serialise like their string values, so ``cfg.style == "map"`` and
+    JSON fingerprints are unchanged whether a value came from YAML (a member) or Python (a str).
+    """
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+    def __eq__(self, other: object) -> bool:
+        return str.__eq__(self, other)  # type: ignore[arg-type]
+
+    @classmethod
+    def values(cls) -> tuple[str, ...]:
+        return tuple(m.value for m in cls)
+
+
+class DataStyle(Choice):
+    map = "map"
+    iterable = "iterable"
+
+
+class DuplicatePolicy(Choice):
+    skip = "skip"
+    error = "error"
 
 
 def one_line(text: str) -> str:
@@ -110,21 +147,39 @@ class DataConfig:
     val_fraction: float = 0.05
     image_size: int = 32
     batch_size: int = 32
-    num_workers: int = 0
+    # DataLoader worker processes; null = what the machine has (:func:`default_num_workers`).
+    num_workers: Optional[int] = None
     # "map": indexed map-style dataset (exact epochs, samplers); "iterable": webdataset stream.
-    style: str = "map"
+    style: DataStyle = DataStyle.map
     shuffle_buffer: int = 1_000
+    # A key held by several shards (found when indexing): "skip" its later copies (counted and named
+    # once) or "error" (one line naming the shards).
+    duplicates: DuplicatePolicy = DuplicatePolicy.skip
     cache_dir: Optional[str] = None
     shapes: ShapesConfig = field(default_factory=ShapesConfig)
     glyphs: GlyphsConfig = field(default_factory=GlyphsConfig)
 
 
+def default_num_workers() -> int:
+    """DataLoader workers for this machine: one per spare core, at most 4 (0 on a single core)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(4, cores - 1))
+
+
 def validate_data_config(cfg: DataConfig) -> DataConfig:
-    """Cross-field checks that the dataclass types cannot express."""
-    if cfg.style not in ("map", "iterable"):
-        raise ConfigError(f"config 'data.style': got '{cfg.style}', expected 'map' or 'iterable'")
-    if cfg.image_size <= 0 or cfg.batch_size <= 0:
-        raise ConfigError("config 'data.image_size' and 'data.batch_size' must be positive")
+    """Cross-field checks that the dataclass types cannot express; resolves ``num_workers=None``."""
+    if cfg.style not in DataStyle.values():
+        raise ConfigError(f"config 'data.style': got '{cfg.style}', expected one of {', '.join(DataStyle.values())}")
+    for name in ("image_size", "batch_size"):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"config 'data.{name}': got {getattr(cfg, name)}, expected a positive number")
+    if cfg.num_workers is None:
+        cfg.num_workers = default_num_workers()
+    elif cfg.num_workers < 0:
+        raise ConfigError(f"config 'data.num_workers': got {cfg.num_workers}, expected >= 0 (or null for the machine's cores)")
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise ConfigError(f"config 'data.val_fraction': got {cfg.val_fraction}, expected 0 <= f < 1")
     if cfg.name not in EMBEDDED_DATASETS and cfg.urls is None:
@@ -143,43 +198,21 @@ def data_config(node: Any) -> DataConfig:
     return validate_data_config(to_dataclass(node, DataConfig, "data"))
 
 
-def as_container(cfg: Any) -> Any:
-    """A plain (resolved) python container from a DictConfig; other values pass through."""
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-        return dataclasses.asdict(cfg)
-    return cfg
+def as_container(value: Any) -> Any:
+    """Plain, JSON-able python values from any config: DictConfig/ListConfig (resolved), dataclasses,
+    choices (their strings), paths, tuples; nested. The one config-to-container helper."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
 
-
-@dataclass
-class RootConfig:
-    """Schema of ``conf/config.yaml``: top-level values plus one node per config group.
-
-    Groups whose schema lives with the code they configure (model, rater, ...) are typed ``Any``
-    here and validated by their builders with :func:`to_dataclass`.
-    """
-
-    keep: float = 0.5
-    seed: int = 0
-    out: str = "outputs"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: Any = None
-    finetune: Any = None
-    rater: Any = None
-    selection: Any = None
-    trainer: Any = None
-    eval: Any = None
-    experiment: Any = None
-    # Reuse artifacts instead of computing them: a ratings folder (skips rater training and
-    # scoring) or a selection manifest (skips selection too); recipes/train.py maps selection=PATH here.
-    ratings: Optional[str] = None
-    selection_path: Optional[str] = None
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-def register_configs() -> None:
-    """Register the structured schemas with Hydra's ConfigStore (idempotent)."""
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(name="base_config", node=RootConfig)
+    if isinstance(value, (DictConfig, ListConfig)):
+        return as_container(OmegaConf.to_container(value, resolve=True))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: as_container(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return as_container(value.value)
+    if isinstance(value, dict):
+        return {str(k): as_container(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [as_container(v) for v in value]
+    if isinstance(value, PurePath):
+        return str(value)
+    return value

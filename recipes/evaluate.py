@@ -11,14 +11,6 @@ Config: ``conf/evaluate.yaml``; the ``eval`` group is ``lightning_alchemist.metr
 
 from __future__ import annotations
 
-import os
-import sys
-
-# Python puts this script's folder first on sys.path; a sibling recipe named like a stdlib module
-# (recipes/select.py vs `select`) would then shadow it. Recipes import the package, not siblings.
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
-
 import json
 import logging
 from pathlib import Path
@@ -26,26 +18,25 @@ from typing import Any
 
 from lightning_alchemist.cli import hydra_main
 
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
 log = logging.getLogger("lightning_alchemist.evaluate")
 
 
 def evaluate(cfg: Any) -> dict[str, Any]:
     """Load the checkpoint ``cfg.ckpt``, evaluate it on ``cfg.data``'s held-out split, write ``cfg.out``/metrics.json."""
-    import torch
-    from omegaconf import OmegaConf
-
-    from lightning_alchemist.config import data_config
+    from lightning_alchemist.config import as_container, data_config
     from lightning_alchemist.data.datamodule import build_datamodule
     from lightning_alchemist.errors import ConfigError
+    from lightning_alchemist.runtime import set_threads
     from lightning_alchemist.metrics.evaluate import eval_config, evaluate_model, load_target
 
     if not cfg.get("ckpt"):
         raise ConfigError("config 'ckpt' is required: pass ckpt=DIR/train/checkpoints/last.ckpt (written by recipes/train.py)")
     ecfg = eval_config(cfg.get("eval"))  # validate everything before loading anything
     data = data_config(cfg.data)
-    if cfg.get("num_threads"):
-        torch.set_num_threads(int(cfg.num_threads))
-    model = OmegaConf.to_container(cfg.model, resolve=True) if cfg.get("model") is not None else None
+    set_threads(cfg.get("num_threads"))
+    model = as_container(cfg.model) if cfg.get("model") is not None else None
     module = load_target(cfg.ckpt, model=model)
     size = getattr(module.proxy, "image_size", None)
     if size and int(size) != data.image_size:
@@ -77,7 +68,7 @@ def summary_line(result: dict[str, Any]) -> str:
     return ", ".join(fmt(k) for k in keys) + f" ({result['num_prompts']} prompts, {result['seconds']['total']:.0f} s)"
 
 
-@hydra_main("evaluate")
+@hydra_main("evaluate", CONF)
 def main(cfg: Any) -> None:
     evaluate(cfg)
 

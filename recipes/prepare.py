@@ -8,22 +8,19 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-# recipes/ holds select.py, named like the stdlib module: keep this folder off sys.path so
-# `import select` (socket, subprocess, ...) finds the real one; put the repo root on it instead.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lightning_alchemist.cli import hydra_main  # noqa: E402
+from lightning_alchemist.cli import hydra_main
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 log = logging.getLogger("prepare")
 
 
-@hydra_main("config")
+@hydra_main("config", CONF)
 def main(cfg) -> dict:
     from lightning_alchemist.data.contact_sheet import contact_sheet
     from lightning_alchemist.data.datamodule import build_datamodule

@@ -5,23 +5,18 @@ skips finished shards. Multi-device: trainer.devices=N trainer.strategy=ddp (SLU
 many nodes, with trainer.num_nodes).
 """
 
-import os
-import sys
+from pathlib import Path
 
-# recipes/select.py shadows the stdlib `select` module (needed by socket, logging, hydra) when
-# this folder is first on sys.path: drop the folder before importing anything.
-if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
+from lightning_alchemist.cli import hydra_main
+from lightning_alchemist.rater.recipe import rater_path_override, run_score
 
-from lightning_alchemist.cli import hydra_main  # noqa: E402
-from lightning_alchemist.rater.recipe import rater_path_override, run_score  # noqa: E402
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-@hydra_main("score")
+@hydra_main("score", CONF, rewrite_argv=rater_path_override)
 def main(cfg):
     run_score(cfg)
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = rater_path_override(sys.argv[1:])
     main()

@@ -18,20 +18,15 @@ PNGs, summary.md).
 
 from __future__ import annotations
 
-import os
-import sys
-
-# Python puts this script's folder first on sys.path; a sibling recipe named like a stdlib module
-# (recipes/select.py vs `select`) would then shadow it. Recipes import the package, not siblings.
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
-
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 from lightning_alchemist.cli import hydra_main
+from lightning_alchemist.schema import validate
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 log = logging.getLogger("lightning_alchemist.train")
 
@@ -69,11 +64,6 @@ def run_dir(cfg: Any) -> Path:
         return Path(cfg.out)
 
 
-@hydra_main("config")
-def main(cfg: Any) -> None:
-    train(cfg)
-
-
 def selection_path_override(argv: list[str]) -> list[str]:
     """Map ``selection=PATH`` (a manifest file) to ``selection_path=PATH``; ``selection=NAME`` stays a config group."""
     return [f"selection_path={a[len('selection='):]}" if a.startswith("selection=") and _looks_like_path(a[len("selection="):])
@@ -84,6 +74,10 @@ def _looks_like_path(value: str) -> bool:
     return "/" in value or value.endswith(".parquet") or Path(value).is_file()
 
 
+@hydra_main("config", CONF, check=validate, rewrite_argv=selection_path_override)
+def main(cfg: Any) -> None:
+    train(cfg)
+
+
 if __name__ == "__main__":
-    sys.argv[1:] = selection_path_override(sys.argv[1:])
     main()

@@ -9,16 +9,15 @@ from __future__ import annotations
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import lightning.pytorch as pl  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import DataLoader, DistributedSampler  # noqa: E402
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
 
-from rater_toys import ToyProxy, collate, make_samples  # noqa: E402
+from rater_toys import ToyProxy, collate, make_samples
 
-from lightning_alchemist.rater.loader import PairedLoader  # noqa: E402
-from lightning_alchemist.rater.module import RaterModule  # noqa: E402
+from lightning_alchemist.rater.loader import PairedLoader
+from lightning_alchemist.rater.module import RaterModule
 
 
 class Data(pl.LightningDataModule):

@@ -10,14 +10,13 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import lightning.pytorch as pl  # noqa: E402
-import torch  # noqa: E402
+import lightning.pytorch as pl
+import torch
 
-from rater_toys import ToyScoreData  # noqa: E402
+from rater_toys import ToyScoreData
 
-from lightning_alchemist.rater.scoring import load_rater, score  # noqa: E402
+from lightning_alchemist.rater.scoring import load_rater, score
 
 
 class SlowDown(pl.Callback):

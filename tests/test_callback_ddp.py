@@ -37,7 +37,6 @@ def test_ddp_ranks_are_disjoint_and_complete_for_both_dataset_styles(tmp_path):
 def main(out: Path) -> None:
     import lightning.pytorch as pl
 
-    sys.path.insert(0, str(Path(__file__).parent))
     from test_callback import KeyedDataset, Recorder, StreamRecorder, ratings, write_shards
 
     from lightning_alchemist.callbacks import DataSelectionCallback

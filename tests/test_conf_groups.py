@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_alchemist.cli import CONF_DIR, check_overrides
+from helpers import CONF_DIR, compose
 
 GROUPS = ("data", "model", "finetune", "rater", "selection", "trainer", "eval", "experiment")
 
@@ -22,7 +22,7 @@ VALIDATORS = {
     "finetune": "lightning_alchemist.proxy.lora:finetune_config",
     "rater": "lightning_alchemist.rater.config:rater_config",
     "selection": "lightning_alchemist.selection.strategies:build_strategy",
-    "trainer": "lightning_alchemist.proxy.training:trainer_config",
+    "trainer": "lightning_alchemist.target.trainer:trainer_config",
     "eval": "lightning_alchemist.metrics.evaluate:eval_config",
 }
 
@@ -38,7 +38,7 @@ def _validate(group: str, cfg) -> None:
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
 def test_every_group_option_composes_and_validates(group, option):
     extra = ["data.urls=/tmp/shards.tar"] if (group, option) == ("data", "wds") else []
-    cfg = check_overrides("config", [f"{group}={option}", *extra])
+    cfg = compose("config", [f"{group}={option}", *extra])
     if group == "model" and not option.endswith("_tiny"):
         # Real models load local weights (nothing is downloaded): without the paths, a one-line error naming them.
         from lightning_alchemist.errors import ConfigError
@@ -63,5 +63,5 @@ def test_every_group_has_options_and_the_defaults_exist():
 
 
 def test_paper_table_is_a_sweep_at_equal_compute():
-    cfg = check_overrides("config", ["experiment=paper_table"])
+    cfg = compose("config", ["experiment=paper_table"])
     assert cfg.trainer.max_samples and cfg.trainer.max_samples > 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_alchemist.cli import check_overrides
+from helpers import compose
 from lightning_alchemist.config import DataConfig, data_config, to_dataclass
 from lightning_alchemist.errors import ConfigError
 
@@ -17,19 +17,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_default_config_composes():
-    cfg = check_overrides("config", [])
+    cfg = compose("config", [])
     assert cfg.data.name == "shapes" and cfg.keep == 0.5 and "out" in cfg and "seed" in cfg
 
 
 def test_overrides_and_sweeps_compose():
-    cfg = check_overrides("config", ["keep=0.2,0.5", "data.batch_size=8", "data=wds", "data.urls='/x/{0..3}.tar'"])
+    cfg = compose("config", ["keep=0.2,0.5", "data.batch_size=8", "data=wds", "data.urls='/x/{0..3}.tar'"])
     assert cfg.keep == 0.2 and cfg.data.batch_size == 8 and cfg.data.name == "wds"
     assert cfg.data.urls == "/x/{0..3}.tar"
 
 
 def test_unquoted_brace_pattern_error_says_how_to_quote():
     with pytest.raises(ConfigError) as err:
-        check_overrides("config", ["data=wds", "data.urls=/x/{0..3}.tar"])
+        compose("config", ["data=wds", "data.urls=/x/{0..3}.tar"])
     assert "\n" not in str(err.value) and "quote" in str(err.value)
 
 
@@ -45,7 +45,7 @@ def test_unquoted_brace_pattern_error_says_how_to_quote():
 )
 def test_bad_overrides_are_one_line_errors(override, words):
     with pytest.raises(ConfigError) as err:
-        check_overrides("config", override)
+        compose("config", override)
     message = str(err.value)
     assert "\n" not in message
     for word in words:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ["data.shapes.num_pool=200", "data.shapes.num_val=100", "data.shapes.shard_size=100", "data.batch_size=16"]
@@ -14,13 +15,7 @@ SMALL_EVAL = ["eval.num_prompts=8", "eval.fid_real=40", "eval.val_batches=2", "e
 
 
 def _recipe():
-    sys.path.insert(0, str(ROOT / "recipes"))
-    try:
-        import evaluate  # recipes/evaluate.py
-
-        return evaluate
-    finally:
-        sys.path.pop(0)
+    return load_recipe("evaluate")
 
 
 @pytest.fixture(scope="module")
@@ -28,16 +23,16 @@ def checkpoint(cache_dir, tmp_path_factory) -> Path:
     """A star_tiny target after one training step, saved by Lightning like recipes/train.py's last.ckpt."""
     import lightning as L
 
-    from lightning_alchemist.data.datamodule import build_datamodule
-    from omegaconf import OmegaConf
+    from helpers import compose
 
-    from lightning_alchemist.cli import CONF_DIR
-    from lightning_alchemist.proxy.module import T2IModule
+    from lightning_alchemist.config import as_container
+    from lightning_alchemist.data.datamodule import build_datamodule
+    from lightning_alchemist.target.module import T2IModule
 
     # No data.cache_dir: the recipe's data node has none either; both use cache_root() (the session's test cache).
     dm = build_datamodule({"name": "shapes", "image_size": 32, "batch_size": 16,
                            "shapes": {"num_pool": 200, "num_val": 100, "shard_size": 100}}, seed=0)
-    model = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / "star_tiny.yaml"))
+    model = as_container(compose("config", []).model)
     model["tokenizer"]["auto_train"] = False  # a seeded random tokenizer: no tokenizer training in tests
     module = T2IModule(model, {"mode": "full"}, seed=0)
     trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -50,9 +45,9 @@ def checkpoint(cache_dir, tmp_path_factory) -> Path:
 
 
 def test_recipe_evaluates_a_checkpoint(checkpoint, cache_dir, tmp_path):
-    from lightning_alchemist.cli import check_overrides
+    from helpers import compose
 
-    cfg = check_overrides("evaluate", [f"ckpt={checkpoint}", f"out={tmp_path}", *SHAPES, *SMALL_EVAL])
+    cfg = compose("evaluate", [f"ckpt={checkpoint}", f"out={tmp_path}", *SHAPES, *SMALL_EVAL])
     result = _recipe().evaluate(cfg)
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written == json.loads(json.dumps(result)) and written["checkpoint"] == str(checkpoint)
@@ -61,12 +56,12 @@ def test_recipe_evaluates_a_checkpoint(checkpoint, cache_dir, tmp_path):
 
 
 def test_recipe_fails_in_one_line_without_a_checkpoint(tmp_path, monkeypatch, capsys):
-    from lightning_alchemist.cli import check_overrides
+    from helpers import compose
     from lightning_alchemist.errors import ConfigError, DataError
 
     recipe = _recipe()
     with pytest.raises(ConfigError, match="'ckpt' is required"):
-        recipe.evaluate(check_overrides("evaluate", [f"out={tmp_path}"]))
+        recipe.evaluate(compose("evaluate", [f"out={tmp_path}"]))
     # Through the Hydra entry point (in-process: a subprocess costs ~10 s of imports on a loaded machine).
     missing = tmp_path / "run" / "train" / "checkpoints" / "last.ckpt"
     monkeypatch.setattr(sys, "argv", ["evaluate.py", f"ckpt={missing}", f"out={tmp_path}", f"hydra.run.dir={tmp_path / 'hydra'}"])
@@ -78,5 +73,5 @@ def test_recipe_fails_in_one_line_without_a_checkpoint(tmp_path, monkeypatch, ca
     not_a_ckpt = tmp_path / "garbage.ckpt"
     not_a_ckpt.write_bytes(b"not a checkpoint")
     with pytest.raises(DataError, match="cannot load a T2IModule"):
-        recipe.evaluate(check_overrides("evaluate", [f"ckpt={not_a_ckpt}", f"out={tmp_path}"]))
+        recipe.evaluate(compose("evaluate", [f"ckpt={not_a_ckpt}", f"out={tmp_path}"]))
 

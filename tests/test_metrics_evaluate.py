@@ -9,7 +9,8 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from lightning_alchemist.cli import CONF_DIR
+from helpers import CONF_DIR, compose
+from lightning_alchemist.config import as_container
 from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.metrics.evaluate import METRIC_KEYS, EvalConfig, eval_config, evaluate_model, prompt_set
 
@@ -32,14 +33,14 @@ def eval_data(cache_dir):
 
 def star_tiny_untrained() -> dict:
     """conf/model/star_tiny with a seeded random tokenizer (no tokenizer training in tests)."""
-    model = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / "star_tiny.yaml"))
+    model = as_container(compose("config", []).model)
     model["tokenizer"]["auto_train"] = False
     return model
 
 
 @pytest.fixture(scope="module")
 def target():
-    from lightning_alchemist.proxy.module import T2IModule
+    from lightning_alchemist.target.module import T2IModule
 
     return T2IModule(star_tiny_untrained(), {"mode": "full"}, seed=0)
 
@@ -87,7 +88,7 @@ def test_prompts_are_fixed_by_the_eval_seed(eval_data):
 
 
 def test_eval_config_is_validated():
-    assert eval_config(OmegaConf.load(CONF_DIR / "eval" / "default.yaml")) == EvalConfig()  # the yaml states the defaults
+    assert eval_config(compose("config", []).eval) == EvalConfig()  # the default option keeps the schema's defaults
     for bad, needle in (({"num_promts": 3}, "eval.num_promts"), ({"fid_features": ["inceptoin"]}, "eval.fid_features"),
                         ({"align_on": ["colour"]}, "eval.align_on"), ({"num_prompts": 1}, "eval"),
                         ({"val_batches": 0}, "eval.val_batches")):

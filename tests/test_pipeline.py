@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lightning_alchemist.cli import check_overrides
+from helpers import compose, load_recipe
 from lightning_alchemist.errors import ConfigError, DataError
 from lightning_alchemist.pipeline.cache import cached_stage, fingerprint
 
@@ -26,12 +26,7 @@ TOY = [
 
 
 def _recipe():
-    sys.path.insert(0, str(ROOT / "recipes"))
-    try:
-        import train  # recipes/train.py
-    finally:
-        sys.path.pop(0)
-    return train
+    return load_recipe("train")
 
 
 def _png(path: Path) -> tuple[int, int]:
@@ -40,9 +35,35 @@ def _png(path: Path) -> tuple[int, int]:
         return im.size
 
 
-def test_pipeline_end_to_end_then_reuses_cached_ratings(tmp_path):
+def _count_calls(monkeypatch, owner, name, calls, tag, when=lambda *a, **k: True):
+    original = getattr(owner, name)
+
+    def counted(*args, **kwargs):
+        if when(*args, **kwargs):
+            calls[tag] = calls.get(tag, 0) + 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+
+
+def test_pipeline_end_to_end_then_reuses_cached_ratings(tmp_path, monkeypatch):
+    import lightning_alchemist.rater.scoring as scoring
+    import lightning_alchemist.schema as schema
+    from lightning_alchemist.data.datamodule import T2IDataModule
+    from lightning_alchemist.selection.manifest import Selection
+    from lightning_alchemist.selection.ratings import Ratings
+
     train = _recipe().train
-    first = train(check_overrides("config", TOY + [f"out={tmp_path}"]))
+    calls: dict[str, int] = {}
+    ours = lambda self, cfg=None, *a, **k: getattr(getattr(cfg, "shapes", None), "num_pool", None) == 1000  # noqa: E731
+    _count_calls(monkeypatch, T2IDataModule, "__init__", calls, "datamodule", when=ours)
+    _count_calls(monkeypatch, Ratings, "read", calls, "ratings")
+    _count_calls(monkeypatch, Selection, "read", calls, "selection")
+    _count_calls(monkeypatch, scoring, "load_rater", calls, "rater")
+    _count_calls(monkeypatch, schema, "rater_config", calls, "rater_config")
+    first = train(compose("config", TOY + [f"out={tmp_path}"]))
+    # One run builds its datamodule once, reads the rater, the ratings and the selection once, validates once.
+    assert calls == {"datamodule": 1, "ratings": 1, "selection": 1, "rater": 1, "rater_config": 1}, calls
 
     stages = first["stages"]
     assert set(stages) == {"rater", "ratings", "selection"} and not any(s["cached"] for s in stages.values())
@@ -70,7 +91,7 @@ def test_pipeline_end_to_end_then_reuses_cached_ratings(tmp_path):
 
     # A second run at another keep reuses the rater and the ratings (asserted by flag and by file times).
     times = [p.stat().st_mtime_ns for p in [rater_ckpt, *ratings]]
-    second = train(check_overrides("config", TOY + [f"out={tmp_path}", "keep=0.2"]))
+    second = train(compose("config", TOY + [f"out={tmp_path}", "keep=0.2"]))
     assert second["stages"]["rater"]["cached"] and second["stages"]["ratings"]["cached"]
     assert not second["stages"]["selection"]["cached"] and second["selection"]["num_kept"] == 200
     assert [p.stat().st_mtime_ns for p in [rater_ckpt, *ratings]] == times
@@ -95,7 +116,7 @@ def test_sweep_writes_one_comparison_table(tmp_path):
     # random reads no rating: the pool's keys stand in, no rater is trained
     jobs = [json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/report/metrics.json")]
     [random_job] = [job for job in jobs if job["params"]["selection"] == "random"]
-    assert set(random_job["stages"]) == {"keys", "selection"}
+    assert set(random_job["stages"]) == {"selection"}
     assert not (tmp_path / "cache" / "rater").exists()
 
 
@@ -103,7 +124,7 @@ def test_selection_for_another_dataset_is_a_one_line_error(tmp_path):
     from lightning_alchemist.selection.manifest import Selection
 
     path = Selection.from_keys([f"other-{i:06d}" for i in range(300)]).write(tmp_path / "other.parquet")
-    cfg = check_overrides("config", TOY + [f"out={tmp_path}", f"selection_path={path}"])
+    cfg = compose("config", TOY + [f"out={tmp_path}", f"selection_path={path}"])
     with pytest.raises(DataError, match="0 of 300") as err:
         _recipe().train(cfg)
     assert "\n" not in str(err.value)
@@ -119,7 +140,7 @@ def test_selection_for_another_dataset_is_a_one_line_error(tmp_path):
 def test_bad_input_fails_fast_in_one_line(tmp_path, overrides, error, match):
     from lightning_alchemist.pipeline.run import plan_stages
 
-    cfg = check_overrides("config", [f"out={tmp_path}", *overrides])
+    cfg = compose("config", [f"out={tmp_path}", *overrides])
     with pytest.raises(error, match=match) as err:
         plan_stages(cfg)
     assert "\n" not in str(err.value)
@@ -135,7 +156,7 @@ def test_bad_input_fails_fast_in_one_line(tmp_path, overrides, error, match):
 def test_plan_runs_only_the_stages_a_config_needs(tmp_path, overrides, rate, select):
     from lightning_alchemist.pipeline.run import plan_stages
 
-    plan = plan_stages(check_overrides("config", [f"out={tmp_path}", *overrides]))
+    plan = plan_stages(compose("config", [f"out={tmp_path}", *overrides]))
     assert (plan.rate, plan.select) == (rate, select)
 
 

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import webdataset as wds
 from PIL import Image
 
-from lightning_alchemist.cli import check_overrides
+from helpers import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ def test_prepare_writes_shards_labels_and_contact_sheet_then_reuses_the_cache(tm
         "data.shapes.shard_size=80",
         "data.shapes.resolution=32",
     ]
-    summary = recipe.main.task(check_overrides("config", overrides))
+    summary = recipe.main.task(compose("config", overrides))
     printed = capsys.readouterr().out
     assert "pool: 240 samples in 3 shards" in printed and "defects:" in printed and "contact sheet" in printed
     root = Path(summary["root"])
@@ -45,5 +45,5 @@ def test_prepare_writes_shards_labels_and_contact_sheet_then_reuses_the_cache(tm
     assert json.loads((tmp_path / "out" / "data_summary.json").read_text())["pool_samples"] == 240
 
     stamp = (root / "pool-000000.tar").stat().st_mtime_ns
-    recipe.main.task(check_overrides("config", overrides))
+    recipe.main.task(compose("config", overrides))
     assert (root / "pool-000000.tar").stat().st_mtime_ns == stamp  # cached, not regenerated

@@ -10,17 +10,17 @@ import pytest
 import torch
 
 import lightning_alchemist.proxy as proxy_pkg
-from lightning_alchemist.cli import check_overrides
+from helpers import compose
 from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.proxy.factory import model_config
 from lightning_alchemist.proxy.lora import finetune_config
 from lightning_alchemist.proxy.star.transformer import StarTransformer
-from lightning_alchemist.proxy.training import total_steps, trainer_config
+from lightning_alchemist.target.trainer import total_steps, trainer_config
 
 
 @pytest.mark.parametrize("name", ["star_tiny", "flux_tiny"])
 def test_tiny_configs_compose_and_validate(name):
-    cfg = check_overrides("config", [f"model={name}", "finetune=lora", "trainer=cpu"])
+    cfg = compose("config", [f"model={name}", "finetune=lora", "trainer=cpu"])
     m = model_config(cfg.model)
     assert m.name == name and m.family == name.split("_")[0]
     assert finetune_config(cfg.finetune).mode == "lora"
@@ -30,7 +30,7 @@ def test_tiny_configs_compose_and_validate(name):
 @pytest.mark.parametrize("name,missing", [("star_40m", "tokenizer.checkpoint"), ("star_0.3b", "tokenizer.checkpoint"),
                                           ("star_0.9b", "tokenizer.checkpoint"), ("flux", "model.path")])
 def test_real_model_configs_name_the_missing_local_path(name, missing):
-    cfg = check_overrides("config", [f"model={name}"])
+    cfg = compose("config", [f"model={name}"])
     with pytest.raises(ConfigError, match=missing.replace(".", r"\.")) as err:
         model_config(cfg.model)
     assert "\n" not in str(err.value)
@@ -38,7 +38,7 @@ def test_real_model_configs_name_the_missing_local_path(name, missing):
 
 @pytest.mark.parametrize("name,depth,params_m", [("star_40m", 8, 41.0), ("star_0.3b", 16, 274.9), ("star_0.9b", 24, 878.1)])
 def test_star_sizes_match_the_official_table(name, depth, params_m, tmp_path):
-    cfg = check_overrides("config", [f"model={name}", f"model.tokenizer.checkpoint={tmp_path}/vae.pth", f"model.text.path={tmp_path}"])
+    cfg = compose("config", [f"model={name}", f"model.tokenizer.checkpoint={tmp_path}/vae.pth", f"model.text.path={tmp_path}"])
     m = model_config(cfg.model)
     assert m.transformer.depth == depth
     with torch.device("meta"):
@@ -64,21 +64,15 @@ def test_package_exports_are_lazy_and_complete():
 
 
 def _train_recipe():
-    import sys
-    from pathlib import Path
+    from helpers import load_recipe
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
-    try:
-        import train  # recipes/train.py
-    finally:
-        sys.path.pop(0)
-    return train
+    return load_recipe("train")
 
 
 @pytest.mark.parametrize("overrides,match", [(["model=flux"], "model.path"), (["model=star_tiny", "data.image_size=64"], "data.image_size=32"),
                                              (["finetune=lora", "finetune.rank=0"], "finetune.rank")])
 def test_train_recipe_fails_fast_with_one_line(overrides, match):
-    cfg = check_overrides("config", overrides)
+    cfg = compose("config", overrides)
     with pytest.raises(ConfigError, match=match) as err:
         _train_recipe().train(cfg)
     assert "\n" not in str(err.value)

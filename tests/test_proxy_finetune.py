@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.proxy.factory import build_proxy
 from lightning_alchemist.proxy.lora import load_lora_state_dict, lora_state_dict
-from lightning_alchemist.proxy.module import T2IModule
+from lightning_alchemist.target.module import T2IModule
 from proxy_batches import make_batch
 
 MODELS = {"star": {"family": "star", "tokenizer": {"auto_train": False}}, "flux": {"family": "flux"}}

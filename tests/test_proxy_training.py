@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -10,7 +11,7 @@ import lightning as L
 import pytest
 import torch
 
-from lightning_alchemist.proxy.module import T2IModule
+from lightning_alchemist.target.module import T2IModule
 
 SMALL_SHAPES = {"name": "shapes", "image_size": 32, "batch_size": 16,
                 "shapes": {"num_pool": 1000, "num_val": 200, "shard_size": 500}}
@@ -65,23 +66,18 @@ def test_training_on_shapes_lowers_validation_loss(datamodule, family, mode, ste
 
 
 def test_train_recipe_runs_and_logs(tmp_path):
-    import sys
-    from pathlib import Path
+    from helpers import load_recipe
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
-    try:
-        from train import train  # recipes/train.py
-    finally:
-        sys.path.pop(0)
-    from lightning_alchemist.cli import check_overrides
+    train = load_recipe("train").train
+    from helpers import compose
 
-    cfg = check_overrides("config", [
+    cfg = compose("config", [
         "model=flux_tiny", "finetune=lora", "keep=0.5", "selection=random", f"out={tmp_path}", "eval.num_prompts=8", "eval.fid_real=64", "eval.val_batches=2", "trainer.max_steps=4", "trainer.val_check_interval=4",
         "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false", "data.batch_size=8",
         "data.shapes.num_pool=1000", "data.shapes.num_val=200", "data.shapes.shard_size=500"])
     result = train(cfg)
     assert result["train"]["steps"] == 4 and result["metrics"]["val_loss"] > 0
-    assert set(result["stages"]) == {"keys", "selection"}  # random: no rater
+    assert set(result["stages"]) == {"selection"}  # random: no rater
     assert result["train"]["selection"]["found"] == 500 and result["params"]["model"] == "flux_tiny"
     metrics = (Path(result["train"]["log_dir"]) / "metrics.csv").read_text()
     assert "train/loss" in metrics and "val/loss" in metrics

@@ -10,25 +10,25 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lightning_alchemist.cli import check_overrides
+from helpers import compose, set_group
 from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.rater.auc import auc, defect_aucs
-from lightning_alchemist.rater.recipe import proxy_model_config, rater_path_override, run_score, run_train_rater
+from lightning_alchemist.rater.recipe import rater_path_override, run_score, run_train_rater
 
 TOY = {"class": "rater_toys.ToyProxy", "kwargs": {"image_size": 32, "patch": 8}}
 TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
 
 
-def compose(name: str, overrides: list[str], **nodes) -> OmegaConf:
-    cfg = check_overrides(name, overrides)
-    OmegaConf.set_struct(cfg, False)
-    cfg.merge_with(nodes)
+def compose_with(name: str, overrides: list[str], **nodes) -> OmegaConf:
+    cfg = compose(name, overrides)
+    for key, node in nodes.items():  # replaced whole (a user's proxy is not a StarConfig)
+        set_group(cfg, key, node)
     return cfg
 
 
 def test_train_rater_then_score_on_tiny_shapes(tmp_path, small_shapes, small_shapes_cfg):
     out = tmp_path / "run"
-    cfg = compose(
+    cfg = compose_with(
         "config",
         [f"out={out}", "rater.proxy=null", "rater.epochs=2", "rater.network.depth=1", "rater.network.width=32",
          "rater.network.heads=2", "rater.probe_size=32", "rater.steps_per_epoch=3",
@@ -43,9 +43,10 @@ def test_train_rater_then_score_on_tiny_shapes(tmp_path, small_shapes, small_sha
     rows = list(csv.DictReader(open(next((out / "rater_logs").rglob("metrics.csv")))))
     alphas = sorted({round(float(r["train/alpha_epoch"]), 6) for r in rows if r.get("train/alpha_epoch")})
     assert alphas == [0.97, 1.0]
-    assert len(list((out / "rater_checkpoints").glob("*.ckpt"))) == 2  # one per epoch
+    # the last keep_checkpoints=2 epochs and last.ckpt
+    assert sorted(p.name for p in (out / "rater_checkpoints").glob("*.ckpt")) == ["epoch00.ckpt", "epoch01.ckpt", "last.ckpt"]
 
-    score_cfg = compose("score", rater_path_override([f"rater={ckpt}", f"out={out}"]), data=small_shapes_cfg, trainer=TRAINER)
+    score_cfg = compose_with("score", rater_path_override([f"rater={ckpt}", f"out={out}"]), data=small_shapes_cfg, trainer=TRAINER)
     info = run_score(score_cfg)
     files = sorted((out / "ratings").glob("*.parquet"))
     assert [f.stem for f in files] == [s.stem for s in small_shapes.pool_shards()]
@@ -55,7 +56,7 @@ def test_train_rater_then_score_on_tiny_shapes(tmp_path, small_shapes, small_sha
     assert len(ratings) == len(small_shapes.pool) == info["rows"]
     assert np.isfinite(ratings.ratings).all() and ratings.ratings.std() > 0
     # the rerun finds everything done
-    again = run_score(compose("score", rater_path_override([f"rater={ckpt}", f"out={out}"]), data=small_shapes_cfg, trainer=TRAINER))
+    again = run_score(compose_with("score", rater_path_override([f"rater={ckpt}", f"out={out}"]), data=small_shapes_cfg, trainer=TRAINER))
     assert again["rows"] == 0 and len(again["skipped_shards"]) == len(files)
 
 
@@ -67,7 +68,7 @@ def test_default_rater_warms_up_then_scores_directly(tmp_path, small_shapes, sma
     from lightning_alchemist.selection.ratings import Ratings
 
     out = tmp_path / "direct"
-    cfg = compose("config", [f"out={out}", "rater.proxy=null", "rater.warmup.steps=6", "rater.warmup.eval_every=3",
+    cfg = compose_with("config", [f"out={out}", "rater.proxy=null", "rater.warmup.steps=6", "rater.warmup.eval_every=3",
                              "rater.warmup.batch_size=8", "rater.contrast_partners=2"],
                   data=small_shapes_cfg, model=TOY, trainer=TRAINER)
     ckpt = run_train_rater(cfg)
@@ -78,7 +79,7 @@ def test_default_rater_warms_up_then_scores_directly(tmp_path, small_shapes, sma
     rows = list(csv.DictReader(open(out / "rater_logs" / "version_0" / "metrics.csv")))
     assert [r["step"] for r in rows] == ["3", "6"] and all(float(r["warmup/holdout_loss"]) > 0 for r in rows)
     assert run_train_rater(cfg) == ckpt and load_rater(ckpt).info["warmup"]["cached"]  # the second run trains nothing
-    info = run_score(compose("score", rater_path_override([f"rater={ckpt}", f"out={out}"]), data=small_shapes_cfg, trainer=TRAINER))
+    info = run_score(compose_with("score", rater_path_override([f"rater={ckpt}", f"out={out}"]), data=small_shapes_cfg, trainer=TRAINER))
     ratings = Ratings.read(out / "ratings", expected_keys=list(small_shapes.pool.keys))
     assert info["rows"] == len(small_shapes.pool) and np.isfinite(ratings.ratings).all()
     assert ratings.ranking["objective"] == "contrast" and ratings.ranking["head"] == "clean"
@@ -102,9 +103,13 @@ def test_limited_prediction_writes_only_complete_shards(tmp_path, small_shapes_c
 def test_rater_path_override_and_proxy_config_errors():
     assert rater_path_override(["rater=/x/rater.ckpt", "out=y", "rater.network.depth=1"]) == [
         "rater_ckpt=/x/rater.ckpt", "out=y", "rater.network.depth=1"]
-    with pytest.raises(ConfigError, match="no proxy config"):
-        proxy_model_config("does_not_exist")
-    assert proxy_model_config("star_tiny")["family"] == "star"
+    with pytest.raises(ConfigError, match="does_not_exist") as err:
+        compose("config", ["rater.proxy=does_not_exist"])
+    assert "\n" not in str(err.value)
+    cfg = compose("config", ["rater.proxy=flux_tiny", "rater.proxy.seed=3"])  # a conf/model entry, composed and typed
+    assert cfg.rater.proxy.family == "flux" and cfg.rater.proxy.seed == 3 and cfg.model.family == "star"
+    with pytest.raises(ConfigError, match="rater.proxy.seed"):
+        compose("config", ["rater.proxy.seed=abc"])
 
 
 def test_auc_and_defect_aucs():
@@ -125,13 +130,13 @@ def test_multi_process_runs_get_a_find_unused_ddp_strategy():
 def test_rater_presets_compose_and_validate():
     from lightning_alchemist.rater.config import rater_config
 
-    default = rater_config(check_overrides("config", []).rater)
-    assert default.meta_gradient == "first_order" and default.proxy == "star_tiny" and default.entropy_weight == 1.0
+    default = rater_config(compose("config", []).rater)
+    assert default.meta_gradient == "first_order" and default.proxy.name == "star_tiny" and default.entropy_weight == 1.0
     assert default.proxy_optim.lr == 2e-3 and default.rater_optim.lr == 1e-3 and list(default.proxy_optim.betas) == [0.9, 0.95]
     assert default.rater_optim.warmup_epochs == 4.0 and default.steps_per_epoch == 20 and default.epochs == 10
-    tiny = rater_config(check_overrides("config", ["rater=tiny"]).rater)
+    tiny = rater_config(compose("config", ["rater=tiny"]).rater)
     assert tiny.steps_per_epoch is None and tiny.proxy_optim.lr == 2e-3  # full epochs, the rest stays the default
-    official = rater_config(check_overrides("config", ["rater=official"]).rater)
+    official = rater_config(compose("config", ["rater=official"]).rater)
     assert official.proxy_optim.lr == official.rater_optim.lr == 1e-4 and official.entropy_weight == 0.0
     assert official.rater_optim.warmup_epochs == official.proxy_optim.warmup_epochs == 0.2 and official.steps_per_epoch is None
     assert official.proxy_optim.weight_decay == 0.05 and official.alpha_decay == 0.03  # the rest stays the default

@@ -25,7 +25,7 @@ from lightning_alchemist.selection import (
 from lightning_alchemist.selection.draw import gumbel_top_k, make_rng, permutation, rank_order, weighted_draw
 from lightning_alchemist.selection.manifest import META_KEY
 from lightning_alchemist.selection.plot import kept_mask, kept_share_by_percentile
-from lightning_alchemist.selection.strategies import curriculum_bin_weights
+from lightning_alchemist.selection.schedule import curriculum_bin_weights
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 ALL = [ShiftGaussian(), Gsample(), TopK(), BottomK(), Block(0.3), Random(), Curriculum(epochs=10)]
@@ -195,11 +195,12 @@ def test_manifest_roundtrip_and_plain_pyarrow(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES) + ["none"])
 def test_hydra_group_builds_each_strategy(name):
-    from omegaconf import OmegaConf
+    from helpers import compose
 
-    node = OmegaConf.load(CONF / "selection" / f"{name}.yaml")
-    strategy = build_strategy(node)
+    strategy = build_strategy(compose("config", [f"selection={name}"]).selection)
     assert (strategy is None) if name == "none" else (strategy.name == name)
+    if strategy is not None:  # the schema's defaults are the strategy class's own (one source of defaults)
+        assert strategy == type(strategy)()
 
 
 def test_build_strategy_errors_are_one_line():
@@ -214,11 +215,11 @@ def test_build_strategy_errors_are_one_line():
 
 
 def test_select_recipe_writes_manifest_and_histogram(tmp_path):
-    from lightning_alchemist.cli import check_overrides
+    from helpers import compose
     from lightning_alchemist.selection.recipe import run_select
 
     make_ratings(2000).write(tmp_path / "ratings", "shard-000000", fingerprint="scorer-1")
-    cfg = check_overrides(
+    cfg = compose(
         "select", [f"ratings={tmp_path / 'ratings'}", "selection=gsample", "keep=0.4", f"out={tmp_path}"]
     )
     out = run_select(cfg)
@@ -226,10 +227,10 @@ def test_select_recipe_writes_manifest_and_histogram(tmp_path):
     assert len(sel) == 800 and sel.meta["strategy"] == "gsample"
     assert sel.meta["scoring_fingerprints"] == ["scorer-1"]
     assert out["histogram"].stat().st_size > 10_000
-    cfg = check_overrides("select", [f"ratings={tmp_path / 'ratings'}", "soft=true", "keep=0.4", f"out={tmp_path}/soft"])
+    cfg = compose("select", [f"ratings={tmp_path / 'ratings'}", "soft=true", "keep=0.4", f"out={tmp_path}/soft"])
     soft = Selection.read(run_select(cfg)["selection"])
     assert len(soft) == 2000 and soft.samples_per_epoch() == 800 and (soft.weights == 0).sum() == 400
-    root = check_overrides("config", [])
+    root = compose("config", [])
     assert build_strategy(root.selection).name == "shift_gauss"  # the default of the root config
 
 
@@ -237,7 +238,7 @@ def test_select_recipe_runs_as_a_script(tmp_path):
     import subprocess
     import sys
 
-    recipe = Path(__file__).resolve().parents[1] / "recipes" / "select.py"
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "select_data.py"
     make_ratings(500).write(tmp_path / "ratings", "shard-000000")
     ok = subprocess.run(
         [sys.executable, str(recipe), f"ratings={tmp_path / 'ratings'}", "selection=topk", "keep=0.2", f"out={tmp_path}"],

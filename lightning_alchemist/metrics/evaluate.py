@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -20,14 +20,29 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_alchemist.config import to_dataclass
+from lightning_alchemist.config import Choice, as_container, to_dataclass
 from lightning_alchemist.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 __all__ = ["EvalConfig", "METRIC_KEYS", "eval_config", "autoencoder_roundtrip", "evaluate_model", "load_target", "prompt_set", "sample_grid"]
 
-FID_FEATURES = ("judge", "inception")
+class FidFeature(Choice):
+    judge = "judge"
+    inception = "inception"
+
+
+class Attribute(Choice):
+    """What the shapes judge can check in a generated image (:data:`metrics.judge.ATTRIBUTES`)."""
+
+    position = "position"
+    shape = "shape"
+    color = "color"
+    size = "size"
+    background = "background"
+
+
+FID_FEATURES = FidFeature.values()
 # Keys every result has (None where a metric does not apply or was skipped; ``skipped`` says why).
 METRIC_KEYS = ("val_loss", "val_samples", "num_prompts", "alignment", "alignment_breakdown", "alignment_reference",
                "alignment_ceiling", "fid_judge", "fid_judge_reference", "fid_judge_ceiling", "fid_inception", "clip_score", "skipped", "judge", "seconds",
@@ -43,10 +58,10 @@ class EvalConfig:
     batch_size: int = 64            # generation / feature batch
     val_batches: Optional[int] = 16  # held-out loss on the first N batches (a fixed set; null = the whole split)
     fid_real: int = 1000            # real clean held-out images for the FID's reference side (capped at the split)
-    fid_features: list[str] = field(default_factory=lambda: ["judge", "inception"])  # judge: shapes only
+    fid_features: list[FidFeature] = field(default_factory=lambda: [FidFeature.judge, FidFeature.inception])  # judge: shapes only
     inception_weights: Optional[str] = None  # a local TorchScript Inception (e.g. inception-2015-12-05.pt)
     clip_weights: Optional[str] = None       # a local CLIP folder (CLIPModel + CLIPProcessor files)
-    align_on: list[str] = field(default_factory=lambda: ["position", "shape", "color"])  # what must match the prompt
+    align_on: list[Attribute] = field(default_factory=lambda: [Attribute.position, Attribute.shape, Attribute.color])  # what must match the prompt
     judge: dict[str, Any] = field(default_factory=dict)  # overrides of metrics.judge.JudgeConfig (width, steps, ...)
     grid_images: int = 32           # images in generated.png
     grid_columns: int = 8
@@ -57,8 +72,9 @@ def eval_config(node: Any) -> EvalConfig:
     from lightning_alchemist.metrics.judge import ATTRIBUTES
 
     cfg = to_dataclass(node, EvalConfig, "eval")
-    if cfg.num_prompts < 2 or cfg.batch_size <= 0 or cfg.fid_real < 2 or cfg.grid_images < 0 or cfg.grid_columns <= 0:
-        raise ConfigError("config 'eval': num_prompts and fid_real must be >= 2, batch_size and grid_columns positive, grid_images >= 0")
+    for name, low in (("num_prompts", 2), ("fid_real", 2), ("batch_size", 1), ("grid_columns", 1), ("grid_images", 0)):
+        if getattr(cfg, name) < low:
+            raise ConfigError(f"config 'eval.{name}': got {getattr(cfg, name)}, expected >= {low}")
     if cfg.val_batches is not None and cfg.val_batches <= 0:
         raise ConfigError(f"config 'eval.val_batches': got {cfg.val_batches}; use a positive number or null (whole split)")
     bad = [f for f in cfg.fid_features if f not in FID_FEATURES]
@@ -179,7 +195,7 @@ def evaluate_model(module: Any, datamodule: Any, eval_cfg: Any = None, out_dir: 
     """Evaluate a trained target on fixed, seeded prompts; write ``generated.png`` (and nothing else) to ``out_dir``.
 
     Args:
-        module: a :class:`~lightning_alchemist.proxy.module.T2IModule` (any module with ``generate(prompts, seed)``,
+        module: a :class:`~lightning_alchemist.target.module.T2IModule` (any module with ``generate(prompts, seed)``,
             ``proxy.per_sample_loss``, ``encode`` works).
         datamodule: the :class:`~lightning_alchemist.data.datamodule.T2IDataModule` it was trained with (its clean
             held-out ``val`` split gives the loss and the FID's real images).
@@ -290,7 +306,7 @@ def evaluate_model(module: Any, datamodule: Any, eval_cfg: Any = None, out_dir: 
     seconds["total"] = time.time() - t_all
     result["skipped"] = skipped
     result["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
-    result["eval_config"] = asdict(cfg)
+    result["eval_config"] = as_container(cfg)
     json.dumps(result)  # fail here, not in the caller's writer, if something is not JSON-serialisable
     return result
 
@@ -329,13 +345,13 @@ def _render_reference(scenes: Sequence[dict], judge: Any) -> Tensor:
 
 
 def load_target(ckpt: str | Path, model: Any = None, map_location: str = "cpu") -> Any:
-    """A :class:`~lightning_alchemist.proxy.module.T2IModule` from a Lightning checkpoint of ``recipes/train.py``.
+    """A :class:`~lightning_alchemist.target.module.T2IModule` from a Lightning checkpoint of ``recipes/train.py``.
 
     The model/finetune configs saved in the checkpoint rebuild the frozen parts; ``model`` (a config
     node) replaces the saved model config. Errors are one line naming the file.
     """
     from lightning_alchemist.errors import AlchemistError, DataError
-    from lightning_alchemist.proxy.module import T2IModule
+    from lightning_alchemist.target.module import T2IModule
 
     path = Path(ckpt).expanduser()
     if not path.is_file():

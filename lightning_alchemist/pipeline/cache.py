@@ -8,7 +8,6 @@ stage again in the same folder (scoring then resumes shard by shard).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -18,35 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from lightning_alchemist.config import as_container
 from lightning_alchemist.paths import file_lock
 
-__all__ = ["StageResult", "cached_stage", "fingerprint", "plain"]
+__all__ = ["StageResult", "cached_stage", "fingerprint"]
 
 log = logging.getLogger(__name__)
 
 MARKER = "stage.json"
 
 
-def plain(value: Any) -> Any:
-    """A JSON-ready copy of a config value (DictConfig, dataclass, Path, tuple ... → dict/list/str)."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(value, (DictConfig, ListConfig)):
-        return plain(OmegaConf.to_container(value, resolve=True))
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return plain(dataclasses.asdict(value))
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value
-
-
 def fingerprint(payload: Any) -> str:
     """12 hex digits naming ``payload`` (key order does not matter)."""
-    blob = json.dumps(plain(payload), sort_keys=True, default=str).encode()
+    blob = json.dumps(as_container(payload), sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -86,14 +69,14 @@ def cached_stage(root: Path, stage: str, key: Mapping[str, Any], build: Callable
         if marker.is_file():
             return _reuse(stage, fp, folder)
         folder.mkdir(parents=True, exist_ok=True)
-        return StageResult(stage, fp, folder, plain(dict(build(folder))), cached=False)
+        return StageResult(stage, fp, folder, as_container(dict(build(folder))), cached=False)
     with file_lock(Path(root) / stage / f"{fp}.lock"):
         if marker.is_file():
             return _reuse(stage, fp, folder)
         folder.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
-        info = plain(dict(build(folder)))
-        record = {"stage": stage, "fingerprint": fp, "seconds": round(time.time() - t0, 2), "key": plain(key), "info": info}
+        info = as_container(dict(build(folder)))
+        record = {"stage": stage, "fingerprint": fp, "seconds": round(time.time() - t0, 2), "key": as_container(key), "info": info}
         tmp = marker.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
         os.replace(tmp, marker)  # the marker appears only once the artifact is complete

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from lightning_alchemist.pipeline.cache import plain
+from lightning_alchemist.config import as_container
 
 __all__ = ["BANDS", "band_keys", "defect_stats", "plot_curves", "read_csv_metrics", "write_report"]
 
@@ -130,39 +130,43 @@ def _rater_log_dir(rater_folder: Path) -> Optional[Path]:
 
 def write_report(
     out: Path,
-    cfg: Any,
+    v: Any,
     plan: Any,
     datamodule: Any,
     target: Any,
     metrics: Mapping[str, Any],
-    ratings_dir: Optional[Path],
+    ratings: Any,
+    selection: Any,
     selection_path: Optional[Path],
     stages: Mapping[str, Any],
     seconds: float,
     eval_dir: Optional[Path] = None,
 ) -> dict[str, Any]:
-    """Write the report folder; returns the ``metrics.json`` content."""
+    """Write the report folder from what the stages returned; returns the ``metrics.json`` content.
+
+    ``v``: the validated config; ``ratings``: the pool's :class:`Ratings` (None when the run had no
+    rating values); ``selection``: the :class:`Selection` the target trained with (None: all data), and
+    ``selection_path`` the manifest it was read from.
+    """
     from lightning_alchemist.data.contact_sheet import contact_sheet
-    from lightning_alchemist.selection.manifest import Selection
-    from lightning_alchemist.selection.ratings import Ratings
+    from lightning_alchemist.schema import model_name
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
-    table = Ratings.read(ratings_dir) if ratings_dir is not None else None
+    table = ratings
     ratings = table.ratings if table is not None else None
     if table is not None:
-        sheet = contact_sheet(datamodule.pool, band_keys(table.keys, ratings, seed=cfg.seed))
+        sheet = contact_sheet(datamodule.pool, band_keys(table.keys, ratings, seed=v.seed))
         sheet.save(out / "rating_bands.png")
         files["rating_bands"] = "rating_bands.png"
     kept: Optional[set] = None
     selection_meta: dict[str, Any] = {}
-    if selection_path is not None:
-        selection = Selection.read(selection_path)
+    if selection is not None:
         kept = set(selection.keys.to_pylist())
-        selection_meta = {k: v for k, v in selection.meta.items() if k not in ("schedule",)}
-        hist = Path(selection_path).parent / "selection_histogram.png"
-        if hist.is_file() and ratings_dir is not None:
+        selection_meta = {k: val for k, val in selection.meta.items() if k not in ("schedule",)}
+        hist = Path(selection_path).parent / "selection_histogram.png" if selection_path is not None else None
+        if hist is not None and hist.is_file() and table is not None:
             shutil.copyfile(hist, out / "selection_histogram.png")
             files["selection_histogram"] = "selection_histogram.png"
     defects: dict[str, Any] = {}
@@ -176,7 +180,7 @@ def write_report(
         for name in sorted(Path(eval_dir).glob("*.png")):
             shutil.copyfile(name, out / name.name)
             files[name.stem] = name.name
-    if plot_curves(Path(target.log_dir), out / "loss_curves.png", title=f"target {cfg.model.name}"):
+    if plot_curves(Path(target.log_dir), out / "loss_curves.png", title=f"target {model_name(v.model)}"):
         files["loss_curves"] = "loss_curves.png"
     rater = stages.get("rater")
     rater_logs = _rater_log_dir(Path(rater.path)) if rater is not None else None
@@ -184,13 +188,13 @@ def write_report(
         files["rater_curves"] = "rater_curves.png"
     report = {
         "params": {
-            "data": cfg.data.name, "model": cfg.model.name, "finetune": cfg.finetune.mode, "selection": plan.name,
-            "keep": plan.keep, "seed": cfg.seed, "rater_proxy": cfg.rater.proxy if plan.rate else None,
+            "data": v.data.name, "model": model_name(v.model), "finetune": str(v.finetune.mode), "selection": plan.name,
+            "keep": plan.keep, "seed": v.seed, "rater_proxy": model_name(v.rater_proxy) if plan.rate else None,
         },
-        "metrics": plain(dict(metrics)),
+        "metrics": as_container(dict(metrics)),
         "train": {"steps": target.steps, "samples_seen": target.samples_seen, "seconds": round(target.seconds, 1),
-                  "checkpoint": target.checkpoint, "log_dir": target.log_dir, "selection": plain(target.selection_stats)},
-        "selection": plain(selection_meta),
+                  "checkpoint": target.checkpoint, "log_dir": target.log_dir, "selection": as_container(target.selection_stats)},
+        "selection": as_container(selection_meta),
         "defects": defects,
         "stages": {name: {"path": str(s.path), "fingerprint": s.fingerprint, "cached": s.cached} for name, s in stages.items()},
         "seconds": round(seconds, 1),

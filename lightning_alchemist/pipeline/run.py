@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from lightning_alchemist.errors import ConfigError, DataError
-from lightning_alchemist.pipeline.cache import StageResult, cached_stage, plain
+from lightning_alchemist.config import as_container
+from lightning_alchemist.pipeline.cache import StageResult, cached_stage
+from lightning_alchemist.runtime import set_threads
+from lightning_alchemist.schema import Validated, model_name, validate
 
 __all__ = ["Plan", "plan_stages", "run_pipeline"]
 
@@ -25,17 +27,13 @@ _RATING_FREE = {"random"}
 
 
 class Plan:
-    """Which stages a config needs: ``rate`` (train a rater and score), ``select``, or neither (all data)."""
+    """Which stages a validated config needs: ``rate`` (train a rater and score), ``select``, or neither (all data)."""
 
-    def __init__(self, cfg: Any) -> None:
-        from lightning_alchemist.selection.strategies import build_strategy
-
-        self.keep = float(cfg.keep)
-        if not 0.0 < self.keep <= 1.0:
-            raise ConfigError(f"config 'keep': got {cfg.keep}, expected a fraction 0 < keep <= 1 (1.0 trains on everything)")
-        self.strategy = build_strategy(cfg.selection)
-        self.selection_path = Path(cfg.selection_path) if cfg.get("selection_path") else None
-        self.ratings_path = Path(cfg.ratings) if cfg.get("ratings") else None
+    def __init__(self, v: Validated) -> None:
+        self.keep = v.keep
+        self.strategy = v.strategy
+        self.selection_path = v.selection_path
+        self.ratings_path = v.ratings
         name = self.strategy.name if self.strategy is not None else "none"
         curriculum = name == "curriculum"  # reweights every epoch, even at keep=1
         self.select = self.selection_path is None and self.strategy is not None and (self.keep < 1.0 or curriculum)
@@ -43,12 +41,6 @@ class Plan:
         self.mode = "weighted" if curriculum else "subset"
         # What the run trained on, for reports and sweep tables: keep=1.0 with any strategy is all data.
         self.name = "given" if self.selection_path else (name if self.select else "none")
-        if self.selection_path is not None and not self.selection_path.is_file():
-            raise DataError(f"config 'selection_path': no selection manifest at {self.selection_path}; "
-                            "write one with recipes/select.py or drop the option")
-        if self.ratings_path is not None and not self.ratings_path.exists():
-            raise DataError(f"config 'ratings': no ratings folder at {self.ratings_path}; "
-                            "write one with recipes/score.py or drop the option to rate here")
 
     def describe(self) -> str:
         if self.selection_path:
@@ -60,152 +52,124 @@ class Plan:
 
 
 def plan_stages(cfg: Any) -> Plan:
-    """Validate ``cfg`` and decide the stages it needs (fails fast, before any slow work)."""
-    from lightning_alchemist.pipeline.target import check_groups
-
-    from lightning_alchemist.data.sources import data_identity
-
-    _, _, data = check_groups(cfg)
-    data_identity(data, seed=cfg.seed)  # shard paths resolve (a missing dataset fails here, in one line)
-    plan = Plan(cfg)
-    if plan.rate:
-        from lightning_alchemist.rater.config import rater_config
-        from lightning_alchemist.rater.recipe import proxy_model_config
-
-        proxy_model_config(rater_config(cfg.rater).proxy, cfg.model)
-    return plan
+    """Validate ``cfg`` (every group, before any slow work) and decide the stages it needs."""
+    return Plan(validate(cfg))
 
 
 def _banner(step: str, text: str) -> None:
     print(f"\n==> [{step}] {text}", flush=True)
 
 
-def rater_stage(cfg: Any, cache: Path, data_id: dict) -> StageResult:
-    """Train the rater with its proxy (``rater.proxy``) on the pool: ``<cache>/rater/<fp>/rater.ckpt``."""
-    from omegaconf import OmegaConf
+def rater_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict) -> StageResult:
+    """Train the rater with its proxy on the pool: ``<cache>/rater/<fp>/rater.ckpt``."""
+    from lightning_alchemist.rater.recipe import device_kwargs, train_rater
 
-    from lightning_alchemist.rater.config import rater_config
-    from lightning_alchemist.rater.recipe import proxy_model_config, run_train_rater
-
-    rcfg = rater_config(cfg.rater)
-    key = {"data": data_id, "batch_size": cfg.data.batch_size, "rater": plain(cfg.rater),
-           "proxy": proxy_model_config(rcfg.proxy, cfg.model), "seed": cfg.seed}
+    key = {"data": data_id, "batch_size": v.data.batch_size, "rater": as_container(v.rater),
+           "proxy": as_container(v.rater_proxy), "seed": v.seed}
 
     def build(folder: Path) -> dict:
-        node = OmegaConf.create({"rater": plain(cfg.rater), "data": plain(cfg.data), "model": plain(cfg.model),
-                                 "trainer": plain(cfg.trainer), "seed": cfg.seed, "out": str(folder)})
-        return {"checkpoint": str(run_train_rater(node))}
+        path = train_rater(datamodule, v.rater_proxy, v.rater, folder, seed=v.seed, devices=device_kwargs(v.trainer))
+        return {"checkpoint": str(path)}
 
     return cached_stage(cache, "rater", key, build)
 
 
-def score_stage(cfg: Any, cache: Path, data_id: dict, rater: StageResult) -> StageResult:
+def score_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict, rater: StageResult) -> StageResult:
     """Score every pool sample with the rater: ``<cache>/ratings/<fp>/ratings/``."""
-    from omegaconf import OmegaConf
-
-    from lightning_alchemist.rater.recipe import run_score
+    from lightning_alchemist.rater.recipe import device_kwargs, score_pool
 
     key = {"data": data_id, "rater": rater.fingerprint}
 
     def build(folder: Path) -> dict:
-        node = OmegaConf.create({"rater_ckpt": rater.info["checkpoint"], "data": plain(cfg.data), "trainer": plain(cfg.trainer),
-                                 "seed": cfg.seed, "out": str(folder)})
-        info = run_score(node)
-        return {"ratings": str(folder / "ratings"), "rows": info["rows"], "fingerprint": info["fingerprint"]}
+        info = score_pool(rater.info["checkpoint"], datamodule, folder, devices=device_kwargs(v.trainer))
+        return {"ratings": info["ratings"], "rows": info["rows"], "fingerprint": info["fingerprint"]}
 
     return cached_stage(cache, "ratings", key, build)
 
 
-def keys_stage(cfg: Any, cache: Path, data_id: dict, datamodule: Any) -> StageResult:
-    """Constant ratings over the pool's keys, for strategies that read no rating (``random``)."""
-    import numpy as np
-
-    from lightning_alchemist.selection.ratings import Ratings
-
-    def build(folder: Path) -> dict:
-        keys = list(datamodule.pool.keys)
-        Ratings.from_arrays(keys, np.zeros(len(keys), dtype=np.float32)).write(folder / "ratings")
-        return {"ratings": str(folder / "ratings"), "rows": len(keys), "constant": True}
-
-    return cached_stage(cache, "keys", {"data": data_id}, build)
-
-
-def select_stage(cfg: Any, cache: Path, ratings_dir: Path, plan: Plan) -> StageResult:
-    """Apply the strategy: ``<cache>/selection/<fp>/selection.parquet`` and its histogram."""
-    from lightning_alchemist.selection.ratings import Ratings
+def select_stage(v: Validated, cache: Path, ratings: Any, plan: Plan) -> StageResult:
+    """Apply the strategy to ``ratings``: ``<cache>/selection/<fp>/selection.parquet`` and its histogram."""
     from lightning_alchemist.selection.recipe import select_and_write
 
-    ratings = Ratings.read(ratings_dir)  # read once: its content fingerprint keys the stage, the strategy draws from it
-    key = {"ratings": ratings.fingerprint, "selection": plain(cfg.selection), "keep": plan.keep, "seed": cfg.seed}
+    key = {"ratings": ratings.fingerprint, "selection": {"name": plan.strategy.name, **plan.strategy.params()},
+           "keep": plan.keep, "seed": v.seed}
 
     def build(folder: Path) -> dict:
-        paths = select_and_write(ratings, plan.strategy, plan.keep, cfg.seed, folder)
-        return {k: str(v) for k, v in paths.items()}
+        paths = select_and_write(ratings, plan.strategy, plan.keep, v.seed, folder)
+        return {k: str(val) for k, val in paths.items()}
 
     return cached_stage(cache, "selection", key, build)
 
 
 def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
-    """Run every stage ``cfg`` needs; returns the metrics written to ``run_dir/report/metrics.json``."""
-    from lightning_alchemist.config import data_config
+    """Run every stage ``cfg`` needs; returns the metrics written to ``run_dir/report/metrics.json``.
+
+    Reads as the pipeline goes: validate → data → rate → score → select → train → evaluate → report.
+    Each stage is a library call on typed inputs; the datamodule is built once and the ratings and
+    the selection are read once, then handed to the stages that need them.
+    """
+    import numpy as np
+
     from lightning_alchemist.data.datamodule import build_datamodule
     from lightning_alchemist.data.sources import data_identity
     from lightning_alchemist.pipeline.report import write_report
-    from lightning_alchemist.pipeline.target import train_target
+    from lightning_alchemist.selection.manifest import Selection
+    from lightning_alchemist.selection.ratings import Ratings
+    from lightning_alchemist.target.train import train_target
 
     t_start = time.time()
-    plan = plan_stages(cfg)
-    threads = cfg.trainer.get("num_threads")
-    if threads:
-        import torch
-
-        # Before any stage: the tokenizer trained on first use runs before the rater's trainer sets
-        # threads, and oversubscribed cores (2 threads next to another busy process) run ~8x slower.
-        torch.set_num_threads(int(threads))
+    v = validate(cfg)
+    plan = Plan(v)
+    set_threads(v.trainer.num_threads)
     run_dir = Path(run_dir)
-    cache = Path(cfg.out) / "cache"
-    data = data_config(cfg.data)
-    print(f"lightning_alchemist pipeline: data={data.name} model={cfg.model.name} finetune={cfg.finetune.mode} "
+    cache = v.out / "cache"
+    print(f"lightning_alchemist pipeline: data={v.data.name} model={model_name(v.model)} finetune={v.finetune.mode} "
           f"selection={plan.name} keep={plan.keep}: {plan.describe()}; run dir {run_dir}", flush=True)
-    _banner("data", f"preparing {data.name}")
-    datamodule = build_datamodule(data, seed=cfg.seed)
+    _banner("data", f"preparing {v.data.name}")
+    datamodule = build_datamodule(v.data, seed=v.seed)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    data_id = data_identity(data, seed=cfg.seed)
+    data_id = data_identity(v.data, seed=v.seed)
     stages: dict[str, StageResult] = {}
-    ratings_dir: Optional[Path] = plan.ratings_path
-    selection_path: Optional[Path] = plan.selection_path
+    ratings: Optional[Ratings] = None
     if plan.rate:
-        _banner("rater", f"training the rater with proxy '{cfg.rater.proxy}' (cached by fingerprint)")
-        stages["rater"] = rater_stage(cfg, cache, data_id)
+        _banner("rater", f"training the rater with proxy '{model_name(v.rater_proxy)}' (cached by fingerprint)")
+        stages["rater"] = rater_stage(v, datamodule, cache, data_id)
         _report_cached(stages["rater"])
         _banner("score", f"scoring {len(datamodule.pool)} pool samples")
-        stages["ratings"] = score_stage(cfg, cache, data_id, stages["rater"])
+        stages["ratings"] = score_stage(v, datamodule, cache, data_id, stages["rater"])
         _report_cached(stages["ratings"])
-        ratings_dir = Path(stages["ratings"].info["ratings"])
-    elif plan.select and ratings_dir is None:
-        stages["keys"] = keys_stage(cfg, cache, data_id, datamodule)
-        ratings_dir = Path(stages["keys"].info["ratings"])
+        ratings = Ratings.read(stages["ratings"].info["ratings"])
+    elif plan.ratings_path is not None and plan.select:
+        # Given ratings must cover the pool: missing shards are an error naming them (or allowed, with a warning).
+        ratings = Ratings.read(plan.ratings_path, pool=datamodule.pool.keys_by_shard(),
+                               allow_partial_ratings=v.allow_partial_ratings, keep=plan.keep)
+    elif plan.select:  # a strategy that reads no rating values: constant ratings over the pool's keys
+        keys = list(datamodule.pool.keys)
+        ratings = Ratings.from_arrays(keys, np.zeros(len(keys), dtype=np.float32))
+    selection_path: Optional[Path] = plan.selection_path
     if plan.select:
         _banner("select", f"{plan.name} keep={plan.keep}")
-        stages["selection"] = select_stage(cfg, cache, ratings_dir, plan)
+        stages["selection"] = select_stage(v, cache, ratings, plan)
         _report_cached(stages["selection"])
         selection_path = Path(stages["selection"].info["selection"])
-    _banner("train", f"target {cfg.model.name} ({cfg.finetune.mode}) on "
-                     f"{'the selection' if selection_path else 'the whole pool'}")
-    target = train_target(cfg, run_dir, selection=selection_path, mode=plan.mode, datamodule=datamodule)
+    selection = Selection.read(selection_path) if selection_path is not None else None
+    _banner("train", f"target {model_name(v.model)} ({v.finetune.mode}) on "
+                     f"{'the selection' if selection is not None else 'the whole pool'}")
+    target = train_target(v.model, v.finetune, v.trainer, datamodule, run_dir, seed=v.seed,
+                          selection=selection, mode=plan.mode, allow_partial_ratings=v.allow_partial_ratings)
     print(f"val/loss {target.val_loss:.4f} after {target.steps} steps ({target.seconds:.0f} s)", flush=True)
     if not target.is_global_zero:  # under DDP the other ranks stop here: rank 0 evaluates and reports
         return {}
     _banner("evaluate", "generating for the fixed prompts; alignment, FID")
-    metrics = _evaluate(cfg, target, run_dir / "eval")
+    metrics = _evaluate(v, target, run_dir / "eval")
     _banner("report", str(run_dir / "report"))
-    report = write_report(
-        run_dir / "report", cfg=cfg, plan=plan, datamodule=datamodule, target=target, metrics=metrics,
-        ratings_dir=ratings_dir if stages.get("keys") is None else None, selection_path=selection_path,
-        stages=stages, seconds=time.time() - t_start, eval_dir=run_dir / "eval",
+    rated = ratings if plan.rate or plan.ratings_path is not None else None  # constant ratings say nothing
+    return write_report(
+        run_dir / "report", v=v, plan=plan, datamodule=datamodule, target=target, metrics=metrics,
+        ratings=rated, selection=selection, selection_path=selection_path, stages=stages, seconds=time.time() - t_start,
+        eval_dir=run_dir / "eval",
     )
-    return report
 
 
 def _report_cached(stage: StageResult) -> None:
@@ -213,12 +177,12 @@ def _report_cached(stage: StageResult) -> None:
         print(f"reused cached {stage.stage} {stage.path} (fingerprint {stage.fingerprint})", flush=True)
 
 
-def _evaluate(cfg: Any, target: Any, out: Path) -> dict[str, Any]:
+def _evaluate(v: Validated, target: Any, out: Path) -> dict[str, Any]:
     """The evaluation metrics of the trained target (validation loss always; generation metrics where the data allows)."""
     from lightning_alchemist.metrics.evaluate import evaluate_model
 
     out.mkdir(parents=True, exist_ok=True)
-    metrics = dict(evaluate_model(target.module, target.datamodule, cfg.get("eval"), out))
+    metrics = dict(evaluate_model(target.module, target.datamodule, v.eval, out))
     metrics.setdefault("val_loss", target.val_loss)
-    (out / "metrics.json").write_text(json.dumps(plain(metrics), indent=2, sort_keys=True, default=str))
+    (out / "metrics.json").write_text(json.dumps(as_container(metrics), indent=2, sort_keys=True, default=str))
     return metrics

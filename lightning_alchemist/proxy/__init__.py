@@ -17,8 +17,6 @@ _EXPORTS = {
     "TextConfig": "text", "TextEncoder": "text", "build_text_encoder": "text", "precompute_text": "text",
     "FinetuneConfig": "lora", "apply_finetune": "lora", "lora_state_dict": "lora", "load_lora_state_dict": "lora",
     "build_proxy": "factory", "model_config": "factory", "register_family": "factory",
-    "T2IModule": "module",
-    "TrainerConfig": "training", "build_trainer": "training",
     "load_or_train_tokenizer": "star.train_vq", "train_tokenizer": "star.train_vq",
 }
 

@@ -69,7 +69,24 @@ def model_config(node: Any) -> Any:
     if family not in FAMILIES:
         raise ConfigError(f"config 'model.family': got '{family}', expected one of {sorted(FAMILIES)}")
     cls, _ = FAMILIES[family]()
-    return to_dataclass(container, cls, "model")
+    cfg = to_dataclass(container, cls, "model")
+    _check_local_weights(cfg)
+    return cfg
+
+
+def _check_local_weights(cfg: Any) -> None:
+    """Real models need local weights (nothing is downloaded): name the path keys that are unset."""
+    needed = []
+    text = getattr(cfg, "text", None)
+    real = text is not None and str(getattr(text, "kind", "tiny")) != "tiny"  # a pretrained text encoder: a real model
+    if real and not getattr(text, "path", None):
+        needed.append("model.path" if getattr(cfg, "family", None) == "flux" else "model.text.path")
+    tok = getattr(cfg, "tokenizer", None)
+    if real and tok is not None and not getattr(tok, "checkpoint", None) and not getattr(tok, "auto_train", True):
+        needed.append("model.tokenizer.checkpoint")
+    if needed:
+        raise ConfigError(f"config {', '.join(repr(k) for k in needed)} required for model '{getattr(cfg, 'name', '?')}': "
+                          f"pass {' '.join(k + '=/local/path' for k in needed)} (nothing is downloaded)")
 
 
 def build_proxy(model_cfg: Any, finetune_cfg: Optional[Any] = None) -> T2IProxy:

@@ -8,13 +8,24 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from lightning_alchemist.config import to_dataclass
+from lightning_alchemist.config import Choice, to_dataclass
 from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.proxy.base import T2IProxy
 
 __all__ = ["FinetuneConfig", "finetune_config", "apply_finetune", "lora_state_dict", "load_lora_state_dict", "trainable_names"]
 
-SCHEDULES = ("cosine", "linear", "constant")
+class FinetuneMode(Choice):
+    full = "full"
+    lora = "lora"
+
+
+class Schedule(Choice):
+    cosine = "cosine"
+    linear = "linear"
+    constant = "constant"
+
+
+SCHEDULES = Schedule.values()
 
 
 @dataclass
@@ -27,7 +38,7 @@ class FinetuneConfig:
     embeddings and attention scales), linear warm-up, then ``schedule`` down to ``min_lr_ratio·lr``.
     """
 
-    mode: str = "full"
+    mode: FinetuneMode = FinetuneMode.full
     rank: int = 8
     alpha: float = 8.0
     dropout: float = 0.0
@@ -37,7 +48,7 @@ class FinetuneConfig:
     weight_decay: float = 0.05
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     warmup_steps: int = 20
-    schedule: str = "cosine"
+    schedule: Schedule = Schedule.cosine
     min_lr_ratio: float = 0.1
     caption_dropout: float = 0.1  # training only (CFG); never while scoring
 

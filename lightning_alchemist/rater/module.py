@@ -26,6 +26,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
+from lightning_alchemist.config import as_container
 from lightning_alchemist.proxy.base import Batch, RaterInputs, T2IProxy
 from lightning_alchemist.rater.config import OptimConfig, RaterConfig, rater_config
 from lightning_alchemist.rater.heads import batch_weights, weight_entropy
@@ -105,7 +106,7 @@ class RaterModule(pl.LightningModule):
             {
                 "token_dim": token_dim,
                 "text_dim": text_dim,
-                "cfg": dataclasses.asdict(self.cfg),
+                "cfg": as_container(self.cfg),
                 "proxy_spec": proxy_spec,
             }
         )
@@ -183,8 +184,9 @@ class RaterModule(pl.LightningModule):
     # ----------------------------------------------------------------------------- training
     @property
     def proxy_frozen(self) -> bool:
-        """The proxy does not train: ``freeze_proxy`` (fixVar), or a warm-up with ``frozen`` continuation."""
-        return self.cfg.freeze_proxy or (self.cfg.warmup.steps > 0 and self.cfg.warmup.continuation == "frozen")
+        """The proxy does not train (``freeze_proxy``: official fixVar; the rater stage sets it after a
+        warm-up with ``frozen`` continuation)."""
+        return self.cfg.freeze_proxy
 
     def on_train_epoch_start(self) -> None:
         self.alpha = alpha_at(self.current_epoch, self.cfg)

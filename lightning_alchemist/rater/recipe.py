@@ -1,11 +1,13 @@
 """The ``train_rater`` and ``score`` stages as library calls (the recipes are thin wrappers).
 
-- :func:`run_train_rater`: data + the rater's proxy (``rater.proxy``, a ``conf/model`` entry) ->
-  ``OUT/rater.ckpt`` (plus per-epoch checkpoints and CSV/TensorBoard logs under ``OUT/rater_logs``).
+- :func:`train_rater`: a datamodule + the proxy's model config + the rater config ->
+  ``OUT/rater.ckpt`` (plus the last epochs' checkpoints and ``last.ckpt`` under ``OUT/rater_checkpoints``, and
+  CSV/TensorBoard logs under ``OUT/rater_logs``).
   The proxy is first warmed up on the validation split when ``rater.warmup.steps > 0``
-  (:func:`warm_up_stage`, cached); with ``rater.score_with: proxy`` that warm-up is the whole stage
-  and ``rater.ckpt`` holds the warmed-up proxy, which then scores directly (no rater network).
-- :func:`run_score`: data + ``rater=PATH/rater.ckpt`` -> ``OUT/ratings/<shard>.parquet``.
+  (:func:`warm_up_stage`, cached); with ``rater.score_with: proxy`` (the default) that warm-up is the
+  whole stage: ``rater.ckpt`` holds the warmed-up proxy, which then scores directly (no rater network).
+- :func:`score_pool`: a rater + a datamodule -> ``OUT/ratings/<shard>.parquet``.
+- :func:`run_train_rater`, :func:`run_score`: the same from a composed config (what the recipes call).
   Multi-device: ``trainer.devices=N trainer.strategy=ddp``; multi-node: launch one process per
   device with ``srun`` (SLURM) or ``torchrun --nnodes M --nproc-per-node N`` and pass
   ``trainer.num_nodes=M trainer.devices=N``; Lightning reads the cluster environment.
@@ -17,79 +19,67 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
+from lightning_alchemist.config import DataConfig, as_container
 from lightning_alchemist.errors import ConfigError
+from lightning_alchemist.runtime import set_threads
+from lightning_alchemist.rater.config import RaterConfig, rater_config
 
 __all__ = [
     "ScoreRecipeConfig",
     "build_rater_proxy",
     "warm_up_stage",
-    "proxy_model_config",
+    "device_kwargs",
     "rater_path_override",
     "run_score",
     "run_train_rater",
+    "score_pool",
+    "train_rater",
 ]
 
 log = logging.getLogger(__name__)
 
 
-def _container(node: Any) -> Any:
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(node, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(node, resolve=True)
-    if dataclasses.is_dataclass(node) and not isinstance(node, type):
-        return dataclasses.asdict(node)
-    return node
-
-
-def proxy_model_config(rater_proxy: Optional[str], root_model: Any = None) -> dict:
-    """The proxy's ``model`` node: ``conf/model/<rater_proxy>.yaml``, or the root ``model`` node if unset."""
-    if not rater_proxy:
-        if root_model is None:
-            raise ConfigError("config 'rater.proxy' is null and no 'model' is set: pass rater.proxy=star_tiny (a conf/model entry)")
-        return dict(_container(root_model))
-    from omegaconf import OmegaConf
-
-    from lightning_alchemist.cli import CONF_DIR
-
-    path = CONF_DIR / "model" / f"{rater_proxy}.yaml"
-    if not path.is_file():
-        have = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")) if (CONF_DIR / "model").is_dir() else []
-        raise ConfigError(f"config 'rater.proxy': no proxy config '{path}'; choose one of {have or 'conf/model/*.yaml'}")
-    return dict(_container(OmegaConf.load(path)))
-
-
-def build_rater_proxy(model_cfg: dict) -> Any:
-    """Build the proxy from its model node (package factory, or ``class``/``kwargs`` for a user's proxy)."""
+def build_rater_proxy(model_cfg: Any) -> Any:
+    """Build the proxy from its model config (package factory, or ``class``/``kwargs`` for a user's proxy)."""
     from lightning_alchemist.rater.scoring import build_proxy_from_spec
 
-    return build_proxy_from_spec({"model": model_cfg, "finetune": None})
+    return build_proxy_from_spec({"model": as_container(model_cfg), "finetune": None})
 
 
-# Trainer arguments a rater/scoring run takes from a ``trainer`` node: where and how to run, not
-# how long (the target-model trainer group's max_steps etc. must not cut rater training short).
+# Trainer arguments a rater/scoring run takes from the run's ``trainer`` group: where and how to run,
+# not how long (the target's max_steps must not cut rater training short).
 _DEVICE_KEYS = ("accelerator", "devices", "strategy", "num_nodes", "precision", "enable_progress_bar", "log_every_n_steps",
-                "limit_train_batches", "limit_predict_batches", "max_epochs")
+                "limit_train_batches", "limit_predict_batches", "max_epochs", "deterministic")
 
 
-def _trainer_kwargs(node: Any, defaults: dict) -> dict:
-    extra = _container(node) or {}
+def device_kwargs(trainer: Any) -> dict:
+    """The device keys of a ``trainer`` node (a TrainerConfig, mapping or None) as Lightning Trainer arguments."""
+    extra = as_container(trainer) or {}
     if not isinstance(extra, dict):
         raise ConfigError(f"config 'trainer': expected a mapping of Lightning Trainer arguments, got {type(extra).__name__}")
-    threads = extra.get("num_threads")
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
-    return {**defaults, **{k: v for k, v in extra.items() if k in _DEVICE_KEYS and v is not None}}
+    return {k: v for k, v in extra.items() if k in _DEVICE_KEYS and v is not None}
 
 
 def _multi_process(kwargs: dict) -> bool:
     devices, nodes = kwargs.get("devices", 1), int(kwargs.get("num_nodes", 1) or 1)
     many = (isinstance(devices, int) and (devices > 1 or devices == -1)) or (isinstance(devices, (list, tuple)) and len(devices) > 1)
     return many or nodes > 1
+
+
+def rater_checkpoint_callback(dirpath: Path, keep_checkpoints: int = 2) -> Any:
+    """Checkpoints of the last ``keep_checkpoints`` epochs plus ``last.ckpt`` (older epochs are deleted).
+
+    Keeping every epoch costs ``epochs`` × the proxy's size on disk (tens of GB for a 0.3B proxy).
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    if int(keep_checkpoints) < 1:
+        raise ConfigError(f"keep_checkpoints: got {keep_checkpoints}, expected at least 1 (the last epochs' checkpoints kept)")
+    # "step" is always a monitor candidate: the top-k by step are the latest k.
+    return ModelCheckpoint(dirpath=str(dirpath), filename="epoch{epoch:02d}", monitor="step", mode="max",
+                           save_top_k=int(keep_checkpoints), save_last=True, every_n_epochs=1, auto_insert_metric_name=False)
 
 
 def _warmup_line(info: dict) -> str:
@@ -100,7 +90,7 @@ def _warmup_line(info: dict) -> str:
     return f"warm-up {w.get('steps_run')} steps, best {w.get('best_step')} (held-out loss {w.get('best_holdout_loss', float('nan')):.3f}), {how}"
 
 
-def warm_up_stage(rcfg: Any, model_cfg: dict, datamodule: Any, seed: int = 0) -> tuple[Any, Any, dict]:
+def warm_up_stage(rcfg: Any, model_cfg: Any, datamodule: Any, seed: int = 0) -> tuple[Any, Any, dict]:
     """The proxy warmed up on the validation split (``rater.warmup``; cached), and for the penalty
     objective a reference warmed up the same way on the pool. Returns ``(proxy, reference, info)``.
 
@@ -132,27 +122,38 @@ def warm_up_stage(rcfg: Any, model_cfg: dict, datamodule: Any, seed: int = 0) ->
     return proxy, reference, info
 
 
-def run_train_rater(cfg: Any) -> Path:
-    """Train the rater with its proxy on ``cfg.data``; returns ``OUT/rater.ckpt``."""
+def train_rater(datamodule: Any, proxy_cfg: Any, rater_cfg: Optional[RaterConfig] = None, out: str | Path = "outputs",
+                seed: int = 0, devices: Optional[Mapping[str, Any]] = None, keep_checkpoints: int = 2) -> Path:
+    """Train the rater with a proxy built from ``proxy_cfg`` on ``datamodule``'s pool and validation split.
+
+    Args:
+        datamodule: a :class:`~lightning_alchemist.data.datamodule.T2IDataModule` (built once by the caller).
+        proxy_cfg: the proxy's model config (a ``conf/model`` entry: StarConfig, FluxConfig, or a mapping).
+        rater_cfg: the rater's config (defaults: :class:`RaterConfig`).
+        out: folder for ``rater.ckpt``, per-epoch checkpoints and logs (``rater_logs``).
+        seed: the run's seed (plus ``rater_cfg.seed``).
+        devices: Lightning device arguments (:func:`device_kwargs`).
+        keep_checkpoints: epoch checkpoints kept under ``OUT/rater_checkpoints`` (the latest; plus ``last.ckpt``).
+
+    Returns:
+        The path of ``OUT/rater.ckpt``.
+    """
     import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    from lightning_alchemist.data.datamodule import build_datamodule
+    from lightning_alchemist.callbacks.progress import progress_settings
     from lightning_alchemist.proxy.factory import fit_to_data
-    from lightning_alchemist.rater.config import rater_config
     from lightning_alchemist.rater.data import RaterDataModule
     from lightning_alchemist.rater.module import RaterModule, infer_rater_dims
 
-    rcfg = rater_config(cfg.rater)
-    seed = int(cfg.get("seed", 0) or 0) + rcfg.seed
-    pl.seed_everything(seed, workers=True)
-    out = Path(cfg.out)
-    model_cfg = proxy_model_config(rcfg.proxy, cfg.get("model"))
-    model_cfg = fit_to_data(model_cfg, cfg.data)  # the proxy's tokenizer fits this pool (not shapes), cached
-    inner = build_datamodule(cfg.data, seed=int(cfg.get("seed", 0) or 0))
-    proxy, reference, info = warm_up_stage(rcfg, model_cfg, inner, seed)
-    spec = {"model": model_cfg, "finetune": None}
+    rcfg = rater_cfg if isinstance(rater_cfg, RaterConfig) else rater_config(rater_cfg)
+    run_seed = int(seed) + rcfg.seed
+    pl.seed_everything(run_seed, workers=True, verbose=False)
+    out = Path(out)
+    # The proxy's tokenizer fits this pool (not shapes), trained once and cached by the data's identity.
+    model_node = as_container(fit_to_data(proxy_cfg, datamodule.cfg))
+    proxy, reference, info = warm_up_stage(rcfg, model_node, datamodule, run_seed)
+    spec = {"model": model_node, "finetune": None}
     if rcfg.score_with == "proxy":
         from lightning_alchemist.rater.direct import ProxyScorer
 
@@ -163,14 +164,16 @@ def run_train_rater(cfg: Any) -> Path:
             write_warmup_metrics(WarmupResult(**info["warmup"]), out / "rater_logs")
         print(f"proxy warmed up for direct scoring ({rcfg.objective}; {_warmup_line(info)}) -> {path}")
         return path
-    data = RaterDataModule(inner, seed=seed)
+    if info.get("warmup") and rcfg.warmup.continuation == "frozen":
+        rcfg = dataclasses.replace(rcfg, freeze_proxy=True)  # the rater learns from the warmed-up proxy as it is
+    data = RaterDataModule(datamodule, seed=run_seed)
     token_dim, text_dim = infer_rater_dims(proxy, data.first_val_batch())
     module = RaterModule(proxy, token_dim, text_dim, rcfg, proxy_spec=spec, reference=reference)
     logs = out / "rater_logs"
-    kwargs = _trainer_kwargs(
-        cfg.get("trainer"),
-        {"max_epochs": rcfg.epochs, "accelerator": "auto", "devices": 1, "log_every_n_steps": 10},
-    )
+    # deterministic="warn": torch's deterministic kernels where it has them (a warning, not an error, for
+    # ops without one), so a seeded rerun trains the same rater
+    kwargs = {"max_epochs": rcfg.epochs, "accelerator": "auto", "devices": 1, "log_every_n_steps": 10, "deterministic": "warn",
+              **dict(devices or {})}
     if rcfg.steps_per_epoch:
         # An epoch is a pass over the validation loader, cut to steps_per_epoch batches (the lr and
         # alpha schedules follow the shorter epoch: Lightning's num_training_batches).
@@ -179,10 +182,11 @@ def run_train_rater(cfg: Any) -> Path:
         # Not every parameter gets a gradient every step (group head off, no scale levels, frozen
         # proxy), so DDP must look for unused parameters.
         kwargs["strategy"] = "ddp_find_unused_parameters_true"
+    show_bar, progress = progress_settings(kwargs.pop("enable_progress_bar", True), name="rater")
     trainer = pl.Trainer(
+        enable_progress_bar=show_bar,
         logger=[CSVLogger(str(logs), name=""), TensorBoardLogger(str(logs), name="tb")],
-        callbacks=[ModelCheckpoint(dirpath=str(out / "rater_checkpoints"), filename="epoch{epoch:02d}", save_top_k=-1,
-                                   every_n_epochs=1, auto_insert_metric_name=False)],
+        callbacks=[*progress, rater_checkpoint_callback(out / "rater_checkpoints", keep_checkpoints)],
         **kwargs,
     )
     trainer.fit(module, datamodule=data)
@@ -191,6 +195,35 @@ def run_train_rater(cfg: Any) -> Path:
     if trainer.is_global_zero:
         print(f"rater trained ({rcfg.meta_gradient}, {rcfg.epochs} epochs) -> {path}")
     return path
+
+
+def score_pool(rater: Any, datamodule: Any, out: str | Path, devices: Optional[Mapping[str, Any]] = None,
+               overwrite: bool = False) -> dict[str, Any]:
+    """Score every pool sample of ``datamodule`` with ``rater`` (a RaterModule or a ``rater.ckpt`` path) into ``OUT/ratings``.
+
+    Returns the scorer's summary (``fingerprint``, ``rows``, written and skipped shards) plus ``ratings``, the folder.
+    """
+    from lightning_alchemist.rater.scoring import load_rater, score
+
+    module = load_rater(rater) if isinstance(rater, (str, Path)) else rater
+    ratings_dir = Path(out) / "ratings"
+    info = score(module, datamodule, ratings_dir, trainer_kwargs=dict(devices or {}), overwrite=overwrite)
+    print(
+        f"scored {info['rows']} samples into {len(info['written_shards'])} shard files "
+        f"(skipped {len(info['skipped_shards'])} finished) -> {ratings_dir} [fingerprint {info['fingerprint']}]"
+    )
+    return {**info, "ratings": str(ratings_dir)}
+
+
+def run_train_rater(cfg: Any, keep_checkpoints: int = 2) -> Path:
+    """``recipes/train_rater.py``: validate a root config, build its datamodule once, :func:`train_rater`."""
+    from lightning_alchemist.data.datamodule import build_datamodule
+    from lightning_alchemist.schema import validate
+
+    v = validate(cfg)
+    set_threads(v.trainer.num_threads)
+    return train_rater(build_datamodule(v.data, seed=v.seed), v.rater_proxy, v.rater, v.out, seed=v.seed,
+                       devices=device_kwargs(v.trainer), keep_checkpoints=keep_checkpoints)
 
 
 def rater_path_override(argv: list[str]) -> list[str]:
@@ -210,27 +243,22 @@ class ScoreRecipeConfig:
     out: str = "outputs"
     seed: int = 0
     overwrite: bool = False  # rescore shards written by another rater/config instead of refusing
-    data: Any = None
+    data: DataConfig = field(default_factory=DataConfig)
+    # Where to run (Lightning Trainer arguments: accelerator, devices, strategy, num_nodes, precision,
+    # enable_progress_bar) and num_threads; a rating does not depend on any of them.
     trainer: dict[str, Any] = field(default_factory=dict)
 
 
 def run_score(cfg: Any) -> dict[str, Any]:
-    """Score every pool sample of ``cfg.data`` with ``cfg.rater`` into ``OUT/ratings``."""
+    """``recipes/score.py``: score every pool sample of ``cfg.data`` with ``cfg.rater_ckpt`` into ``OUT/ratings``."""
     from lightning_alchemist.config import to_dataclass
     from lightning_alchemist.data.datamodule import build_datamodule
-    from lightning_alchemist.rater.scoring import load_rater, score
 
-    node = _container(cfg)
+    node = as_container(cfg)
     node = {k: v for k, v in node.items() if k in {f.name for f in dataclasses.fields(ScoreRecipeConfig)}}
     conf = to_dataclass(node, ScoreRecipeConfig, "score")
     if not conf.rater_ckpt:
         raise ConfigError("config 'rater' is required: pass rater=DIR/rater.ckpt (written by recipes/train_rater.py)")
-    rater = load_rater(conf.rater_ckpt)
-    dm = build_datamodule(conf.data, seed=conf.seed)
-    ratings_dir = Path(conf.out) / "ratings"
-    info = score(rater, dm, ratings_dir, trainer_kwargs=_trainer_kwargs(conf.trainer, {}), overwrite=conf.overwrite)
-    print(
-        f"scored {info['rows']} samples into {len(info['written_shards'])} shard files "
-        f"(skipped {len(info['skipped_shards'])} finished) -> {ratings_dir} [fingerprint {info['fingerprint']}]"
-    )
-    return info
+    set_threads(conf.trainer.get("num_threads"))
+    return score_pool(conf.rater_ckpt, build_datamodule(conf.data, seed=conf.seed), conf.out,
+                      devices=device_kwargs(conf.trainer), overwrite=conf.overwrite)

@@ -116,7 +116,11 @@ def score(
     writer = RatingWriter(ratings_dir, fp, expected=expected, skip=done, metadata={RANKING_KEY: ends.to_json().encode()} if ends else None)
     kwargs = {"accelerator": "auto", "devices": 1, "logger": False, "enable_model_summary": False}
     kwargs.update(trainer_kwargs or {})
-    bar = [ScoringProgressBar()] if kwargs.get("enable_progress_bar", True) else []
+    from lightning_alchemist.callbacks.progress import progress_settings
+
+    show_bar, lines = progress_settings(kwargs.get("enable_progress_bar", True), name="scoring")
+    kwargs["enable_progress_bar"] = show_bar
+    bar = [ScoringProgressBar()] if show_bar else lines
     trainer = pl.Trainer(callbacks=[writer, *bar, *(callbacks or [])], **kwargs)
     if done:
         log.info("scoring: %d shards already rated with fingerprint %s are skipped", len(done), fp)

@@ -25,16 +25,27 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from lightning_alchemist.config import Choice
 from lightning_alchemist.paths import cache_root, file_lock
 from lightning_alchemist.proxy.base import T2IProxy
 from lightning_alchemist.rater.encodes import EncodedSet
 from lightning_alchemist.rater.fingerprint import module_digest
 
-__all__ = ["WarmupConfig", "WarmupResult", "held_out_split", "warm_up_proxy", "write_warmup_metrics"]
+__all__ = ["WARMUP_CONTINUATIONS", "WarmupConfig", "WarmupContinuation", "WarmupResult", "held_out_split", "warm_up_proxy", "write_warmup_metrics"]
 
 log = logging.getLogger(__name__)
 
 WARMUP_VERSION = 1
+
+
+class WarmupContinuation(Choice):
+    """What the proxy does after its warm-up."""
+
+    frozen = "frozen"
+    joint = "joint"
+
+
+WARMUP_CONTINUATIONS = WarmupContinuation.values()
 
 
 @dataclass
@@ -65,7 +76,7 @@ class WarmupConfig:
     seed: int = 0
     # After the warm-up: ``frozen`` = the proxy does not train further (direct scoring; rater-only
     # training, official fixVar); ``joint`` = it keeps training with the rater (paper Eq. 5).
-    continuation: str = "frozen"
+    continuation: WarmupContinuation = WarmupContinuation.frozen
 
 
 @dataclass

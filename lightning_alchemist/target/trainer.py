@@ -9,6 +9,8 @@ from typing import Any, Optional, Sequence
 
 from lightning_alchemist.config import to_dataclass
 from lightning_alchemist.errors import ConfigError
+from lightning_alchemist.runtime import set_threads
+from lightning_alchemist.callbacks.progress import progress_settings
 
 __all__ = ["TrainerConfig", "trainer_config", "build_trainer"]
 
@@ -32,7 +34,9 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     enable_checkpointing: bool = True
     encode_cache_mb: int = 256
-    num_threads: Optional[int] = None
+    # torch.set_num_threads for every stage of a run, set once at its start: tiny models gain nothing
+    # from more, and oversubscribed cores lose a lot; null = torch's default (all cores; GPU runs).
+    num_threads: Optional[int] = 1
 
 
 def trainer_config(node: Any) -> TrainerConfig:
@@ -53,12 +57,10 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | Path, batch_size: int, name
                   callbacks: Sequence[Any] = (), **overrides: Any) -> Any:
     """A ``lightning.Trainer`` with CSV and TensorBoard loggers under ``out_dir``, a last-step checkpoint and ``callbacks``."""
     import lightning as L
-    import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    set_threads(cfg.num_threads)
     out = Path(out_dir)
     loggers: list[Any] = [CSVLogger(out, name=name)]
     try:
@@ -66,7 +68,8 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | Path, batch_size: int, name
     except ModuleNotFoundError:  # tensorboard is optional; CSV always works
         pass
     steps = total_steps(cfg, batch_size)
-    callbacks = list(callbacks)
+    show_bar, progress = progress_settings(cfg.enable_progress_bar, name="target")
+    callbacks = [*callbacks, *progress]
     if cfg.enable_checkpointing:
         callbacks.append(ModelCheckpoint(dirpath=out / name / "checkpoints", save_last=True, save_top_k=0))
     kwargs = dict(
@@ -75,7 +78,7 @@ def build_trainer(cfg: TrainerConfig, out_dir: str | Path, batch_size: int, name
         check_val_every_n_epoch=None if cfg.val_check_interval else 1,
         limit_val_batches=cfg.limit_val_batches, log_every_n_steps=cfg.log_every_n_steps,
         gradient_clip_val=cfg.gradient_clip_val, num_sanity_val_steps=cfg.num_sanity_val_steps,
-        enable_progress_bar=cfg.enable_progress_bar, enable_checkpointing=cfg.enable_checkpointing,
+        enable_progress_bar=show_bar, enable_checkpointing=cfg.enable_checkpointing,
         logger=loggers, callbacks=callbacks, default_root_dir=str(out),
     )
     kwargs.update(overrides)

@@ -205,6 +205,7 @@ def test_warmup_trains_once_then_loads_from_cache(tmp_path, monkeypatch):
     again = ToyProxy()
     res2 = warm_up_proxy(again, val, cfg, "toyval", cache_dir=tmp_path)
     assert res2.cached and res2.best_step == res.best_step
+    assert res2.seconds == res.seconds > 0  # the cost of the training run, also when loaded
     for k, v in again.state_dict().items():
         assert torch.equal(v, trained[k])
 

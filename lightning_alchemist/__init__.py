@@ -34,6 +34,8 @@ _EXPORTS: dict[str, str] = {
     "RatingWriter": "lightning_alchemist.rater.writer",
     "load_rater": "lightning_alchemist.rater.scoring",
     "score": "lightning_alchemist.rater.scoring",
+    "heuristic_ratings": "lightning_alchemist.rater.heuristics",
+    "HeuristicConfig": "lightning_alchemist.rater.heuristics",
     # selection
     "Ratings": "lightning_alchemist.selection.ratings",
     "Selection": "lightning_alchemist.selection.manifest",

@@ -123,7 +123,8 @@ def run_dataset(name: str, keeps: list[float], work: Path, seed: int, workers: i
     rows = list(HEURISTIC_ROWS) + ([(f"column {column}", {"score": "column", "column": column})] if column else [])
     bands = {b: band_strategy(b) for b in BANDS}
     for row, fields in rows:
-        run = run_heuristic(dm, {**fields, "workers": workers, "progress": False}, work / name / row.replace(" ", "_").replace("(", "").replace(")", ""))
+        folder = work / name / row.replace(" ", "_").replace("(", "").replace(")", "")
+        run = run_heuristic(dm, {**fields, "workers": workers, "progress": False}, folder)
         r = run.ratings
         ev = evaluate(r.keys.to_pylist(), r.ratings, bands, pool_kinds, keeps, seed)
         res["rows"][row] = {"natural": HEURISTICS[fields["score"]].band, "skipped": run.skipped, "rated": len(r),
@@ -135,8 +136,8 @@ def run_dataset(name: str, keeps: list[float], work: Path, seed: int, workers: i
     if extra_ratings:
         r = Ratings.read(extra_ratings)
         strategies = {**bands, "shift_gauss": ShiftGaussian()}
-        res["rows"][f"given ratings ({extra_ratings})"] = {"natural": "shift_gauss", "rated": len(r),
-                                                          "bands": evaluate(r.keys.to_pylist(), r.ratings, strategies, pool_kinds, keeps, seed)}
+        ev = evaluate(r.keys.to_pylist(), r.ratings, strategies, pool_kinds, keeps, seed)
+        res["rows"][f"given ratings ({extra_ratings})"] = {"natural": "shift_gauss", "rated": len(r), "bands": ev}
     return res
 
 
@@ -168,7 +169,8 @@ def markdown(res: dict[str, Any]) -> str:
                 mark = "*" if band == r["natural"] else ""
                 lines.append(f"| {row} | {band}{mark} | " + " | ".join(f"{ev['auc'][k]:.3f}" for k in defects) + " |")
         for keep in res["keeps"]:
-            lines += ["", f"### keep = {keep}: kept share per kind, and the selection's defect share (pool {ds['pool_defect_share']:.3f})", "",
+            title = f"### keep = {keep}: kept share per kind, and the selection's defect share (pool {ds['pool_defect_share']:.3f})"
+            lines += ["", title, "",
                       "| heuristic | band | " + " | ".join(kinds) + " | defect share |", "|---|---|" + "---:|" * (len(kinds) + 1)]
             for row, r in ds["rows"].items():
                 for band, ev in r["bands"].items():

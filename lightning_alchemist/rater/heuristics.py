@@ -221,7 +221,9 @@ class HeuristicConfig:
         if self.score not in HEURISTICS:
             raise ConfigError(f"config 'rater.score': unknown heuristic '{self.score}', expected one of {sorted(HEURISTICS)}")
         if self.score == "column" and not self.column:
-            raise ConfigError("config 'rater.column' is required for rater.score=column: name a numeric .json field, e.g. rater.column=aesthetic")
+            raise ConfigError(
+                "config 'rater.column' is required for rater.score=column: name a numeric .json field, e.g. rater.column=aesthetic"
+            )
         if self.codec not in CODECS:
             raise ConfigError(f"config 'rater.codec': got '{self.codec}', expected one of {list(CODECS)}")
         if not 1 <= self.jpeg_quality <= 100:
@@ -533,7 +535,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--lower-is-better", action="store_true", help="--score column: rate low values high")
     parser.add_argument("--codec", default="png", choices=CODECS)
     parser.add_argument("--image-size", type=int, default=None, help="training resolution (default: the data config's, 32)")
-    parser.add_argument("--val-fraction", type=float, default=0.05, help="shards without a validation split: the held-out share (not rated)")
+    parser.add_argument("--val-fraction", type=float, default=0.05,
+                        help="shards without a validation split: the held-out share (not rated)")
     parser.add_argument("--workers", type=int, default=1, help="processes over shards (0: one per CPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace ratings of another config in OUT/ratings")

@@ -124,7 +124,7 @@ def run_dataset(name: str, keeps: list[float], work: Path, seed: int, workers: i
     bands = {b: band_strategy(b) for b in BANDS}
     for row, fields in rows:
         folder = work / name / row.replace(" ", "_").replace("(", "").replace(")", "")
-        run = run_heuristic(dm, {**fields, "workers": workers, "progress": False}, folder)
+        run = run_heuristic(dm, {**fields, "workers": workers, "progress": False}, folder, overwrite=True)  # data regenerated: rescore
         r = run.ratings
         ev = evaluate(r.keys.to_pylist(), r.ratings, bands, pool_kinds, keeps, seed)
         res["rows"][row] = {"natural": HEURISTICS[fields["score"]].band, "skipped": run.skipped, "rated": len(r),

@@ -518,7 +518,9 @@ def _progress(cfg: HeuristicConfig, total: int, desc: str) -> Any:
 def _datamodule(data: str, image_size: Optional[int], val_fraction: float, seed: int) -> Any:
     from lightning_alchemist.data.datamodule import T2IDataModule
 
-    node: dict[str, Any] = {"name": "shapes"} if data == "shapes" else {"name": "wds", "urls": data, "val_fraction": val_fraction}
+    shards = os.path.exists(data) or any(c in data for c in "/*?{")
+    # An embedded dataset by name (shapes, ...) or webdataset shards.
+    node: dict[str, Any] = {"name": "wds", "urls": data, "val_fraction": val_fraction} if shards else {"name": data}
     if image_size:
         node["image_size"] = image_size
     dm = T2IDataModule(node, seed=seed)
@@ -528,7 +530,7 @@ def _datamodule(data: str, image_size: Optional[int], val_fraction: float, seed:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Rate a pool with a model-free heuristic (ratings/ as the learned scorer writes them).")
-    parser.add_argument("--data", required=True, help="'shapes' (the embedded dataset) or webdataset shards (folder, glob, brace pattern)")
+    parser.add_argument("--data", required=True, help="an embedded dataset ('shapes') or webdataset shards (folder, glob, brace pattern)")
     parser.add_argument("--score", default="compressed_size", choices=sorted(HEURISTICS))
     parser.add_argument("--out", required=True, help="output folder: OUT/ratings/<shard>.parquet and OUT/heuristic_summary.json")
     parser.add_argument("--column", default=None, help="--score column: the numeric .json field")

@@ -1,8 +1,9 @@
 """Heuristic baselines on the embedded datasets: how much of each defect kind a model-free filter keeps.
 
     python benchmarks/heuristics.py                       # shapes (and glyphs where data=glyphs exists)
-    python benchmarks/heuristics.py --data shapes --keep 0.5 0.2
+    python benchmarks/heuristics.py --data shapes --keep 0.5,0.2
     python benchmarks/heuristics.py --ratings shapes=DIR/ratings   # add a learned rater's ratings as a row
+    python benchmarks/heuristics.py --data shapes data.shapes.num_pool=2000   # data overrides
 
 For each heuristic of :mod:`lightning_alchemist.rater.heuristics` and each band of its rating
 ranking (top, middle, bottom; ``*`` marks the heuristic's natural band) it reports, against the
@@ -45,12 +46,12 @@ HEURISTIC_ROWS: list[tuple[str, dict[str, Any]]] = [
 BANDS = ("top", "middle", "bottom")
 
 
-def datamodule(name: str, seed: int) -> Any:
-    """The prepared datamodule of ``data=name`` as the recipes compose it (its default config)."""
+def datamodule(name: str, seed: int, overrides: list[str]) -> Any:
+    """The prepared datamodule of ``data=name`` as the recipes compose it (its default config plus ``overrides``)."""
     from lightning_alchemist.cli import check_overrides
     from lightning_alchemist.data.datamodule import build_datamodule
 
-    cfg = check_overrides("config", [f"data={name}", f"seed={seed}"])
+    cfg = check_overrides("config", [f"data={name}", f"seed={seed}", *overrides])
     dm = build_datamodule(cfg.data, seed=seed)
     dm.prepare_data()
     return dm
@@ -98,7 +99,7 @@ def evaluate(keys: list[str], ratings: np.ndarray, strategy_of_band: dict[str, A
 
 
 def run_dataset(name: str, keeps: list[float], work: Path, seed: int, workers: int, column: Optional[str],
-                extra_ratings: Optional[str]) -> dict[str, Any]:
+                extra_ratings: Optional[str], overrides: list[str]) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     from lightning_alchemist.rater.heuristics import HEURISTICS, band_strategy, run_heuristic
@@ -106,7 +107,7 @@ def run_dataset(name: str, keeps: list[float], work: Path, seed: int, workers: i
     from lightning_alchemist.selection.strategies import Random, ShiftGaussian
 
     t0 = time.perf_counter()
-    dm = datamodule(name, seed)
+    dm = datamodule(name, seed, overrides)
     if dm.labels_path is None:
         raise SystemExit(f"data={name} has no labels.parquet: the heuristic benchmark needs labelled defects")
     t = pq.read_table(dm.labels_path)
@@ -191,32 +192,36 @@ def available_datasets() -> list[str]:
     return [n for n in ("shapes", "glyphs") if (ROOT / "conf" / "data" / f"{n}.yaml").is_file()]
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", nargs="*", default=None, help="datasets (default: shapes, and glyphs where conf/data/glyphs.yaml exists)")
-    parser.add_argument("--keep", nargs="*", type=float, default=[0.5, 0.2])
+    parser.add_argument("--data", default=None,
+                        help="comma-separated datasets (default: shapes, and glyphs where conf/data/glyphs.yaml exists)")
+    parser.add_argument("--keep", default="0.5,0.2", help="comma-separated keep fractions")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="processes over shards per heuristic")
     parser.add_argument("--column", default=None, help="also rate by this numeric .json field (a dataset's own score column)")
-    parser.add_argument("--ratings", nargs="*", default=[], help="NAME=DIR: add these ratings (e.g. a learned rater's) for dataset NAME")
+    parser.add_argument("--ratings", action="append", default=[],
+                        help="NAME=DIR (repeatable): add these ratings (e.g. a learned rater's) for dataset NAME")
     parser.add_argument("--work", default=None, help="ratings cache (default: <cache>/benchmarks/heuristics)")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"), help="where heuristics.{md,json} go")
+    parser.add_argument("overrides", nargs="*", help="data overrides for every dataset, e.g. data.image_size=64")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from lightning_alchemist.paths import cache_root
 
-    names = args.data or available_datasets()
+    names = args.data.split(",") if args.data else available_datasets()
+    keeps = [float(k) for k in args.keep.split(",")]
     extra = dict(item.split("=", 1) for item in args.ratings)
     work = Path(args.work) if args.work else cache_root() / "benchmarks" / "heuristics"
     res: dict[str, Any] = {
         "command": " ".join(["python benchmarks/heuristics.py", *(argv if argv is not None else sys.argv[1:])]),
-        "keeps": args.keep, "seed": args.seed, "datasets": {},
+        "keeps": keeps, "seed": args.seed, "datasets": {},
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
     for name in names:
         print(f"{name}:", flush=True)
-        res["datasets"][name] = run_dataset(name, args.keep, work, args.seed, args.workers, args.column, extra.get(name))
+        res["datasets"][name] = run_dataset(name, keeps, work, args.seed, args.workers, args.column, extra.get(name), args.overrides)
     md = markdown(res)
     print(md)
     out = Path(args.results)
@@ -224,8 +229,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     (out / "heuristics.md").write_text(md)
     (out / "heuristics.json").write_text(json.dumps(res, indent=2) + "\n")
     print(f"wrote {out / 'heuristics.md'} and {out / 'heuristics.json'}")
-    return 0
+    return res
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

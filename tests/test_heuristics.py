@@ -334,3 +334,29 @@ def test_kept_share_by_percentile_with_fewer_samples_than_bins():
     assert share.shape == (50,) and set(np.unique(share)) <= {0.0, 1.0}
     edges = np.linspace(0, 6, 51).round().astype(int)
     assert share[np.diff(edges) > 0].tolist() == mask.astype(float).tolist()  # each non-empty bin is one rank
+
+
+def test_benchmark_runs_on_a_tiny_shapes(tmp_path, cache_dir):
+    """benchmarks/heuristics.py end to end on a 200-sample shapes: tables, shares and the random floor."""
+    import runpy
+
+    bench = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "heuristics.py"))
+    res = bench["main"](["--data", "shapes", "--keep", "0.5", "--work", str(tmp_path / "w"), "--results", str(tmp_path / "r"),
+                         "data.shapes.num_pool=200", "data.shapes.num_val=20", "data.shapes.shard_size=100",
+                         "data.shapes.resolution=32", f"data.cache_dir={cache_dir}"])
+    ds = res["datasets"]["shapes"]
+    assert ds["pool"] == 200 and set(ds["pool_kinds"]) == {"clean", "plain", "chaotic", "mismatch", "duplicate", "degraded"}
+    png_rows = ds["rows"]["compressed_size (png)"]
+    assert png_rows["natural"] == "middle" and set(png_rows["bands"]) == {"top", "middle", "bottom"}
+    for row in ds["rows"].values():
+        for ev in row["bands"].values():
+            k = ev["keep"]["0.5"]
+            assert k["num_kept"] == 100 and all(0.0 <= v <= 1.0 for v in k["kept_share"].values())
+            assert all(0.0 <= v <= 1.0 for v in ev["auc"].values())
+    top, bottom = png_rows["bands"]["top"], png_rows["bands"]["bottom"]
+    # noise is the least compressible: the bottom band of the rating (−size) holds it all
+    assert top["keep"]["0.5"]["kept_share"]["chaotic"] == 0.0 and bottom["keep"]["0.5"]["kept_share"]["chaotic"] == 1.0
+    assert top["auc"]["chaotic"] == pytest.approx(1 - bottom["auc"]["chaotic"])
+    text = (tmp_path / "r" / "heuristics.md").read_text()
+    assert "## shapes" in text and "| random | random* |" in text and "middle*" in text
+    assert json.loads((tmp_path / "r" / "heuristics.json").read_text())["keeps"] == [0.5]

@@ -347,7 +347,7 @@ def test_benchmark_runs_on_a_tiny_shapes(tmp_path, cache_dir):
     ds = res["datasets"]["shapes"]
     assert ds["pool"] == 200 and set(ds["pool_kinds"]) == {"clean", "plain", "chaotic", "mismatch", "duplicate", "degraded"}
     png_rows = ds["rows"]["compressed_size (png)"]
-    assert png_rows["natural"] == "middle" and set(png_rows["bands"]) == {"top", "middle", "bottom"}
+    assert png_rows["natural"] == "middle" and set(png_rows["bands"]) == {"top", "middle", "bottom", "shift_gauss"}
     for row in ds["rows"].values():
         for ev in row["bands"].values():
             k = ev["keep"]["0.5"]
@@ -360,3 +360,38 @@ def test_benchmark_runs_on_a_tiny_shapes(tmp_path, cache_dir):
     text = (tmp_path / "r" / "heuristics.md").read_text()
     assert "## shapes" in text and "| random | random* |" in text and "middle*" in text
     assert json.loads((tmp_path / "r" / "heuristics.json").read_text())["keeps"] == [0.5]
+
+
+def test_heuristic_ratings_drive_the_callback_on_the_pool(pool, tmp_path):
+    """What the pipeline does with them: the callback trains on exactly the middle band of the pool."""
+    import lightning.pytorch as pl
+    import torch
+    from torch.utils.data import DataLoader
+
+    from lightning_alchemist.callbacks import DataSelectionCallback
+    from lightning_alchemist.data.sample import collate_samples
+
+    class Recorder(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(1, 1)
+            self.seen: list[str] = []
+
+        def training_step(self, batch, batch_idx):
+            self.seen.extend(batch["key"])
+            return self.layer(batch["image"].mean(dim=(1, 2, 3))[:, None]).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+        def train_dataloader(self):
+            return DataLoader(pool, batch_size=2, shuffle=True, collate_fn=collate_samples)
+
+    ratings = heuristic_ratings(pool, "compressed_size", tmp_path / "out")
+    expected = set(Block(centre=0.5).select(ratings, 0.5).keys.to_pylist())
+    model = Recorder()
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[DataSelectionCallback(ratings, strategy=Block(centre=0.5), keep=0.5)])
+    trainer.fit(model)
+    assert sorted(model.seen) == sorted(expected) and len(expected) == 3

@@ -206,9 +206,12 @@ def test_ratings_contract_one_atomic_file_per_shard_resumed_and_guarded(pool, tm
 
 
 def test_parallel_workers_match_one_process(pool, tmp_path):
-    one = heuristic_ratings(pool, "entropy", tmp_path / "one")
-    two = heuristic_ratings(pool, {"score": "entropy", "workers": 2}, tmp_path / "two")
-    assert one.fingerprint == two.fingerprint
+    one = run_heuristic(pool, "entropy", tmp_path / "one")
+    two = run_heuristic(pool, {"score": "entropy", "workers": 2}, tmp_path / "two")
+    assert one.ratings.fingerprint == two.ratings.fingerprint and one.fingerprint == two.fingerprint
+    assert one.skipped == two.skipped == {"corrupt_image": 1}
+    col = run_heuristic(pool, {"score": "column", "column": "score", "workers": 2}, tmp_path / "col")
+    assert col.skipped == {"no_json": 1, "non_numeric": 1}  # counted in the workers, summed here
 
 
 def test_caption_length_reads_the_index_only(pool, tmp_path):

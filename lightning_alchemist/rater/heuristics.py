@@ -293,9 +293,12 @@ def _value_fn(cfg: HeuristicConfig) -> Callable[[Image.Image], float]:
     return color_variance
 
 
-def _rate_shard(pool: ShardDataset, cfg: HeuristicConfig, size: int, first: int, count: int) -> tuple[list[str], np.ndarray, SkipStats]:
-    """Keys and values of pool rows ``[first, first + count)`` (one shard), and what was skipped."""
-    stats = SkipStats()
+def _rate_shard(pool: ShardDataset, cfg: HeuristicConfig, size: int, first: int, count: int,
+                stats: SkipStats) -> tuple[list[str], np.ndarray]:
+    """Keys and values of pool rows ``[first, first + count)`` (one shard); skips are counted in ``stats``.
+
+    One ``stats`` per process for the whole run, so each reason logs its first keys once, not once per shard.
+    """
     keys: list[str] = []
     values: list[float] = []
     reads = cfg.heuristic.reads
@@ -331,7 +334,7 @@ def _rate_shard(pool: ShardDataset, cfg: HeuristicConfig, size: int, first: int,
                 continue
             keys.append(sample["key"])
             values.append(fn(sample["image"]))
-    return keys, np.asarray(values, dtype=np.float64), stats
+    return keys, np.asarray(values, dtype=np.float64)
 
 
 # Set in forked workers only (the pool is inherited, never pickled).
@@ -339,13 +342,15 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(pool: ShardDataset, cfg: HeuristicConfig, size: int) -> None:
-    _WORKER.update(pool=pool, cfg=cfg, size=size)
+    _WORKER.update(pool=pool, cfg=cfg, size=size, stats=SkipStats())
 
 
 def _worker_task(job: tuple[int, int, int]) -> tuple[int, list[str], np.ndarray, dict[str, int], dict[str, list[str]]]:
     sid, first, count = job
-    keys, values, stats = _rate_shard(_WORKER["pool"], _WORKER["cfg"], _WORKER["size"], first, count)
-    return sid, keys, values, dict(stats.counts), stats.keys
+    stats: SkipStats = _WORKER["stats"]
+    before = Counter(stats.counts)
+    keys, values = _rate_shard(_WORKER["pool"], _WORKER["cfg"], _WORKER["size"], first, count, stats)
+    return sid, keys, values, dict(stats.counts - before), stats.keys
 
 
 def _pool_of(data: Any) -> ShardDataset:
@@ -436,14 +441,14 @@ def run_heuristic(
                         examples.setdefault(reason, ks[:3])
                     bar.update(count)
         else:
+            stats = SkipStats()
             for sid, first_row, count in jobs:
-                keys, values, stats = _rate_shard(pool, cfg, size, first_row, count)
+                keys, values = _rate_shard(pool, cfg, size, first_row, count, stats)
                 written += _write_shard(ratings_dir, pool.shards[sid].stem, keys, values, cfg, fingerprint)
                 rated += len(keys)
-                skipped.update(stats.counts)
-                for reason, ks in stats.keys.items():
-                    examples.setdefault(reason, ks[:3])
                 bar.update(count)
+            skipped.update(stats.counts)
+            examples = {reason: ks[:3] for reason, ks in stats.keys.items()}
     finally:
         bar.close()
     seconds = time.perf_counter() - t0

@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -100,7 +101,7 @@ def evaluate(keys: list[str], ratings: np.ndarray, strategy_of_band: dict[str, A
 
 
 def run_dataset(name: str, keeps: list[float], work: Path, seed: int, workers: int, column: Optional[str],
-                extra_ratings: Optional[str], overrides: list[str]) -> dict[str, Any]:
+                extra_ratings: Optional[str], overrides: list[str], label: str = "given ratings") -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     from lightning_alchemist.rater.heuristics import HEURISTICS, band_strategy, run_heuristic
@@ -139,7 +140,7 @@ def run_dataset(name: str, keeps: list[float], work: Path, seed: int, workers: i
     if extra_ratings:
         r = Ratings.read(extra_ratings)
         ev = evaluate(r.keys.to_pylist(), r.ratings, bands, pool_kinds, keeps, seed)
-        res["rows"][f"given ratings ({extra_ratings})"] = {"natural": "shift_gauss", "rated": len(r), "bands": ev}
+        res["rows"][label] = {"natural": "shift_gauss", "rated": len(r), "bands": ev, "ratings": str(extra_ratings)}
     return res
 
 
@@ -204,6 +205,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--column", default=None, help="also rate by this numeric .json field (a dataset's own score column)")
     parser.add_argument("--ratings", action="append", default=[],
                         help="NAME=DIR (repeatable): add these ratings (e.g. a learned rater's) for dataset NAME")
+    parser.add_argument("--ratings-label", default="given ratings", help="the row name of --ratings (e.g. 'learned rater, default')")
     parser.add_argument("--work", default=None, help="ratings cache (default: <cache>/benchmarks/heuristics)")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"), help="where heuristics.{md,json} go")
     parser.add_argument("overrides", nargs="*", help="data overrides for every dataset, e.g. data.image_size=64")
@@ -216,14 +218,15 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     extra = dict(item.split("=", 1) for item in args.ratings)
     work = Path(args.work) if args.work else cache_root() / "benchmarks" / "heuristics"
     res: dict[str, Any] = {
-        "command": " ".join(["python benchmarks/heuristics.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": shlex.join(["python", "benchmarks/heuristics.py", *(argv if argv is not None else sys.argv[1:])]),
         "keeps": keeps, "seed": args.seed, "datasets": {},
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
     for name in names:
         print(f"{name}:", flush=True)
-        res["datasets"][name] = run_dataset(name, keeps, work, args.seed, args.workers, args.column, extra.get(name), args.overrides)
+        res["datasets"][name] = run_dataset(name, keeps, work, args.seed, args.workers, args.column, extra.get(name), args.overrides,
+                                            args.ratings_label)
     md = markdown(res)
     print(md)
     out = Path(args.results)

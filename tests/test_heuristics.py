@@ -363,6 +363,15 @@ def test_benchmark_runs_on_a_tiny_shapes(tmp_path, cache_dir):
     text = (tmp_path / "r" / "heuristics.md").read_text()
     assert "## shapes" in text and "| random | random* |" in text and "middle*" in text
     assert json.loads((tmp_path / "r" / "heuristics.json").read_text())["keeps"] == [0.5]
+    # A learned rater's ratings join as a row with Shift-Gaussian as its strategy (here: any ratings folder).
+    given = tmp_path / "w" / "shapes" / "entropy" / "ratings"
+    again = bench["main"](["--data", "shapes", "--keep", "0.5", "--work", str(tmp_path / "w"), "--results", str(tmp_path / "r"),
+                           "--ratings", f"shapes={given}", "--ratings-label", "learned",
+                           "data.shapes.num_pool=200", "data.shapes.num_val=20", "data.shapes.shard_size=100",
+                           "data.shapes.resolution=32", f"data.cache_dir={cache_dir}"])
+    rows = again["datasets"]["shapes"]["rows"]
+    assert rows["learned"]["natural"] == "shift_gauss" and rows["learned"]["bands"]["top"]["auc"] == rows["entropy"]["bands"]["top"]["auc"]
+    assert all(r.get("reused", True) for r in rows.values())  # the heuristics' ratings came from the cache
 
 
 def test_heuristic_ratings_drive_the_callback_on_the_pool(pool, tmp_path):

@@ -432,7 +432,7 @@ def run_heuristic(
             from multiprocessing import get_context
 
             with get_context("fork").Pool(min(workers, len(jobs)), _worker_init, (pool, cfg, size)) as procs:
-                results = procs.imap(_worker_task, jobs)  # in shard order: bounded to a few shards in flight
+                results = procs.imap(_worker_task, jobs)  # in shard order; a result is one shard's keys and values
                 for (sid, _, count), (_, keys, values, counts, keys_by_reason) in zip(jobs, results):
                     written += _write_shard(ratings_dir, pool.shards[sid].stem, keys, values, cfg, fingerprint)
                     rated += len(keys)

@@ -20,7 +20,7 @@ VALIDATORS = {
     "data": "lightning_alchemist.config:data_config",
     "model": "lightning_alchemist.proxy.factory:model_config",
     "finetune": "lightning_alchemist.proxy.lora:finetune_config",
-    "rater": "lightning_alchemist.rater.config:rater_config",
+    "rater": "lightning_alchemist.rater.heuristics:rater_group_config",  # learned or heuristic
     "selection": "lightning_alchemist.selection.strategies:build_strategy",
     "trainer": "lightning_alchemist.target.trainer:trainer_config",
     "eval": "lightning_alchemist.metrics.evaluate:eval_config",

@@ -189,7 +189,7 @@ def write_report(
     report = {
         "params": {
             "data": v.data.name, "model": model_name(v.model), "finetune": str(v.finetune.mode), "selection": plan.name,
-            "keep": plan.keep, "seed": v.seed, "rater_proxy": model_name(v.rater_proxy) if plan.rate else None,
+            "keep": plan.keep, "seed": v.seed, "rater_proxy": (model_name(v.rater_proxy) if v.rater_proxy is not None else f"heuristic:{v.rater.score}") if plan.rate else None,
         },
         "metrics": as_container(dict(metrics)),
         "train": {"steps": target.steps, "samples_seen": target.samples_seen, "seconds": round(target.seconds, 1),

@@ -87,6 +87,9 @@ def register_configs() -> None:
 
     store = ConfigStore.instance()
     store.store(name="base_config", node=RootConfig)
+    from lightning_alchemist.data.writeback import WritebackConfig
+
+    store.store(name="write_pruned_schema", node=WritebackConfig)
     for family, loader in FAMILIES.items():
         schema, _ = loader()
         store.store(group="model", name=f"schema_{family}", node=schema)

@@ -12,7 +12,7 @@ from helpers import compose, load_recipe
 
 TOY = [
     "trainer.max_steps=4", "trainer.val_check_interval=4", "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1",
-    "trainer.enable_progress_bar=false", "data.batch_size=8", "data.num_workers=0", "data.val_fraction=0.25",
+    "trainer.enable_progress_bar=false", "data.batch_size=4", "data.num_workers=0", "data.val_fraction=0.25",
     "data.convert.workers=1", "rater.epochs=1", "eval.num_prompts=8", "eval.fid_real=64", "eval.val_batches=2",
     # the STAR tokenizer is fitted to each run's data: a few steps on a few images at this size
     "model.tokenizer.train_steps=4", "model.tokenizer.train_samples=16",

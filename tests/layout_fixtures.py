@@ -27,6 +27,8 @@ def jpeg(i: int, size: int = 40) -> bytes:
     arr = (base[None, None, :] * (0.5 + 0.5 * ramp)).repeat(size, 0).astype(np.uint8)
     x, y = rng.integers(0, size // 2, 2)
     arr[y : y + size // 3, x : x + size // 3] = rng.integers(0, 255, 3)
+    # photo-like grain, so JPEG sizes and decode costs are not those of flat colour
+    arr = np.clip(arr.astype(np.int16) + rng.integers(-12, 13, arr.shape), 0, 255).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="JPEG", quality=90)
     return buf.getvalue()
@@ -36,7 +38,7 @@ def caption(i: int) -> str:
     return f"a {COLORS[i % len(COLORS)]} square on a gradient, picture {i}"
 
 
-def make_hpdv3(root: Path, n_pool: int = 30, n_val: int = 8) -> dict:
+def make_hpdv3(root: Path, n_pool: int = 30, n_val: int = 8, size: int = 40) -> dict:
     """``train.json`` / ``test.json`` / ``all.json`` pairs over ``images/<uuid>.jpg``.
 
     Bad input: two pairs name an image outside the release (pickapic-like, absent file); one image
@@ -46,7 +48,7 @@ def make_hpdv3(root: Path, n_pool: int = 30, n_val: int = 8) -> dict:
     (root / "images").mkdir(exist_ok=True)
     ids = [str(uuid.UUID(int=i + 1)) for i in range(n_pool + n_val + 3)]
     for i, u in enumerate(ids):
-        (root / "images" / f"{u}.jpg").write_bytes(jpeg(i))
+        (root / "images" / f"{u}.jpg").write_bytes(jpeg(i, size))
     corrupt = ids[3]
     (root / "images" / f"{corrupt}.jpg").write_bytes(jpeg(3)[:200])  # truncated JPEG
     pool, val, extra = ids[:n_pool], ids[n_pool : n_pool + n_val], ids[n_pool + n_val :]
@@ -81,7 +83,7 @@ def make_hpdv3(root: Path, n_pool: int = 30, n_val: int = 8) -> dict:
             "skips": {"missing_image": 2, "corrupt_image": 1, "no_caption": 2}}
 
 
-def make_laion(root: Path, shards: int = 2, per_shard: int = 20) -> dict:
+def make_laion(root: Path, shards: int = 2, per_shard: int = 20, size: int = 40) -> dict:
     """img2dataset output: ``{shard:05d}.tar`` (successes only) + ``.parquet`` (every attempted URL) + ``_stats.json``.
 
     Keys are ``shard * 10^4 + index`` zero-padded to 9 digits. Every 5th row failed to download; one
@@ -105,12 +107,12 @@ def make_laion(root: Path, shards: int = 2, per_shard: int = 20) -> dict:
                    "punsafe": 0.01, "pwatermark": 0.05 * (i % 3), "AESTHETIC_SCORE": 4.0 + (n % 7) * 0.4, "hash": n,
                    "key": key, "status": "success" if ok else "failed_to_download",
                    "error_message": None if ok else "HTTP Error 404: Not Found",
-                   "width": 40 if ok else None, "height": 40 if ok else None,
+                   "width": size if ok else None, "height": size if ok else None,
                    "original_width": 400 if ok else None, "original_height": 400 if ok else None,
                    "exif": None, "sha256": f"{n:064x}" if ok else None}
             rows.append(row)
             if ok and with_tar:
-                sink.write({"__key__": key, "jpg": jpeg(n), "txt": caption(n), "json": row})
+                sink.write({"__key__": key, "jpg": jpeg(n, size), "txt": caption(n), "json": row})
                 successes += 1
                 good.append(key)
             elif not ok and with_tar:
@@ -124,7 +126,7 @@ def make_laion(root: Path, shards: int = 2, per_shard: int = 20) -> dict:
     return {"pool": sorted(good), "skips": {"status=failed_to_download": failed, "missing_tar": missing_tar}}
 
 
-def make_flux_reason(root: Path, per_file: int = 16) -> dict:
+def make_flux_reason(root: Path, per_file: int = 16, size: int = 40) -> dict:
     """Two subset folders, one ``fluxdb-<subset>-00000-of-00001.parquet`` each, in several row groups.
 
     Bad rows: empty image bytes, undecodable bytes, no caption at all (caption_original and caption_detail
@@ -138,7 +140,7 @@ def make_flux_reason(root: Path, per_file: int = 16) -> dict:
         for i in range(per_file):
             n = f * 100 + i
             key = f"{subset.lower()}-{i:08d}"
-            img: bytes | None = jpeg(n)
+            img: bytes | None = jpeg(n, size)
             original, detail = caption(n), f"Step by step: {caption(n)} in detail."
             if i == 3:
                 img, reason = b"", "empty_image"
@@ -168,7 +170,7 @@ def make_flux_reason(root: Path, per_file: int = 16) -> dict:
     return {"pool": sorted(good), "skips": skips}
 
 
-def make_folder(root: Path, n: int = 30, listed: bool = False) -> dict:
+def make_folder(root: Path, n: int = 30, listed: bool = False, size: int = 40) -> dict:
     """Images in two sub-folders with ``name.txt`` beside each (or a ``captions.csv``), plus bad input.
 
     Bad: one image has no caption, one is corrupt; with ``listed``, one CSV row names an absent file.
@@ -179,7 +181,7 @@ def make_folder(root: Path, n: int = 30, listed: bool = False) -> dict:
         sub = "cats" if i % 2 else "dogs"
         (root / sub).mkdir(parents=True, exist_ok=True)
         name = f"{sub}/img.{i:03d}.jpg"  # a dot in the name: the key must not split there
-        data = jpeg(i) if i != 4 else b"garbage, not an image"
+        data = jpeg(i, size) if i != 4 else b"garbage, not an image"
         (root / name).write_bytes(data)
         key = f"{sub}/img_{i:03d}"
         if i == 7:  # no caption

@@ -96,6 +96,36 @@ def test_layout_details(tmp_path, cache_dir):
     assert detail["caption"].startswith("Step by step") and detail["meta"]["subset"] == "Aesthetics-Part01"
 
 
+def test_laion_parquet_is_the_key_index(tmp_path, cache_dir):
+    """A tar sample with no success row is not a sample; a success row with no sample in the tar is counted."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    expected = F.make_laion(tmp_path / "l")
+    path = tmp_path / "l" / "00000.parquet"
+    rows = pq.read_table(path).to_pylist()
+    dropped = rows.pop(0)["key"]  # in the tar, no longer in the index
+    rows.append({**rows[0], "key": "000009999", "status": "success"})  # indexed, not in the tar
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    (tmp_path / "l" / "stray.tar").write_bytes((tmp_path / "l" / "00001.tar").read_bytes())  # a tar without parquet
+    dm = _dm("laion", tmp_path / "l")
+    assert sorted(dm.pool.keys + dm.val.keys) == sorted(k for k in expected["pool"] if k != dropped)
+    counts = dm.source.prepared.skips.counts
+    assert counts["not_in_parquet"] == 1 and counts["not_in_tar"] == 1 and counts["no_parquet"] == 1
+
+
+def test_flux_reason_duplicate_ids_across_files_are_skipped(tmp_path, cache_dir):
+    import pyarrow.parquet as pq
+
+    F.make_flux_reason(tmp_path / "f")
+    first = next((tmp_path / "f" / "Aesthetics-Part01").glob("*.parquet"))
+    table = pq.read_table(first)
+    pq.write_table(table.slice(0, 3), tmp_path / "f" / "Text" / "fluxdb-text-00001-of-00001.parquet")  # ids 0-2 again
+    dm = _dm("flux_reason", tmp_path / "f")
+    keys = dm.pool.keys + dm.val.keys
+    assert len(keys) == len(set(keys)) and dm.source.prepared.skips.counts["duplicate_key"] == 3
+
+
 def test_flux_reason_caption_column_is_configurable(tmp_path, cache_dir):
     F.make_flux_reason(tmp_path / "f")
     dm = _dm("flux_reason", tmp_path / "f", flux_reason={"caption": "caption_detail", "fallback_caption": None})
@@ -126,6 +156,7 @@ def test_conversion_is_cached_and_resumes_by_job(tmp_path, cache_dir, monkeypatc
     (folder / "pool-00001-000.tar.123.tmp").write_bytes(b"partial")
     resumed = resolve_source(cfg)
     assert calls == ["pool-00001"] and resumed.pool_urls == first.pool_urls
+    assert not list(folder.glob("*.tmp"))
     assert sorted(resolve_source(cfg).prepared.samples.items()) == sorted(first.prepared.samples.items())
     # a changed source is a new conversion
     train = json.loads((tmp_path / "h" / "train.json").read_text())

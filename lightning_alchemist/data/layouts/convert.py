@@ -291,6 +291,8 @@ def convert(name: str, fp: str, cache_dir: Optional[str], plan: Callable[[Skips]
             announce(done, cached=True)
             return done
         start = time.perf_counter()
+        for stale in folder.glob("*.tmp"):  # left by a killed conversion (we hold the lock: nobody writes now)
+            stale.unlink()
         skips = Skips()
         jobs = plan(skips)
         markers: dict[str, dict[str, Any]] = {}

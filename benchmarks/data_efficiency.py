@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 # (name, selection, keep): the paper's comparison at small scale.
 RUNS: tuple[tuple[str, str, float], ...] = (
@@ -76,7 +75,7 @@ def run_one(name: str, overrides: list[str], work: Path) -> dict[str, Any]:
     from lightning_alchemist.cli import check_overrides
     from lightning_alchemist.pipeline.run import run_pipeline
 
-    cfg = check_overrides("config", [f"out={work}", *overrides])
+    cfg = check_overrides("config", [f"out={work}", *overrides], ROOT / "conf")
     t0 = time.time()
     report = run_pipeline(cfg, work / "runs" / name)
     report["wall_seconds"] = round(time.time() - t0, 1)

@@ -36,8 +36,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 PARTS = ("meta", "scoring", "callback", "selection")
 VARIANTS = ("first_order", "penalty", "unrolled")
@@ -52,6 +50,16 @@ TARGETS = {
 QUICK_SHAPES = ["data.shapes.num_pool=1000", "data.shapes.num_val=200", "data.shapes.shard_size=500"]
 
 
+def _sibling(name: str) -> Any:
+    """Another script of benchmarks/ as a module, imported by path (works however this file was loaded)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", Path(__file__).resolve().parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def compose(args: argparse.Namespace, *extra: str) -> Any:
     """The root config (conf/config.yaml) with this run's overrides."""
     from lightning_alchemist.cli import check_overrides
@@ -60,7 +68,7 @@ def compose(args: argparse.Namespace, *extra: str) -> Any:
                  *(QUICK_SHAPES if args.quick else []), *args.override, *extra]
     if args.model == "flux_tiny":
         overrides.append("data.image_size=32")
-    return check_overrides("config", overrides)
+    return check_overrides("config", overrides, ROOT / "conf")
 
 
 def trainer_kwargs(args: argparse.Namespace) -> dict:
@@ -121,16 +129,15 @@ def _proxy(model_cfg: dict) -> Any:
 def _rater_module(cfg: Any, variant: str) -> tuple[Any, Any]:
     """A fresh RaterModule (built as ``run_train_rater`` builds it) and its paired datamodule."""
     from lightning_alchemist.data.datamodule import build_datamodule
+    from lightning_alchemist.config import as_container
     from lightning_alchemist.rater.config import rater_config
     from lightning_alchemist.rater.data import RaterDataModule
     from lightning_alchemist.rater.module import RaterModule, infer_rater_dims
-    from lightning_alchemist.rater.recipe import proxy_model_config
-
     rcfg = rater_config(cfg.rater)
     import dataclasses
 
     rcfg = dataclasses.replace(rcfg, meta_gradient=variant) if variant != rcfg.meta_gradient else rcfg
-    model_cfg = proxy_model_config(rcfg.proxy, cfg.get("model"))
+    model_cfg = as_container(rcfg.proxy if rcfg.proxy is not None else cfg.model)
     proxy = _proxy(model_cfg)
     data = RaterDataModule(build_datamodule(cfg.data, seed=0), seed=0)
     token_dim, text_dim = infer_rater_dims(proxy, data.first_val_batch())
@@ -142,10 +149,11 @@ def _plain_module(cfg: Any) -> tuple[Any, Any]:
     """The same proxy (same builder, same model node) as a plain ``T2IModule``, and the pool datamodule."""
     from lightning_alchemist.data.datamodule import build_datamodule
     from lightning_alchemist.target.module import T2IModule
+    from lightning_alchemist.config import as_container
     from lightning_alchemist.rater.config import rater_config
-    from lightning_alchemist.rater.recipe import proxy_model_config
 
-    model_cfg = proxy_model_config(rater_config(cfg.rater).proxy, cfg.get("model"))
+    proxy = rater_config(cfg.rater).proxy
+    model_cfg = as_container(proxy if proxy is not None else cfg.model)
     return T2IModule(proxy=_proxy(model_cfg)), build_datamodule(cfg.data, seed=0)
 
 
@@ -333,13 +341,13 @@ def scoring_breakdown(args: argparse.Namespace, rater: Any, cfg: Any, batches: i
 
 
 def measure_callback(args: argparse.Namespace) -> dict:
-    from selection_scale import callback_overhead
+    callback_overhead = _sibling("selection_scale").callback_overhead
 
     return callback_overhead(steps=150 if args.quick else 300, repeats=args.repeats)
 
 
 def measure_selection(args: argparse.Namespace) -> list[dict]:
-    from selection_scale import run_cases
+    run_cases = _sibling("selection_scale").run_cases
 
     sizes = args.sizes or ([1_000_000] if args.quick else [1_000_000, 10_000_000, 30_000_000])
     return run_cases(sizes, ["read_ratings", "shift_gauss", "epoch_order"], args.data)

@@ -56,7 +56,7 @@ def resolved(overrides: list[str]) -> dict:
 
     from lightning_alchemist.cli import check_overrides
 
-    cfg = check_overrides("config", overrides)
+    cfg = check_overrides("config", overrides, ROOT / "conf")
     return OmegaConf.to_container(cfg, resolve=True)
 
 
@@ -74,11 +74,10 @@ def tokenizer_stats(rater_cfg: dict, model: dict, data: Optional[dict] = None) -
     """Stats of the proxy's cached VQ tokenizer (STAR proxies only)."""
     import torch
 
-    from lightning_alchemist.rater.recipe import proxy_model_config
-
+    from lightning_alchemist.config import as_container
     from lightning_alchemist.proxy.factory import fit_to_data
 
-    node = fit_to_data(proxy_model_config(rater_cfg.get("proxy"), model), data)
+    node = as_container(fit_to_data(rater_cfg.get("proxy") or model, data))
     if node.get("family") != "star":
         return {}
     from lightning_alchemist.proxy.factory import model_config
@@ -129,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"), help="where rater_auc.{md,json} go")
     parser.add_argument("overrides", nargs="*", help="recipe overrides, e.g. rater=tiny rater.epochs=10")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
-
+    
     overrides = list(args.overrides) + (QUICK if args.quick else [])
     cfg = resolved(overrides)
     labels = labels_path(cfg["data"])

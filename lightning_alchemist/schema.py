@@ -26,7 +26,7 @@ from lightning_alchemist.proxy.lora import FinetuneConfig, finetune_config
 from lightning_alchemist.rater.config import RaterConfig, rater_config
 from lightning_alchemist.target.trainer import TrainerConfig, trainer_config
 
-__all__ = ["RootConfig", "Validated", "register_configs", "selection_schemas", "validate"]
+__all__ = ["EvaluateRecipeConfig", "RootConfig", "Validated", "register_configs", "selection_schemas", "validate"]
 
 
 @dataclass
@@ -54,6 +54,20 @@ class RootConfig:
     # scoring) or a selection manifest (skips selection too); recipes/train.py maps selection=PATH here.
     ratings: Optional[str] = None
     selection_path: Optional[str] = None
+
+
+@dataclass
+class EvaluateRecipeConfig:
+    """Schema of ``conf/evaluate.yaml`` (``recipes/evaluate.py``): a target checkpoint and the data it was trained on."""
+
+    ckpt: Optional[str] = None  # the target checkpoint (Lightning's last.ckpt from recipes/train.py). Required.
+    out: str = "outputs"        # writes metrics.json and generated.png into it
+    seed: int = 0               # must match training's seed (it fixes the held-out split of data without val_urls)
+    num_threads: Optional[int] = 1
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    # None: the model config saved in the checkpoint; model=NAME replaces it (e.g. other sampling settings).
+    model: Any = None
 
 
 def selection_schemas() -> dict[str, type]:
@@ -85,10 +99,15 @@ def register_configs() -> None:
 
     from lightning_alchemist.proxy.factory import FAMILIES
 
-    store = ConfigStore.instance()
-    store.store(name="base_config", node=RootConfig)
+    from lightning_alchemist.rater.recipe import ScoreRecipeConfig
+    from lightning_alchemist.selection.recipe import SelectConfig
     from lightning_alchemist.data.writeback import WritebackConfig
 
+    store = ConfigStore.instance()
+    store.store(name="base_config", node=RootConfig)
+    store.store(name="score_schema", node=ScoreRecipeConfig)
+    store.store(name="select_schema", node=SelectConfig)
+    store.store(name="evaluate_schema", node=EvaluateRecipeConfig)
     store.store(name="write_pruned_schema", node=WritebackConfig)
     for family, loader in FAMILIES.items():
         schema, _ = loader()

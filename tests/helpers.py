@@ -25,3 +25,18 @@ def load_recipe(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def set_group(cfg: Any, key: str, node: Any) -> None:
+    """Replace group ``key`` of a composed config with ``node`` (a mapping), on its schema's defaults where it has one."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    parent = OmegaConf.get_type(cfg)
+    declared = {f.name: f.type for f in dataclasses.fields(parent)} if dataclasses.is_dataclass(parent) else {}
+    schema = OmegaConf.get_type(cfg, key) if key in declared and declared[key] not in ("Any", Any) else None
+    if dataclasses.is_dataclass(schema):
+        cfg[key] = OmegaConf.merge(OmegaConf.structured(schema), node)
+    else:
+        cfg[key] = node

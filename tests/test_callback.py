@@ -122,7 +122,11 @@ def test_weighted_mode_and_curriculum():
     from lightning_alchemist.errors import ConfigError
 
     with pytest.raises(ConfigError, match="num_samples=40 exceeds the 10 samples with positive weight"):
-        trainer(DataSelectionCallback(sel, mode="weighted", num_samples=40), max_epochs=1).fit(Recorder(KeyedDataset()))
+        trainer(DataSelectionCallback(sel, mode="weighted", num_samples=40, replacement=False), max_epochs=1).fit(
+            Recorder(KeyedDataset()))
+    model = Recorder(KeyedDataset())  # left unset, more draws than positive weights are made with replacement
+    trainer(DataSelectionCallback(sel, mode="weighted", num_samples=40), max_epochs=1).fit(model)
+    assert len(model.seen[0]) == 40 and set(model.seen[0]) <= {f"img{i:04d}" for i in range(10)}
     r = Ratings.from_arrays([f"img{i:04d}" for i in range(N)], -np.arange(N, dtype=float))  # rank = index
     cur = Curriculum().select(r, 0.25)  # epochs left open: the trainer's max_epochs
     model = Recorder(KeyedDataset())

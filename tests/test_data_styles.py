@@ -101,11 +101,15 @@ def test_truncated_shard_is_indexed_up_to_the_break(broken_shards, tmp_path):
     assert all(ds[i] is not None for i in range(len(ds)))
 
 
-def test_index_is_cached_next_to_the_shard_and_reused(broken_shards, monkeypatch):
+def test_index_is_cached_under_the_cache_root_and_reused(broken_shards, monkeypatch, tmp_path):
+    monkeypatch.setenv("LIGHTNING_ALCHEMIST_CACHE", str(tmp_path / "cache"))
+    import lightning_alchemist.data.index as index_mod
+
     ShardDataset(broken_shards, _decoder())
     for shard in broken_shards:
-        assert os.path.exists(shard + ".index.parquet")
-    import lightning_alchemist.data.index as index_mod
+        assert not os.path.exists(shard + ".index.parquet")  # never beside the user's data
+        assert index_mod.index_path(shard).is_file()
+        assert str(index_mod.index_path(shard)).startswith(str(tmp_path / "cache" / "index"))
 
     def fail(*a, **k):
         raise AssertionError("the index should have come from the cache")

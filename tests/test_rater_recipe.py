@@ -10,7 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from helpers import compose
+from helpers import compose, set_group
 from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.rater.auc import auc, defect_aucs
 from lightning_alchemist.rater.recipe import rater_path_override, run_score, run_train_rater
@@ -22,7 +22,7 @@ TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
 def compose_with(name: str, overrides: list[str], **nodes) -> OmegaConf:
     cfg = compose(name, overrides)
     for key, node in nodes.items():  # replaced whole (a user's proxy is not a StarConfig)
-        cfg[key] = node
+        set_group(cfg, key, node)
     return cfg
 
 
@@ -42,7 +42,8 @@ def test_train_rater_then_score_on_tiny_shapes(tmp_path, small_shapes, small_sha
     rows = list(csv.DictReader(open(next((out / "rater_logs").rglob("metrics.csv")))))
     alphas = sorted({round(float(r["train/alpha_epoch"]), 6) for r in rows if r.get("train/alpha_epoch")})
     assert alphas == [0.97, 1.0]
-    assert len(list((out / "rater_checkpoints").glob("*.ckpt"))) == 2  # one per epoch
+    # the last keep_checkpoints=2 epochs and last.ckpt
+    assert sorted(p.name for p in (out / "rater_checkpoints").glob("*.ckpt")) == ["epoch00.ckpt", "epoch01.ckpt", "last.ckpt"]
 
     score_cfg = compose_with("score", rater_path_override([f"rater={ckpt}", f"out={out}"]), data=small_shapes_cfg, trainer=TRAINER)
     info = run_score(score_cfg)

@@ -150,3 +150,24 @@ def test_num_workers_defaults_to_the_machine():
     from lightning_alchemist.config import data_config, default_num_workers
 
     assert data_config({"name": "wds", "urls": "/x.tar"}).num_workers == default_num_workers() <= 4
+
+
+def test_lightning_lines_are_logged_once_under_hydra(capsys):
+    """Hydra installs a root handler; Lightning has its own and propagates: the recipe keeps one of them."""
+    import logging
+
+    from lightning_alchemist.cli import _quiet_duplicate_logs
+
+    root, lit = logging.getLogger(), logging.getLogger("lightning.pytorch")
+    saved = (list(root.handlers), list(lit.handlers), lit.propagate, root.level)
+    try:
+        root.handlers = [logging.StreamHandler(sys.stderr)]
+        root.setLevel(logging.INFO)
+        lit.handlers = [logging.StreamHandler(sys.stderr)]
+        lit.propagate = True
+        _quiet_duplicate_logs()
+        lit.info("GPU available: False")
+        assert capsys.readouterr().err.count("GPU available: False") == 1
+    finally:
+        root.handlers, lit.handlers, lit.propagate = saved[0], saved[1], saved[2]
+        root.setLevel(saved[3])

@@ -25,7 +25,7 @@ from lightning_alchemist.selection import (
 from lightning_alchemist.selection.draw import gumbel_top_k, make_rng, permutation, rank_order, weighted_draw
 from lightning_alchemist.selection.manifest import META_KEY
 from lightning_alchemist.selection.plot import kept_mask, kept_share_by_percentile
-from lightning_alchemist.selection.strategies import curriculum_bin_weights
+from lightning_alchemist.selection.schedule import curriculum_bin_weights
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 ALL = [ShiftGaussian(), Gsample(), TopK(), BottomK(), Block(0.3), Random(), Curriculum(epochs=10)]

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 import webdataset as wds
-from omegaconf import OmegaConf
 from PIL import Image
 
-from lightning_alchemist.cli import CONF_DIR
-from lightning_alchemist.config import GlyphsConfig
+from helpers import compose, set_group
+
+from lightning_alchemist.config import GlyphsConfig, as_container
 from lightning_alchemist.data.glyphs import ensure_glyphs
 from lightning_alchemist.proxy.factory import build_proxy, fit_to_data, model_config
 from lightning_alchemist.proxy.star import train_vq
@@ -22,7 +22,7 @@ TINY_VQ = {"train_steps": 3, "train_batch_size": 8, "train_samples": 48}
 
 
 def _star_tiny() -> dict:
-    node = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / "star_tiny.yaml"), resolve=True)
+    node = as_container(compose("config", []).model)
     node["tokenizer"].update(TINY_VQ)
     return node
 
@@ -142,13 +142,13 @@ def test_a_pretrained_tokenizer_loads_from_a_path_with_data_wds(cache_dir, shard
 
 
 def test_rater_recipe_builds_its_proxy_on_the_run_data(cache_dir, shards, no_shapes, trained, tmp_path):
-    from lightning_alchemist.cli import check_overrides
     from lightning_alchemist.rater.recipe import run_train_rater
 
-    cfg = check_overrides("config", [f"out={tmp_path}", "rater.proxy=null", "rater.epochs=1", "rater.steps_per_epoch=1",
-                                     "rater.network.depth=1", "rater.network.width=32", "rater.network.heads=2", "rater.probe_size=8"])
-    OmegaConf.set_struct(cfg, False)
-    cfg.merge_with({"data": shards, "model": _star_tiny(), "trainer": {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}})
+    cfg = compose("config", [f"out={tmp_path}", "rater.proxy=null", "rater.epochs=1", "rater.steps_per_epoch=1",
+                             "rater.network.depth=1", "rater.network.width=32", "rater.network.heads=2", "rater.probe_size=8"])
+    set_group(cfg, "data", shards)
+    set_group(cfg, "model", _star_tiny())
+    set_group(cfg, "trainer", {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False})
     ckpt = run_train_rater(cfg)
     spec = torch.load(ckpt, map_location="cpu", weights_only=False)["hyper_parameters"]["proxy_spec"]
     assert spec["model"]["tokenizer"]["train_data"]["urls"] == shards["urls"]  # scoring rebuilds the same tokenizer
@@ -157,14 +157,16 @@ def test_rater_recipe_builds_its_proxy_on_the_run_data(cache_dir, shards, no_sha
 
 
 def test_target_stage_builds_its_model_on_the_run_data(cache_dir, shards, no_shapes, trained, tmp_path):
-    from lightning_alchemist.cli import check_overrides
-    from lightning_alchemist.pipeline.target import train_target
+    from lightning_alchemist.data.datamodule import build_datamodule
+    from lightning_alchemist.schema import validate
+    from lightning_alchemist.target.train import train_target
 
-    cfg = check_overrides("config", ["trainer.max_steps=1", "trainer.val_check_interval=1", "trainer.limit_val_batches=1",
-                                     "trainer.enable_progress_bar=false", f"out={tmp_path}"])
-    OmegaConf.set_struct(cfg, False)
-    cfg.merge_with({"data": shards, "model": _star_tiny()})
-    result = train_target(cfg, tmp_path)
+    cfg = compose("config", ["trainer.max_steps=1", "trainer.val_check_interval=1", "trainer.limit_val_batches=1",
+                             "trainer.enable_progress_bar=false", f"out={tmp_path}"])
+    set_group(cfg, "data", shards)
+    set_group(cfg, "model", _star_tiny())
+    v = validate(cfg)
+    result = train_target(v.model, v.finetune, v.trainer, build_datamodule(v.data, seed=v.seed), tmp_path, seed=v.seed)
     assert result.steps == 1
     model = result.module.hparams["model"]  # what a checkpoint restores the model (and its tokenizer) from
     assert model["tokenizer"]["train_data"]["urls"] == shards["urls"]

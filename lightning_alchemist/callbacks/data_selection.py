@@ -38,9 +38,10 @@ from lightning_alchemist.sampling.webdataset import (
     per_worker_epoch,
     scan_tar_keys,
     shard_urls,
+    stream_key_filters,
 )
 from lightning_alchemist.selection.manifest import Selection
-from lightning_alchemist.selection.ratings import Ratings
+from lightning_alchemist.selection.ratings import UNRATED_TOLERANCE, Ratings, check_ratings_cover
 from lightning_alchemist.selection.strategies import Strategy
 
 __all__ = ["DataSelectionCallback"]
@@ -80,12 +81,21 @@ class DataSelectionCallback(Callback):
         key_fn: ``key_fn(dataset, index) -> key`` for map-style datasets without ``keys``.
         strategy, keep: used only when ``selection`` is a :class:`Ratings` table.
         seed: the epoch orders are a function of ``(seed, epoch)``, identical on every rank.
-        num_samples: draws per epoch in ``weighted`` mode (default: the selected samples found).
-        replacement: draw with replacement in ``weighted`` mode (map-style only).
+        num_samples: draws per epoch in ``weighted`` mode (default: the manifest's draw count, else
+            the selected samples found with positive weight).
+        replacement: draw with replacement in ``weighted`` mode (map-style only). ``None``: draws
+            are ∝ weight for any manifest: with replacement, except for soft selections and
+            curricula (their manifest sets the distinct samples per epoch: drawn without
+            replacement, the method's rule) and equal weights (each sample once). A stream keeps
+            each key with probability ∝ weight per pass (weight / max weight without a draw count).
         warn_below, error_below: share of the selection found in the dataset under which to warn / fail.
         epoch_length: for a stream, the selected samples per epoch (all ranks together); sets
             ``with_epoch`` and skips scanning the shards' tar headers for their keys (which is
             how the callback otherwise counts the matches and sizes the epoch).
+        allow_partial_ratings: accept a selection drawn from ratings that cover only part of the
+            dataset (warn with the effective keep). Otherwise that is a ``DataError``: the ratings
+            must cover every shard (``Ratings`` input, checked per shard) or, for a manifest, its
+            ``num_rated`` must reach the dataset's size (less 1% for undecodable images).
     """
 
     def __init__(
@@ -97,10 +107,11 @@ class DataSelectionCallback(Callback):
         keep: Optional[float] = None,
         seed: int = 0,
         num_samples: Optional[int] = None,
-        replacement: bool = False,
+        replacement: Optional[bool] = None,
         warn_below: float = 0.99,
         error_below: float = 0.01,
         epoch_length: Optional[int] = None,
+        allow_partial_ratings: bool = False,
     ) -> None:
         if mode not in ("subset", "weighted"):
             raise ConfigError(f"DataSelectionCallback: mode must be 'subset' or 'weighted', got {mode!r}")
@@ -117,6 +128,7 @@ class DataSelectionCallback(Callback):
         self.warn_below = warn_below
         self.error_below = error_below
         self.epoch_length = epoch_length
+        self.allow_partial_ratings = allow_partial_ratings
         self.selection: Optional[Selection] = selection if isinstance(selection, Selection) else None
         self.stats: dict[str, Any] = {}
         self.epoch = 0
@@ -244,11 +256,72 @@ class DataSelectionCallback(Callback):
         if share < self.warn_below:
             rank_zero_warn(f"{msg}; the rest are skipped (was the dataset filtered or re-sharded after scoring?)")
 
+    def _check_rated(self, keys: Any, dataset: Any = None) -> None:
+        """Refuse a selection drawn from ratings that miss part of the dataset (unless ``allow_partial_ratings``).
+
+        ``Ratings`` input: checked per shard (``dataset.keys_by_shard()`` when it has one). A manifest
+        only records how many samples were rated (``num_rated``); the shards holding none of the
+        selected keys are named as the likely unrated ones.
+        """
+        sel = self.resolve()
+        if isinstance(self._source, Ratings):
+            by_shard = dataset.keys_by_shard() if hasattr(dataset, "keys_by_shard") else {"dataset": keys}
+            try:
+                check_ratings_cover(self._source, by_shard, self.allow_partial_ratings, keep=self.keep)
+            except DataError as err:
+                raise DataError(f"DataSelectionCallback: {err}") from None
+            return
+        num_rated, size = sel.meta.get("num_rated"), len(keys)
+        if num_rated is None or num_rated >= (1 - UNRATED_TOLERANCE) * size:
+            return
+        keep = sel.meta.get("keep")
+        effective = len(sel) / max(size, 1) if sel.samples_per_epoch() is None else sel.samples_per_epoch() / max(size, 1)
+        msg = (
+            f"DataSelectionCallback: the selection was drawn from ratings of {num_rated} samples but the dataset holds "
+            f"{size} ({num_rated / max(size, 1):.1%} rated): training keeps {effective:.3f} of it instead of keep={keep}"
+        )
+        if hasattr(dataset, "keys_by_shard"):
+            chosen = sel.keys.combine_chunks()
+            empty = [stem for stem, ks in dataset.keys_by_shard().items()
+                     if ks and not pc.any(pc.is_in(pa.array(ks, pa.string()), value_set=chosen)).as_py()]
+            if empty:
+                more = f" and {len(empty) - 3} more" if len(empty) > 3 else ""
+                msg += f"; {len(empty)} shards hold no selected key, likely unrated ({', '.join(empty[:3])}{more})"
+        if self.allow_partial_ratings:
+            rank_zero_warn(msg + " (allow_partial_ratings)")
+            return
+        raise DataError(
+            msg + "; finish scoring (rerun recipes/score.py with the same out=: it resumes, rated shards are skipped) "
+            "and select again, or pass allow_partial_ratings=True"
+        )
+
     def _effective_mode(self) -> str:
         if self.resolve().schedule and self.mode != "weighted":
             rank_zero_info("DataSelectionCallback: the selection has a per-epoch schedule; using mode='weighted'")
             return "weighted"
         return self.mode
+
+    def _replacement(self, mode: str, sel: Selection, weights: np.ndarray, num_samples: Optional[int], positive: int) -> bool:
+        """Whether weighted draws are made with replacement (the rule under ``replacement=None``).
+
+        Draws are ∝ weight for any manifest: with replacement, unless the manifest sets how many
+        distinct samples an epoch draws (soft selections, curricula: the method's draw without
+        replacement) or every positive weight is equal and the epoch fits in them (each once).
+        """
+        if mode != "weighted":
+            return False
+        pos = weights[weights > 0]
+        equal = len(pos) == 0 or bool(np.all(pos == pos[0]))
+        if self.replacement is not None:
+            if not self.replacement and not equal and not sel.schedule and num_samples is not None and num_samples >= positive:
+                rank_zero_warn(
+                    f"DataSelectionCallback: replacement=False draws all {positive} weighted samples once per epoch, "
+                    "so their weights have no effect; leave replacement unset (draws ∝ weight) or lower num_samples"
+                )
+            return self.replacement
+        if sel.schedule or sel.samples_per_epoch() is not None:
+            return False
+        return not (equal and (num_samples is None or num_samples <= positive))
 
     def _apply_map(self, trainer: "pl.Trainer", dl: DataLoader) -> DataLoader:
         from lightning.pytorch.trainer.states import RunningStage
@@ -262,6 +335,7 @@ class DataSelectionCallback(Callback):
         positions = np.flatnonzero(found_mask)
         sel_rows = rows.filter(rows.is_valid()).to_numpy().astype(np.int64)
         self._check_match(len(positions), len(dataset), "map-style dataset")
+        self._check_rated(keys, dataset)
         mode = self._effective_mode()
         if mode == "subset" and not sel.schedule:
             # a subset is the rows with positive weight (a soft selection also lists weight-0 rows)
@@ -278,16 +352,18 @@ class DataSelectionCallback(Callback):
         if mode == "weighted" and num_samples is None and sel.samples_per_epoch() is not None:
             # the selection's per-epoch draw count, scaled to the part of it this dataset holds
             num_samples = round(sel.samples_per_epoch() * len(positions) / max(len(sel), 1))
+        positive = int((weights > 0).sum())
         if mode == "weighted" and num_samples is None:
-            num_samples = int((weights > 0).sum())
+            num_samples = positive
         uniform = mode == "subset" or (epoch_weights is None and bool(np.all(weights == weights[:1])))
+        replacement = self._replacement(mode, sel, weights, num_samples, positive)
         try:
             sampler = WeightedSubsetSampler(
                 positions,
                 weights=None if uniform else weights,
                 mode=mode,
                 num_samples=num_samples,
-                replacement=self.replacement,
+                replacement=replacement,
                 seed=self.seed,
                 epoch_weights=epoch_weights,
             )
@@ -325,11 +401,23 @@ class DataSelectionCallback(Callback):
         keys_in_data = None
         urls = shard_urls(pipeline) if self.epoch_length is None else None  # given a length, skip the scan
         if urls:
-            keys_in_data = scan_tar_keys(urls)
+            truncated: list[str] = []
+            keys_in_data = scan_tar_keys(urls, truncated)
+            if truncated:
+                names = ", ".join(os.path.basename(u) for u in truncated[:3])
+                more = f" and {len(truncated) - 3} more" if len(truncated) > 3 else ""
+                rank_zero_warn(
+                    f"DataSelectionCallback: {len(truncated)} of {len(urls)} shards are truncated or corrupt ({names}{more}); "
+                    "only the samples before the break are counted for the key check and the epoch length"
+                )
+            filters = stream_key_filters(pipeline)
+            if keys_in_data is not None and filters:  # e.g. the datamodule's split: count what the stream yields
+                keys_in_data = [k for k in keys_in_data if all(f(k) for f in filters)]
         if keys_in_data is not None:
             present = pc.is_in(sel.keys, value_set=pa.array(keys_in_data, pa.string())).to_numpy(zero_copy_only=False)
             found = int(present.sum())
             self._check_match(found, len(keys_in_data), "webdataset shards")
+            self._check_rated(keys_in_data)
         else:
             present = np.ones(len(sel), dtype=bool)
             found = None
@@ -342,9 +430,17 @@ class DataSelectionCallback(Callback):
         if mode == "subset":
             probs = np.where(w > 0, 1.0, 0.0)
         else:
-            target = self.num_samples if self.num_samples is not None else float((w > 0).sum())
-            scale = target / max(float(w.sum()), 1e-300)
-            probs = np.minimum(1.0, w * scale)
+            target = self.num_samples
+            if target is None and sel.samples_per_epoch() is not None:
+                target = sel.samples_per_epoch() * float(present.sum()) / max(len(sel), 1)
+            if target is None:
+                # No draw count (a hand-written manifest): keep each key with probability
+                # weight / max weight per pass, so what a (cycling) stream trains on is ∝ weight.
+                probs = w / max(float(w.max()), 1e-300) if len(w) else w
+            else:
+                # A draw of `target` samples per pass: inclusion probabilities ∝ weight, capped at 1.
+                scale = target / max(float(w.sum()), 1e-300)
+                probs = np.minimum(1.0, w * scale)
         positive = probs > 0
         chosen = sel.keys.filter(pa.array(present)).filter(pa.array(positive))
         expected = float(probs.sum())

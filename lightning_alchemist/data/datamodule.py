@@ -23,6 +23,21 @@ from lightning_alchemist.data.transforms import CenterCropResize
 log = logging.getLogger(__name__)
 
 
+def seed_worker(worker_id: int) -> None:
+    """Seed ``random`` and ``numpy`` in a DataLoader worker from the seed torch gave it.
+
+    torch seeds each worker from the loader's generator (``base_seed + worker_id``); without this,
+    forked workers share the parent's numpy/random state and spawned ones start unseeded.
+    """
+    import random
+
+    import numpy as np
+
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
 class T2IDataModule(L.LightningDataModule):
     """Image–caption data for rating, scoring and training.
 
@@ -34,13 +49,16 @@ class T2IDataModule(L.LightningDataModule):
 
     Args:
         cfg: the validated ``data`` config (or a dict/DictConfig with its keys).
-        seed: seeds the held-out split, shard and sample shuffles.
+        seed: seeds the held-out split, shard and sample shuffles, and the loader workers.
+        duplicates: a key held by several shards: ``"skip"`` its later copies (counted, one
+            warning naming the shards) or ``"error"`` (see :class:`ShardDataset`).
     """
 
-    def __init__(self, cfg: Any = None, seed: int = 0) -> None:
+    def __init__(self, cfg: Any = None, seed: int = 0, duplicates: str = "skip") -> None:
         super().__init__()
         self.cfg: DataConfig = data_config(cfg)
         self.seed = seed
+        self.duplicates = duplicates
         self.skip_shards: set[str] = set()
         self._source: Optional[DataSource] = None
         self._pool: Optional[ShardDataset] = None
@@ -59,15 +77,22 @@ class T2IDataModule(L.LightningDataModule):
 
     def _build(self, source: DataSource) -> None:
         self._source = source
-        self._pool = ShardDataset(source.pool_urls, self._decoder(), key_filter=source.split.is_pool)
+        dup = self.duplicates
+        self._pool = ShardDataset(source.pool_urls, self._decoder(), key_filter=source.split.is_pool, duplicates=dup)
         if source.val_urls:
-            self._val = ShardDataset(source.val_urls, self._decoder())
+            self._val = ShardDataset(source.val_urls, self._decoder(), duplicates=dup)
         else:
-            self._val = ShardDataset(source.pool_urls, self._decoder(), key_filter=source.split.is_val)
+            self._val = ShardDataset(source.pool_urls, self._decoder(), key_filter=source.split.is_val, duplicates=dup)
         if len(self._pool) == 0:
             from lightning_alchemist.errors import DataError
 
             raise DataError(f"data '{self.cfg.name}': the pool is empty ({len(source.pool_urls)} shards, no usable samples)")
+        if source.val_urls:
+            # a key in both splits leaks validation data into the pool the rater learns to rank
+            both = set(self._val.keys).intersection(self._pool.keys)
+            if both:
+                log.warning("data '%s': %d keys are in both data.urls and data.val_urls (e.g. '%s'); "
+                            "the validation split should be disjoint from the pool", self.cfg.name, len(both), min(both))
         for name, ds in (("pool", self._pool), ("validation", self._val)):
             if ds.index_stats.total:
                 log.warning("%s: %s", name, ds.index_stats.summary())
@@ -109,12 +134,16 @@ class T2IDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ loaders
 
     def _loader(self, dataset: Any, **kwargs: Any) -> DataLoader:
+        # Seeded workers: the worker seeds come from this generator, so a rerun with the same seed
+        # (and worker count) reads the same data in the same order.
+        kwargs.setdefault("generator", torch.Generator().manual_seed(self.seed))
         return DataLoader(
             dataset,
             batch_size=kwargs.pop("batch_size", self.cfg.batch_size),
             num_workers=self.cfg.num_workers,
             collate_fn=collate_samples,
             persistent_workers=self.cfg.num_workers > 0,
+            worker_init_fn=seed_worker if self.cfg.num_workers > 0 else None,
             **kwargs,
         )
 
@@ -157,6 +186,7 @@ class T2IDataModule(L.LightningDataModule):
             seed=self.seed,
             shuffle_buffer=self.cfg.shuffle_buffer,
             cycle=cycle,
+            exclude=self.pool.skipped_duplicates,
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -172,6 +202,6 @@ class T2IDataModule(L.LightningDataModule):
         return self._loader(self.pool, sampler=sampler, shuffle=False)
 
 
-def build_datamodule(cfg: Any, seed: int = 0) -> T2IDataModule:
-    """A :class:`T2IDataModule` from the ``data`` config node (validated, one-line errors)."""
-    return T2IDataModule(cfg, seed=seed)
+def build_datamodule(cfg: Any, seed: int = 0, **kwargs: Any) -> T2IDataModule:
+    """A :class:`T2IDataModule` from the ``data`` config node (validated, one-line errors); ``kwargs`` go to it."""
+    return T2IDataModule(cfg, seed=seed, **kwargs)

@@ -42,6 +42,13 @@ class SkipStats:
             elif self.counts[reason] % 1000 == 0:
                 log.warning("skipped %d samples so far for %s (keys logged: %s ...)", self.counts[reason], reason, seen[:5])
 
+    def add(self, reason: str, count: int, examples: list[str]) -> None:
+        """Count ``count`` skips at once, without a log line per key (the caller logs one summary)."""
+        with self._lock:
+            self.counts[reason] += count
+            seen = self.keys.setdefault(reason, [])
+            seen.extend(examples[: max(_LOGGED_KEYS_PER_REASON - len(seen), 0)])
+
     @property
     def total(self) -> int:
         return sum(self.counts.values())

@@ -1,8 +1,10 @@
 """A key → (shard, member offsets) index of webdataset shards, built once and cached.
 
-The index of ``shard.tar`` is written next to it as ``shard.tar.index.parquet`` (or into the
-cache folder when the shard folder is read-only) and rebuilt when the shard's size or mtime
-changes. It also stores each caption, so captions are readable without opening tars.
+The index of ``shard.tar`` lives under the cache root (``$LIGHTNING_ALCHEMIST_CACHE/index/``), in a
+file named by a hash of the shard's absolute path, size and mtime: nothing is ever written beside
+the user's data (a read-only dataset works, and a glob over the data folder never picks up an
+index as a shard); a rewritten shard gets a fresh index. It also stores each caption, so captions
+are readable without opening tars.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lightning_alchemist.data.decode import CAPTION_EXTENSIONS, IMAGE_EXTENSIONS, SkipStats
+from lightning_alchemist.data.tarscan import sample_key, scan_tar
 from lightning_alchemist.paths import cache_root
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = "1"
-_KEY_RE = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's key/extension split
+INDEX_VERSION = "2"  # 2: in a truncated shard, the sample the break may have cut is left out
 
 
 @dataclass
@@ -51,37 +52,53 @@ def _signature(shard: str) -> str:
     return f"{INDEX_VERSION}:{st.st_size}:{int(st.st_mtime_ns)}"
 
 
-def _index_path(shard: str) -> Path:
-    beside = Path(shard + ".index.parquet")
-    if os.access(beside.parent, os.W_OK):
-        return beside
-    digest = hashlib.sha1(os.path.abspath(shard).encode()).hexdigest()[:20]
-    return cache_root() / "index" / f"{digest}.index.parquet"
+def index_path(shard: str) -> Path:
+    """Where the index of ``shard`` is cached: ``<cache>/index/<ab>/<hash>.index.parquet``.
+
+    The hash covers the absolute path, size and mtime (and the index version), so a moved or
+    rewritten shard is indexed afresh; two characters of fan-out keep folders small at 100k shards.
+    """
+    ident = f"{os.path.abspath(shard)}\0{_signature(shard)}"
+    digest = hashlib.sha1(ident.encode()).hexdigest()[:24]
+    return cache_root() / "index" / digest[:2] / f"{digest}.index.parquet"
 
 
 def _scan(shard: str, stats: SkipStats) -> ShardIndex:
+    scan = scan_tar(shard)
     groups: dict[str, dict[str, tuple[int, int]]] = {}
     order: list[str] = []
+    for member in scan.members:
+        parsed = sample_key(member.name)
+        if parsed is None:
+            continue
+        key, ext = parsed[0], parsed[1].lower()
+        if key not in groups:
+            groups[key] = {}
+            order.append(key)
+        groups[key][ext] = (member.offset_data, member.size)
+    if scan.truncated:
+        # the break may have cut the last sample (a member of it could be the missing one): leave it out,
+        # as the key scan of a selected stream does, so both count the same samples
+        if order and scan.last_sample_cut(order[-1]):
+            groups.pop(order.pop())
+        log.warning("shard %s is truncated or corrupt after %d samples (%s); indexing what was read", shard, len(order), scan.error)
+        stats.record("corrupt_shard", shard, scan.error or "")
     captions: dict[str, str] = {}
-    try:
-        with tarfile.open(shard, mode="r|*") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                match = _KEY_RE.match(member.name)
-                if match is None:
-                    continue
-                key, ext = match.group(1), match.group(2).lower()
-                if key not in groups:
-                    groups[key] = {}
-                    order.append(key)
-                groups[key][ext] = (member.offset_data, member.size)
-                if ext in CAPTION_EXTENSIONS:
+    wanted = {key: next((e for e in CAPTION_EXTENSIONS if e in groups[key]), None) for key in order}
+    if scan.compressed:  # offsets are not file positions: read the captions through tarfile
+        with tarfile.open(shard, mode="r:*") as tar:
+            for member in scan.members:
+                parsed = sample_key(member.name)
+                if parsed and parsed[0] in wanted and wanted[parsed[0]] == parsed[1].lower():
                     handle = tar.extractfile(member)
-                    captions[key] = handle.read().decode("utf-8", errors="replace").strip() if handle else ""
-    except (tarfile.TarError, OSError, EOFError) as err:
-        log.warning("shard %s is truncated or corrupt after %d samples (%s); indexing what was read", shard, len(order), err)
-        stats.record("corrupt_shard", shard, str(err))
+                    captions[parsed[0]] = handle.read().decode("utf-8", errors="replace").strip() if handle else ""
+    else:
+        with open(shard, "rb") as fh:
+            for key, ext in wanted.items():
+                if ext is not None:
+                    offset, size = groups[key][ext]
+                    fh.seek(offset)
+                    captions[key] = fh.read(size).decode("utf-8", errors="replace").strip()
     keys, img_off, img_size, img_ext, caps, js_off, js_size = [], [], [], [], [], [], []
     for key in order:
         members = groups[key]
@@ -155,7 +172,7 @@ def _read(shard: str, path: Path, signature: str) -> Optional[ShardIndex]:
 def load_shard_index(shard: str, stats: Optional[SkipStats] = None) -> ShardIndex:
     """The index of ``shard``, read from its cache or built (and cached) by scanning the tar."""
     signature = _signature(shard)
-    path = _index_path(shard)
+    path = index_path(shard)
     if path.exists():
         cached = _read(shard, path, signature)
         if cached is not None:

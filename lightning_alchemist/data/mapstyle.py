@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
@@ -10,9 +11,22 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from lightning_alchemist.data.decode import SampleDecoder, SkipStats
+from lightning_alchemist.errors import DataError
 from lightning_alchemist.data.index import ShardIndex, load_shard_index
 from lightning_alchemist.data.sample import Sample
 from lightning_alchemist.data.shards import shard_stem
+
+log = logging.getLogger(__name__)
+
+DUPLICATES = ("skip", "error")
+_SHOWN = 3  # duplicated keys named in the one-line message
+
+
+def duplicate_message(what: str, dups: dict[str, list[str]], outcome: str) -> str:
+    """One line naming the first few duplicated keys with the shards holding each, then a count."""
+    shown = "; ".join(f"'{k}' in {', '.join(os.path.basename(u) for u in urls)}" for k, urls in list(dups.items())[:_SHOWN])
+    more = f"; and {len(dups) - _SHOWN} more keys" if len(dups) > _SHOWN else ""
+    return f"{what}: {len(dups)} keys appear in more than one shard ({shown}{more}); {outcome}: remove or re-key the duplicates"
 
 
 @dataclass(frozen=True)
@@ -22,6 +36,34 @@ class ShardInfo:
     path: str
     stem: str
     num_samples: int
+
+
+def duplicate_positions(keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(later, every)``: positions of each copy of a key after its first, and of all copies of those keys.
+
+    Sorts 64-bit hashes (8 bytes a key, not a dict of every key: pools of 100M samples), then
+    confirms the few hash matches exactly. Both arrays are ascending.
+    """
+    empty = np.zeros(0, np.int64)
+    if len(keys) < 2:
+        return empty, empty
+    hashes = np.fromiter((hash(k) for k in keys), dtype=np.int64, count=len(keys))
+    order = np.argsort(hashes, kind="stable")
+    ordered = hashes[order]
+    same = ordered[1:] == ordered[:-1]
+    if not same.any():
+        return empty, empty
+    candidates = np.unique(np.concatenate([order[1:][same], order[:-1][same]])).tolist()  # every copy is one
+    seen: set[str] = set()
+    later = []
+    for pos in candidates:
+        if keys[pos] in seen:
+            later.append(pos)
+        else:
+            seen.add(keys[pos])
+    duplicated = {keys[p] for p in later}
+    every = [p for p in candidates if keys[p] in duplicated]
+    return np.asarray(later, dtype=np.int64), np.asarray(every, dtype=np.int64)
 
 
 class ShardDataset(Dataset):
@@ -36,6 +78,9 @@ class ShardDataset(Dataset):
         urls: expanded shard paths.
         decoder: turns raw members into a ``Sample`` (shared with the streaming style).
         key_filter: keep only keys for which it returns True (e.g. the pool side of a split).
+        duplicates: a key held by several shards is found while indexing: ``"skip"`` keeps its
+            first copy (shard order), counts the others in :attr:`index_stats` (``duplicate_key``)
+            and logs one warning naming the shards; ``"error"`` raises :class:`DataError` instead.
     """
 
     def __init__(
@@ -43,13 +88,16 @@ class ShardDataset(Dataset):
         urls: Sequence[str],
         decoder: SampleDecoder,
         key_filter: Optional[Callable[[str], bool]] = None,
+        duplicates: str = "skip",
     ) -> None:
+        if duplicates not in DUPLICATES:
+            raise ValueError(f"duplicates must be one of {DUPLICATES}, got {duplicates!r}")
         self.urls = list(urls)
         self.decoder = decoder
         self.index_stats = SkipStats()
         keys: list[str] = []
         captions: list[str] = []
-        shard_ids, rows, counts = [], [], []
+        shard_ids, rows = [], []
         self._indices: list[ShardIndex] = []
         for sid, url in enumerate(self.urls):
             index = load_shard_index(url, self.index_stats)
@@ -59,11 +107,31 @@ class ShardDataset(Dataset):
             captions.extend(index.captions[r] for r in kept)
             shard_ids.append(np.full(len(kept), sid, dtype=np.int32))
             rows.append(np.asarray(kept, dtype=np.int64))
-            counts.append(len(kept))
+        shard_of = np.concatenate(shard_ids) if shard_ids else np.zeros(0, np.int32)
+        row_of = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        #: (shard url, key) of the later copies of duplicated keys, left out of this dataset
+        self.skipped_duplicates: set[tuple[str, str]] = set()
+        later, every = duplicate_positions(keys)
+        if len(later):
+            dups: dict[str, list[str]] = {}  # duplicated key -> every shard holding it, in order
+            for pos in every.tolist():
+                dups.setdefault(keys[pos], []).append(self.urls[shard_of[pos]])
+            self.skipped_duplicates = {(self.urls[shard_of[p]], keys[p]) for p in later.tolist()}
+            n = len(later)
+            if duplicates == "error":
+                raise DataError(duplicate_message("data", dups, f"{n} later copies would be read twice"))
+            log.warning(duplicate_message("data", dups, f"{n} later copies are not counted as samples (first copy kept)"))
+            self.index_stats.add("duplicate_key", n, list(dups))
+            keep = np.ones(len(keys), dtype=bool)
+            keep[later] = False
+            keys = [k for k, ok in zip(keys, keep.tolist()) if ok]
+            captions = [c for c, ok in zip(captions, keep.tolist()) if ok]
+            shard_of, row_of = shard_of[keep], row_of[keep]
         self.keys: list[str] = keys
         self.captions: list[str] = captions
-        self._shard_of = np.concatenate(shard_ids) if shard_ids else np.zeros(0, np.int32)
-        self._row_of = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        self._shard_of = shard_of
+        self._row_of = row_of
+        counts = np.bincount(shard_of, minlength=len(self.urls)).tolist()
         self.shards = [ShardInfo(u, shard_stem(u), n) for u, n in zip(self.urls, counts)]
         self._files: dict[int, object] = {}
         self._pid = -1
@@ -75,6 +143,14 @@ class ShardDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def keys_by_shard(self) -> dict[str, list[str]]:
+        """The keys of this dataset grouped by shard stem (shard order), e.g. to check ratings cover it."""
+        out: dict[str, list[str]] = {info.stem: [] for info in self.shards}
+        stems = [info.stem for info in self.shards]
+        for key, sid in zip(self.keys, self._shard_of.tolist()):
+            out[stems[sid]].append(key)
+        return out
 
     def shard_index_of(self, i: int) -> int:
         """Position in :attr:`shards` of the shard holding sample ``i``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from pathlib import Path
 from typing import Iterable, Union
@@ -10,6 +11,10 @@ from typing import Iterable, Union
 import braceexpand
 
 from lightning_alchemist.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SHARD_SUFFIX = ".tar"
 
 UrlSpec = Union[str, os.PathLike, Iterable[Union[str, os.PathLike]]]
 
@@ -19,13 +24,15 @@ def expand_urls(spec: UrlSpec, what: str = "data.urls") -> list[str]:
 
     Accepts a path, a brace pattern (``shards-{000..099}.tar``), a glob (``shards/*.tar``), a
     folder (all ``*.tar`` inside) or a list of those. Remote URLs (``pipe:``, ``s3://``, ...)
-    pass through untouched.
+    pass through untouched. Folders and globs yield only ``*.tar`` files: other files beside the
+    shards (``labels.parquet``, ``*.json``, indexes another tool wrote) are never read as shards.
 
     Raises:
         DataError: nothing matched; the message names ``what`` and the pattern.
     """
     items = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
     out: list[str] = []
+    ignored: list[str] = []
     for item in items:
         for pattern in braceexpand.braceexpand(str(item)):
             if "://" in pattern or pattern.startswith("pipe:"):
@@ -33,14 +40,18 @@ def expand_urls(spec: UrlSpec, what: str = "data.urls") -> list[str]:
             elif os.path.isdir(pattern):
                 out.extend(sorted(str(p) for p in Path(pattern).glob("*.tar")))
             elif any(ch in pattern for ch in "*?["):
-                out.extend(sorted(glob.glob(pattern)))
+                for path in sorted(glob.glob(pattern)):
+                    (out if path.endswith(SHARD_SUFFIX) and os.path.isfile(path) else ignored).append(path)
             elif os.path.exists(pattern):
                 out.append(pattern)
             else:
                 raise DataError(f"{what}: shard '{pattern}' does not exist; check the path or pattern")
     unique = list(dict.fromkeys(out))
     if not unique:
-        raise DataError(f"{what}: no shards match {spec!r}; point it at .tar shards (a folder, glob or brace pattern)")
+        extra = f" (it matched {len(ignored)} other files, e.g. '{ignored[0]}')" if ignored else ""
+        raise DataError(f"{what}: no shards match {spec!r}{extra}; point it at .tar shards (a folder, glob or brace pattern)")
+    if ignored:
+        log.info("%s: %d matched files are not .tar shards and were left out (e.g. %s)", what, len(ignored), ignored[0])
     return unique
 
 

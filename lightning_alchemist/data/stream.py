@@ -49,6 +49,16 @@ class _KeyPredicate:
         return self.key_filter(raw["__key__"])
 
 
+class _SkipCopies:
+    """Drop the ``(shard url, key)`` pairs the map-style index left out (later copies of duplicated keys)."""
+
+    def __init__(self, pairs: set[tuple[str, str]]) -> None:
+        self.pairs = pairs
+
+    def __call__(self, raw: dict) -> bool:
+        return (raw.get("__url__"), raw["__key__"]) not in self.pairs
+
+
 def _is_sample(sample: object) -> bool:
     return sample is not None
 
@@ -63,6 +73,7 @@ def make_stream(
     shuffle_buffer: int = 1000,
     cycle: bool = False,
     samples_per_worker: Optional[int] = None,
+    exclude: Optional[set[tuple[str, str]]] = None,
 ) -> wds.DataPipeline:
     """A ``webdataset.DataPipeline`` of decoded samples (``None``-free), split by node and worker.
 
@@ -77,6 +88,8 @@ def make_stream(
         cycle: repeat each worker's own shards forever (ranks stay disjoint); with
             ``samples_per_worker`` this gives equal-length epochs on every DDP rank.
         samples_per_worker: cap on what each worker yields per epoch (``with_epoch``).
+        exclude: ``(shard url, key)`` pairs to drop, e.g. ``ShardDataset.skipped_duplicates``, so
+            both styles skip the same later copies of a duplicated key.
     """
     urls = list(urls)
     stages: list = [wds.SimpleShardList(urls)]
@@ -88,6 +101,8 @@ def make_stream(
     stages.append(wds.tarfile_to_samples(handler=_log_and_continue))
     if key_filter is not None:
         stages.append(wds.select(_KeyPredicate(key_filter)))
+    if exclude:
+        stages.append(wds.select(_SkipCopies(set(exclude))))
     if shuffle and shuffle_buffer > 1:
         stages.append(wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), seed=seed))
     stages.append(wds.map(decoder))

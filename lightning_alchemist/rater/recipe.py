@@ -1,7 +1,8 @@
 """The ``train_rater`` and ``score`` stages as library calls (the recipes are thin wrappers).
 
 - :func:`train_rater`: a datamodule + the proxy's model config + the rater config ->
-  ``OUT/rater.ckpt`` (plus per-epoch checkpoints and CSV/TensorBoard logs under ``OUT/rater_logs``).
+  ``OUT/rater.ckpt`` (plus the last epochs' checkpoints and ``last.ckpt`` under ``OUT/rater_checkpoints``, and
+  CSV/TensorBoard logs under ``OUT/rater_logs``).
 - :func:`score_pool`: a rater + a datamodule -> ``OUT/ratings/<shard>.parquet``.
 - :func:`run_train_rater`, :func:`run_score`: the same from a composed config (what the recipes call).
   Multi-device: ``trainer.devices=N trainer.strategy=ddp``; multi-node: launch one process per
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from lightning_alchemist.config import as_container
+from lightning_alchemist.config import DataConfig, as_container
 from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.runtime import set_threads
 from lightning_alchemist.rater.config import RaterConfig, rater_config
@@ -46,7 +47,7 @@ def build_rater_proxy(model_cfg: Any) -> Any:
 # Trainer arguments a rater/scoring run takes from the run's ``trainer`` group: where and how to run,
 # not how long (the target's max_steps must not cut rater training short).
 _DEVICE_KEYS = ("accelerator", "devices", "strategy", "num_nodes", "precision", "enable_progress_bar", "log_every_n_steps",
-                "limit_train_batches", "limit_predict_batches", "max_epochs")
+                "limit_train_batches", "limit_predict_batches", "max_epochs", "deterministic")
 
 
 def device_kwargs(trainer: Any) -> dict:
@@ -63,8 +64,22 @@ def _multi_process(kwargs: dict) -> bool:
     return many or nodes > 1
 
 
+def rater_checkpoint_callback(dirpath: Path, keep_checkpoints: int = 2) -> Any:
+    """Checkpoints of the last ``keep_checkpoints`` epochs plus ``last.ckpt`` (older epochs are deleted).
+
+    Keeping every epoch costs ``epochs`` × the proxy's size on disk (tens of GB for a 0.3B proxy).
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    if int(keep_checkpoints) < 1:
+        raise ConfigError(f"keep_checkpoints: got {keep_checkpoints}, expected at least 1 (the last epochs' checkpoints kept)")
+    # "step" is always a monitor candidate: the top-k by step are the latest k.
+    return ModelCheckpoint(dirpath=str(dirpath), filename="epoch{epoch:02d}", monitor="step", mode="max",
+                           save_top_k=int(keep_checkpoints), save_last=True, every_n_epochs=1, auto_insert_metric_name=False)
+
+
 def train_rater(datamodule: Any, proxy_cfg: Any, rater_cfg: Optional[RaterConfig] = None, out: str | Path = "outputs",
-                seed: int = 0, devices: Optional[Mapping[str, Any]] = None) -> Path:
+                seed: int = 0, devices: Optional[Mapping[str, Any]] = None, keep_checkpoints: int = 2) -> Path:
     """Train the rater with a proxy built from ``proxy_cfg`` on ``datamodule``'s pool and validation split.
 
     Args:
@@ -74,12 +89,12 @@ def train_rater(datamodule: Any, proxy_cfg: Any, rater_cfg: Optional[RaterConfig
         out: folder for ``rater.ckpt``, per-epoch checkpoints and logs (``rater_logs``).
         seed: the run's seed (plus ``rater_cfg.seed``).
         devices: Lightning device arguments (:func:`device_kwargs`).
+        keep_checkpoints: epoch checkpoints kept under ``OUT/rater_checkpoints`` (the latest; plus ``last.ckpt``).
 
     Returns:
         The path of ``OUT/rater.ckpt``.
     """
     import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from lightning_alchemist.callbacks.progress import progress_settings
@@ -98,7 +113,10 @@ def train_rater(datamodule: Any, proxy_cfg: Any, rater_cfg: Optional[RaterConfig
     token_dim, text_dim = infer_rater_dims(proxy, data.first_val_batch())
     module = RaterModule(proxy, token_dim, text_dim, rcfg, proxy_spec={"model": model_node, "finetune": None})
     logs = out / "rater_logs"
-    kwargs = {"max_epochs": rcfg.epochs, "accelerator": "auto", "devices": 1, "log_every_n_steps": 10, **dict(devices or {})}
+    # deterministic="warn": torch's deterministic kernels where it has them (a warning, not an error, for
+    # ops without one), so a seeded rerun trains the same rater
+    kwargs = {"max_epochs": rcfg.epochs, "accelerator": "auto", "devices": 1, "log_every_n_steps": 10, "deterministic": "warn",
+              **dict(devices or {})}
     if rcfg.steps_per_epoch:
         # An epoch is a pass over the validation loader, cut to steps_per_epoch batches (the lr and
         # alpha schedules follow the shorter epoch: Lightning's num_training_batches).
@@ -111,8 +129,7 @@ def train_rater(datamodule: Any, proxy_cfg: Any, rater_cfg: Optional[RaterConfig
     trainer = pl.Trainer(
         enable_progress_bar=show_bar,
         logger=[CSVLogger(str(logs), name=""), TensorBoardLogger(str(logs), name="tb")],
-        callbacks=[*progress, ModelCheckpoint(dirpath=str(out / "rater_checkpoints"), filename="epoch{epoch:02d}", save_top_k=-1,
-                                   every_n_epochs=1, auto_insert_metric_name=False)],
+        callbacks=[*progress, rater_checkpoint_callback(out / "rater_checkpoints", keep_checkpoints)],
         **kwargs,
     )
     trainer.fit(module, datamodule=data)
@@ -141,7 +158,7 @@ def score_pool(rater: Any, datamodule: Any, out: str | Path, devices: Optional[M
     return {**info, "ratings": str(ratings_dir)}
 
 
-def run_train_rater(cfg: Any) -> Path:
+def run_train_rater(cfg: Any, keep_checkpoints: int = 2) -> Path:
     """``recipes/train_rater.py``: validate a root config, build its datamodule once, :func:`train_rater`."""
     from lightning_alchemist.data.datamodule import build_datamodule
     from lightning_alchemist.schema import validate
@@ -149,7 +166,7 @@ def run_train_rater(cfg: Any) -> Path:
     v = validate(cfg)
     set_threads(v.trainer.num_threads)
     return train_rater(build_datamodule(v.data, seed=v.seed), v.rater_proxy, v.rater, v.out, seed=v.seed,
-                       devices=device_kwargs(v.trainer))
+                       devices=device_kwargs(v.trainer), keep_checkpoints=keep_checkpoints)
 
 
 def rater_path_override(argv: list[str]) -> list[str]:
@@ -169,7 +186,9 @@ class ScoreRecipeConfig:
     out: str = "outputs"
     seed: int = 0
     overwrite: bool = False  # rescore shards written by another rater/config instead of refusing
-    data: Any = None
+    data: DataConfig = field(default_factory=DataConfig)
+    # Where to run (Lightning Trainer arguments: accelerator, devices, strategy, num_nodes, precision,
+    # enable_progress_bar) and num_threads; a rating does not depend on any of them.
     trainer: dict[str, Any] = field(default_factory=dict)
 
 

@@ -33,6 +33,8 @@ __all__ = ["FINGERPRINT_KEY", "RatingWriter", "finished_shards", "shard_stem", "
 log = logging.getLogger(__name__)
 
 FINGERPRINT_KEY = b"lightning_alchemist.fingerprint"
+# torch's intra-op thread count while scoring: float reductions (hence ratings) can differ with it
+THREADS_KEY = b"lightning_alchemist.torch_threads"
 
 
 def shard_stem(path: str) -> str:
@@ -47,7 +49,10 @@ def write_ratings_file(path: Path, columns: Mapping[str, Sequence[Any]], fingerp
     for name, values in columns.items():
         if name != "key":
             arrays[name] = pa.array(np.asarray(values, dtype=np.float32))
-    table = pa.table(arrays).replace_schema_metadata({FINGERPRINT_KEY: fingerprint.encode()})
+    import torch
+
+    meta = {FINGERPRINT_KEY: fingerprint.encode(), THREADS_KEY: str(torch.get_num_threads()).encode()}
+    table = pa.table(arrays).replace_schema_metadata(meta)
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, path)

@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
-import tarfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
 
+from lightning_alchemist.data.tarscan import sample_key, scan_tar
 from lightning_alchemist.selection.ratings import key_hash, key_hashes
 
-__all__ = ["KeyFilter", "batch_size_of", "find_insert_position", "scan_tar_keys", "shard_urls"]
+__all__ = ["KeyFilter", "batch_size_of", "find_insert_position", "scan_tar_keys", "shard_urls", "stream_key_filters"]
 
-# webdataset's own rule (tariterators.base_plus_ext): the key is the path up to the first dot of the basename.
-_KEY_RE = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
 _SAMPLE_FORMERS = ("group_by_keys", "tarfile_samples", "check_empty")
 
 
@@ -107,6 +104,25 @@ def batch_size_of(pipeline: Any) -> Optional[int]:
     return None
 
 
+def stream_key_filters(pipeline: Any) -> list[Any]:
+    """The key predicates of the pipeline's ``select`` stages that declare one (``pred.key_filter(key)``).
+
+    The datamodule's stream keeps only its split's keys with such a stage; applying the same
+    predicates to the scanned keys counts what the stream can actually yield (the pool without the
+    held-out validation keys).
+    """
+    out = []
+    for stage in getattr(pipeline, "pipeline", []):
+        if _stage_name(stage) != "_select":
+            continue
+        args = getattr(stage, "args", ())
+        pred = args[0] if args else getattr(stage, "kw", {}).get("predicate")
+        key_filter = getattr(pred, "key_filter", None)
+        if callable(key_filter):
+            out.append(key_filter)
+    return out
+
+
 def shard_urls(pipeline: Any) -> Optional[list[str]]:
     """The shard list of a webdataset pipeline (its first stage), or None if it cannot be read."""
     stages = getattr(pipeline, "pipeline", None)
@@ -120,27 +136,32 @@ def shard_urls(pipeline: Any) -> Optional[list[str]]:
     return list(urls) if urls else None
 
 
-def scan_tar_keys(urls: list[str]) -> Optional[list[str]]:
-    """Every sample key in local tar shards, from the headers only; None if a shard is not a local file."""
+def scan_tar_keys(urls: list[str], truncated: Optional[list[str]] = None) -> Optional[list[str]]:
+    """Every sample key in local tar shards, from the headers only; None if a shard is not a local file.
+
+    A truncated or corrupt shard contributes the samples before the break, less the last one when
+    the break may have cut it, exactly as the shard index counts them; its path is appended to
+    ``truncated`` when given.
+    """
     keys: list[str] = []
     for url in urls:
         path = Path(url[len("file:") :] if url.startswith("file:") else url)
         if not path.is_file():
             return None
-        try:
-            with tarfile.open(path) as tar:
-                last = None
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    m = _KEY_RE.match(member.name)
-                    if m is None or "/__" in "/" + member.name:
-                        continue
-                    if m.group(1) != last:
-                        last = m.group(1)
-                        keys.append(last)
-        except tarfile.TarError:
-            return None
+        scan = scan_tar(str(path))
+        shard_keys: list[str] = []
+        for member in scan.members:
+            parsed = sample_key(member.name)
+            if parsed is None or "/__" in "/" + member.name:
+                continue
+            if not shard_keys or parsed[0] != shard_keys[-1]:
+                shard_keys.append(parsed[0])
+        if scan.truncated:
+            if shard_keys and scan.last_sample_cut(shard_keys[-1]):
+                shard_keys.pop()
+            if truncated is not None:
+                truncated.append(str(path))
+        keys.extend(shard_keys)
     return keys
 
 

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lightning_alchemist.errors import DataError
+from lightning_alchemist.selection.schedule import schedule_weights
 from lightning_alchemist.selection.ratings import _as_chunked_strings, content_fingerprint, key_hashes
 
 __all__ = ["META_KEY", "Selection"]
@@ -99,16 +100,7 @@ class Selection:
         sched = self.schedule
         if not sched:
             return self.weights
-        if sched.get("name") == "curriculum":
-            from lightning_alchemist.selection.strategies import curriculum_bin_weights
-
-            length = sched.get("epochs") or epochs
-            if not length:
-                raise DataError("selection: this curriculum leaves 'epochs' open; pass the training length (max_epochs)")
-            per_bin = curriculum_bin_weights(epoch, int(length), int(sched["num_bins"]))
-            assert self.bins is not None, "a curriculum selection needs bins"
-            return self.weights * per_bin[self.bins]
-        raise DataError(f"selection: unknown schedule {sched.get('name')!r}; upgrade lightning_alchemist")
+        return schedule_weights(sched, self.weights, self.bins, epoch, epochs)
 
     def samples_per_epoch(self) -> Optional[int]:
         """Draws per epoch the selection asks for (schedules, soft selections); ``None``: every selected row."""

@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
@@ -21,9 +23,20 @@ import pyarrow.parquet as pq
 
 from lightning_alchemist.errors import DataError
 
-__all__ = ["FINGERPRINT_KEY", "Ratings", "content_fingerprint", "duplicate_keys", "find_rating_files", "key_hash", "key_hashes"]
+__all__ = [
+    "FINGERPRINT_KEY",
+    "Coverage",
+    "Ratings",
+    "check_ratings_cover",
+    "content_fingerprint",
+    "duplicate_keys",
+    "find_rating_files",
+    "key_hash",
+    "key_hashes",
+]
 
 FINGERPRINT_KEY = b"lightning_alchemist.fingerprint"
+THREADS_KEY = b"lightning_alchemist.torch_threads"  # the scorer's torch thread count (rater/writer.py)
 PathLike = Union[str, os.PathLike]
 
 
@@ -196,6 +209,102 @@ def _as_chunked_strings(keys: Union[pa.Array, pa.ChunkedArray, Iterable[str], np
     return out
 
 
+#: Share of a pool that may lack ratings without a shard missing altogether: images that could not
+#: be decoded are skipped by the scorer, so a complete scoring run rates slightly fewer samples.
+UNRATED_TOLERANCE = 0.01
+_NAMED = 3  # shards named in one-line messages
+
+
+@dataclass
+class Coverage:
+    """How much of a pool a ratings table covers, per shard."""
+
+    pool: int  # pool samples
+    rated: int  # pool samples with a rating
+    shards: int  # pool shards
+    unrated_shards: list[str]  # shards none of whose samples is rated (shard order)
+    partial_shards: list[tuple[str, int, int]]  # (shard, rated, samples) for the others lacking some
+
+    @property
+    def share(self) -> float:
+        return self.rated / self.pool if self.pool else 1.0
+
+    @property
+    def complete(self) -> bool:
+        """No shard is unrated and at most :data:`UNRATED_TOLERANCE` of the pool is (undecodable samples)."""
+        return not self.unrated_shards and self.pool - self.rated <= UNRATED_TOLERANCE * self.pool
+
+    def describe(self) -> str:
+        parts = []
+        if self.unrated_shards:
+            names = ", ".join(self.unrated_shards[:_NAMED])
+            more = f" and {len(self.unrated_shards) - _NAMED} more" if len(self.unrated_shards) > _NAMED else ""
+            parts.append(f"{len(self.unrated_shards)} of {self.shards} shards have no rating ({names}{more})")
+        if self.partial_shards:
+            worst = sorted(self.partial_shards, key=lambda t: t[1] / max(t[2], 1))[:_NAMED]
+            names = ", ".join(f"{stem} {r}/{n}" for stem, r, n in worst)
+            parts.append(f"{len(self.partial_shards)} shards are partly rated (e.g. {names})")
+        return f"{self.rated} of {self.pool} pool samples ({self.share:.1%}) are rated" + (": " + "; ".join(parts) if parts else "")
+
+
+def check_ratings_cover(
+    ratings: "Ratings",
+    pool: Mapping[str, Sequence[str]],
+    allow_partial_ratings: bool = False,
+    keep: Optional[float] = None,
+    scored_into: Optional[PathLike] = None,
+) -> Coverage:
+    """Check that ``ratings`` rate every shard of ``pool`` (shard stem -> its sample keys).
+
+    Selecting from ratings that miss shards (a scoring run that was killed, ``ratings=`` pointing
+    at some of the files) silently shrinks the training set: ``keep`` of the rated part is a
+    smaller share of the pool. That is an error unless ``allow_partial_ratings``; then a warning
+    gives the effective keep (``keep`` × rated share).
+
+    Args:
+        ratings: the ratings table.
+        pool: the pool's keys by shard (``ShardDataset.keys_by_shard()``).
+        allow_partial_ratings: warn instead of failing (select from the rated part on purpose).
+        keep: the fraction to keep, for the effective keep in the warning.
+        scored_into: the scorer's ``out`` folder, for the resume hint (default: from ``ratings.source``).
+
+    Raises:
+        DataError: one line naming the unrated shards (a few, then a count) and how to finish scoring.
+    """
+    stems = list(pool)
+    counts = np.array([len(pool[s]) for s in stems], dtype=np.int64)
+    parts = [_as_chunked_strings(pool[s]).combine_chunks() for s in stems]
+    flat = pa.chunked_array(parts or [pa.array([], pa.string())], pa.string())
+    value_set = ratings.keys.combine_chunks() if ratings.keys.num_chunks != 1 else ratings.keys.chunk(0)
+    found = pc.is_in(flat, value_set=value_set).to_numpy(zero_copy_only=False).astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(counts) else np.zeros(0, np.int64)
+    rated = np.add.reduceat(found, starts) if len(found) else np.zeros(len(counts), np.int64)
+    rated = np.where(counts > 0, rated, 0)  # reduceat repeats a value for empty groups
+    cov = Coverage(
+        pool=int(counts.sum()),
+        rated=int(rated.sum()),
+        shards=len(stems),
+        unrated_shards=[s for s, r, n in zip(stems, rated, counts) if n > 0 and r == 0],
+        partial_shards=[(s, int(r), int(n)) for s, r, n in zip(stems, rated, counts) if 0 < r < n],
+    )
+    if cov.complete:
+        return cov
+    if allow_partial_ratings:
+        effective = f"; effective keep {keep * cov.share:.3f} of the pool instead of {keep}" if keep is not None else ""
+        warnings.warn(f"ratings from {ratings.source}: {cov.describe()}; allow_partial_ratings: selecting from the rated "
+                      f"part only{effective}", stacklevel=2)
+        return cov
+    out = scored_into
+    if out is None:  # the scorer writes OUT/ratings/<shard>.parquet
+        src = Path(ratings.source)
+        out = (src.parent if src.name == "ratings" else src) if src.is_dir() else "DIR"
+    raise DataError(
+        f"ratings from {ratings.source}: {cov.describe()}; finish scoring with `python recipes/score.py "
+        f"rater=RATER.ckpt data=... out={out}` (it resumes: rated shards are skipped), "
+        "or pass allow_partial_ratings=true to select from the rated part only"
+    )
+
+
 class Ratings:
     """All ratings of a dataset: ``keys`` (pyarrow strings) and ``ratings`` (float64), row-aligned.
 
@@ -208,12 +317,15 @@ class Ratings:
         ratings: np.ndarray,
         scoring_fingerprints: Sequence[str] = (),
         source: str = "<memory>",
+        scoring_threads: Sequence[int] = (),
     ) -> None:
         if len(keys) != len(ratings):
             raise DataError(f"ratings from {source}: {len(keys)} keys but {len(ratings)} ratings")
         self.keys = keys
         self.ratings = np.asarray(ratings, dtype=np.float64)
         self.scoring_fingerprints = sorted(set(scoring_fingerprints))
+        #: torch thread counts the scorer ran with (from the files' metadata; empty when unknown)
+        self.scoring_threads = sorted(set(int(t) for t in scoring_threads))
         self.source = source
         self._fingerprint: Optional[str] = None
         self._hashes: Optional[np.ndarray] = None
@@ -236,6 +348,9 @@ class Ratings:
         source: Union[PathLike, Sequence[PathLike]],
         expected_keys: Optional[Union[Sequence[str], pa.Array, pa.ChunkedArray]] = None,
         check_duplicates: bool = True,
+        pool: Optional[Mapping[str, Sequence[str]]] = None,
+        allow_partial_ratings: bool = False,
+        keep: Optional[float] = None,
     ) -> "Ratings":
         """Read every ``*.parquet`` file of a ratings folder (or the given files) into one table.
 
@@ -243,12 +358,14 @@ class Ratings:
             source: the ``ratings/`` folder, one Parquet file, or a list of files.
             expected_keys: if given, every one of these keys must be rated.
             check_duplicates: refuse a key rated twice (costs a hash pass over the keys).
+            pool: the pool's keys by shard stem: every shard must be rated (:func:`check_ratings_cover`).
+            allow_partial_ratings, keep: passed to :func:`check_ratings_cover`.
 
         Raises:
             DataError: missing files or columns, NaN ratings, duplicate keys, missing expected keys.
         """
         files = find_rating_files(source)
-        fingerprints = []
+        fingerprints, threads = [], []
         for path in files:  # footers only: columns and the scorer's fingerprint
             try:
                 schema = pq.read_schema(path)
@@ -264,6 +381,8 @@ class Ratings:
             meta = schema.metadata or {}
             if FINGERPRINT_KEY in meta:
                 fingerprints.append(meta[FINGERPRINT_KEY].decode())
+            if meta.get(THREADS_KEY, b"").isdigit():
+                threads.append(int(meta[THREADS_KEY]))
         try:
             # One multi-file read: files are decoded in parallel and concatenated in the given order.
             table = pq.read_table([str(p) for p in files], columns=["key", "rating"], use_threads=True)
@@ -277,10 +396,12 @@ class Ratings:
         keys = pa.chunked_array(key_chunks, type=pa.string())
         ratings = np.concatenate(rating_parts) if rating_parts else np.zeros(0)
         where = str(source) if isinstance(source, (str, os.PathLike)) else f"{len(files)} files"
-        out = cls(keys, ratings, fingerprints, source=where)
+        out = cls(keys, ratings, fingerprints, source=where, scoring_threads=threads)
         out._check(check_duplicates)
         if expected_keys is not None:
             out.check_covers(expected_keys)
+        if pool is not None:
+            check_ratings_cover(out, pool, allow_partial_ratings=allow_partial_ratings, keep=keep)
         return out
 
     def write(self, directory: PathLike, stem: str = "ratings", fingerprint: Optional[str] = None) -> Path:

@@ -31,9 +31,16 @@ __all__ = [
     "Strategy",
     "TopK",
     "build_strategy",
-    "curriculum_bin_weights",
     "num_kept",
 ]
+
+
+def _torch_threads() -> Optional[int]:
+    """torch's intra-op thread count in this process, if torch is loaded (selection itself never imports it)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else None
 
 
 def num_kept(keep: float, n: int) -> int:
@@ -84,6 +91,9 @@ class Strategy:
             "num_kept": int(k),
             "ratings_fingerprint": ratings.fingerprint,
             "scoring_fingerprints": list(ratings.scoring_fingerprints),
+            # reproducibility: ratings (and so selections) can differ with the scorer's thread count
+            "scoring_torch_threads": list(ratings.scoring_threads),
+            "torch_threads": _torch_threads(),
         }
 
     def _pick(self, ratings: Ratings, k: int, seed: int) -> np.ndarray:  # pragma: no cover - abstract
@@ -231,22 +241,12 @@ class Random(Strategy):
         return make_rng(seed).choice(len(ratings), size=k, replace=False)
 
 
-def curriculum_bin_weights(epoch: int, epochs: int, num_bins: int = 10) -> np.ndarray:
-    """The official code's moving cosine: ``w_b(e) = ½(1 + cos(π(e/E − b/(B−1))))``.
-
-    Bin 0 holds the highest ratings: epoch 0 favours it, and the peak moves to the last bin by epoch E.
-    """
-    b = np.arange(num_bins, dtype=np.float64) / max(num_bins - 1, 1)
-    e = min(max(epoch, 0), epochs) / max(epochs, 1)
-    return 0.5 * (1.0 + np.cos(np.pi * (e - b)))
-
-
 @dataclass
 class Curriculum(Strategy):
     """Rating bins whose sampling weights move from the top bins to the bottom ones over epochs.
 
     ``select`` keeps every rated sample with its bin; each epoch a sampler draws
-    ``round(keep · N)`` of them without replacement ∝ :func:`curriculum_bin_weights`.
+    ``round(keep · N)`` of them without replacement ∝ :func:`~lightning_alchemist.selection.schedule.curriculum_bin_weights`.
     """
 
     num_bins: int = 10

@@ -25,6 +25,7 @@ import io
 import json
 import os
 import platform
+import statistics
 import tarfile
 import tempfile
 import time
@@ -123,7 +124,7 @@ def _timed(fn: Callable[[], int]) -> tuple[int, float]:
     return n, time.perf_counter() - start
 
 
-def measure(layout: str, root: Path, image_size: int) -> dict[str, Any]:
+def measure(layout: str, root: Path, image_size: int, rounds: int = 3) -> dict[str, Any]:
     from lightning_alchemist.data.datamodule import T2IDataModule
     from lightning_alchemist.data.stream import make_stream
 
@@ -135,19 +136,37 @@ def measure(layout: str, root: Path, image_size: int) -> dict[str, Any]:
     n_conv = len(pool)
     bare_name, bare = BARE[layout]
     bare(root)  # warm the page cache for both sides alike
-    n_bare, bare_s = _timed(lambda: bare(root))
     from lightning_alchemist.data.transforms import CenterCropResize
 
-    POST[0] = CenterCropResize(image_size)
-    try:
-        n_bare_tf, bare_tf_s = _timed(lambda: bare(root))
-    finally:
-        POST[0] = lambda im: im
-    n_map, map_s = _timed(lambda: sum(1 for i in range(len(pool)) if pool[i] is not None))
-    stream = make_stream(dm.source.pool_urls, dm._decoder(), key_filter=dm.source.split.is_pool)
-    n_stream, stream_s = _timed(lambda: sum(1 for _ in stream))
+    transform = CenterCropResize(image_size)
+
+    def bare_tf() -> int:
+        POST[0] = transform
+        try:
+            return bare(root)
+        finally:
+            POST[0] = lambda im: im
+
+    def ours_map() -> int:
+        return sum(1 for i in range(len(pool)) if pool[i] is not None)
+
+    def ours_stream() -> int:
+        stream = make_stream(dm.source.pool_urls, dm._decoder(), key_filter=dm.source.split.is_pool)
+        return sum(1 for _ in stream)
+
+    # Rounds alternate the readers, and each rate is the median over rounds: other jobs' load hits all alike.
+    sides = {"bare": lambda: bare(root), "bare_tf": bare_tf, "map": ours_map, "stream": ours_stream}
+    rates: dict[str, list[float]] = {k: [] for k in sides}
+    counts: dict[str, int] = {}
+    for _ in range(rounds):
+        for name, fn in sides.items():
+            counts[name], seconds = _timed(fn)
+            rates[name].append(counts[name] / seconds)
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    n_bare, n_map, n_stream = counts["bare"], counts["map"], counts["stream"]
     return {"layout": layout, "bare": bare_name, "samples": n_map, "bare_samples": n_bare,
-            "bare_per_s": n_bare / bare_s, "bare_transform_per_s": n_bare_tf / bare_tf_s, "map_per_s": n_map / map_s, "stream_per_s": n_stream / stream_s,
+            "bare_per_s": med["bare"], "bare_transform_per_s": med["bare_tf"], "map_per_s": med["map"], "stream_per_s": med["stream"],
+            "rounds": rounds, "spread": {k: [round(min(v)), round(max(v))] for k, v in rates.items()},
             "stream_samples": n_stream, "prepare_s": convert_s, "prepare_per_s": n_conv / convert_s}
 
 
@@ -156,6 +175,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=400, help="images per layout (about)")
     parser.add_argument("--size", type=int, default=256, help="side of the generated JPEGs")
     parser.add_argument("--image-size", type=int, default=64, help="training resolution of our samples")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per layout (median reported)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
     import torch
@@ -176,18 +196,19 @@ def main() -> None:
         for layout, make in makers.items():
             root = Path(tmp) / layout
             make(root)
-            row = measure(layout, root, args.image_size)
+            row = measure(layout, root, args.image_size, args.rounds)
             rows.append(row)
             print(f"{layout:<12} bare {row['bare_per_s']:7.0f}/s  bare+transform {row['bare_transform_per_s']:7.0f}/s  map {row['map_per_s']:7.0f}/s  stream {row['stream_per_s']:7.0f}/s  "
                   f"prepare {row['prepare_s']:.2f} s ({row['samples']} samples)", flush=True)
     meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
             "load": [round(load0, 1), round(os.getloadavg()[0], 1)],
-            "command": f"python benchmarks/readers.py --images {args.images} --size {args.size} --image-size {args.image_size}"}
+            "command": f"python benchmarks/readers.py --images {args.images} --size {args.size} --image-size {args.image_size} --rounds {args.rounds}"}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "readers.json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
     lines = [f"# Readers ({meta['date']}, {meta['machine']})", "",
-             f"Command: `{meta['command']}`; one thread, no loader workers; load average {meta['load'][0]} at start, "
+             f"Command: `{meta['command']}`; one thread, no loader workers; each rate is the median of {args.rounds} rounds that "
+             "alternate the readers (min-max per reader in readers.json); load average {meta['load'][0]} at start, "
              f"{meta['load'][1]} at end (other jobs share the CPUs: compare within a row).", "",
              f"Generated JPEGs of {args.size} px in each released layout (with the fixtures' few bad inputs). *bare*: the plainest "
              "read of the same files to decoded RGB images, then the same with our transform applied (the fair baseline); *ours*: a training sample (decode + centre crop + resize to "

@@ -232,3 +232,14 @@ def test_lightning_ddp_prepares_once_and_splits_a_layout(case, style, tmp_path):
     # disjoint, except that Lightning's DistributedSampler pads an odd-sized map-style pool with one repeat
     assert len(train0 & train1) <= (1 if style == "map" and len(pool) % 2 else 0)
     assert len(list((tmp_path / "cold_cache" / "layouts").glob(f"{cfg['name']}-*/prepared.json"))) == 1
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_metadata_is_what_the_column_heuristic_reads(case, tmp_path, cache_dir):
+    """The heuristic rater's `column` score (lightning_alchemist.rater.heuristics, merged separately) reads each layout's .json."""
+    heuristics = pytest.importorskip("lightning_alchemist.rater.heuristics")
+    CASES[case][0](tmp_path / "data")
+    dm = _dm(case, tmp_path / "data")
+    for i in range(len(dm.pool)):
+        value, reason = heuristics.column_value(json.loads(dm.pool.raw(i)["json"]), META_FIELD[case])
+        assert reason == "" and isinstance(value, float), (dm.pool.keys[i], reason)

@@ -208,7 +208,7 @@ def main() -> None:
     (out / "readers.json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
     lines = [f"# Readers ({meta['date']}, {meta['machine']})", "",
              f"Command: `{meta['command']}`; one thread, no loader workers; each rate is the median of {args.rounds} rounds that "
-             "alternate the readers (min-max per reader in readers.json); load average {meta['load'][0]} at start, "
+             f"alternate the readers (min-max per reader in readers.json); load average {meta['load'][0]} at start, "
              f"{meta['load'][1]} at end (other jobs share the CPUs: compare within a row).", "",
              f"Generated JPEGs of {args.size} px in each released layout (with the fixtures' few bad inputs). *bare*: the plainest "
              "read of the same files to decoded RGB images, then the same with our transform applied (the fair baseline); *ours*: a training sample (decode + centre crop + resize to "

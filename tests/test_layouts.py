@@ -243,3 +243,17 @@ def test_metadata_is_what_the_column_heuristic_reads(case, tmp_path, cache_dir):
     for i in range(len(dm.pool)):
         value, reason = heuristics.column_value(json.loads(dm.pool.raw(i)["json"]), META_FIELD[case])
         assert reason == "" and isinstance(value, float), (dm.pool.keys[i], reason)
+
+
+def test_parallel_conversion_writes_what_a_serial_one_does(tmp_path, cache_dir):
+    import webdataset as wds
+
+    F.make_hpdv3(tmp_path / "h")
+
+    def contents(workers: int) -> list[list[str]]:
+        cfg = _cfg("hpdv3", tmp_path / "h", cache_dir=str(tmp_path / f"c{workers}"), convert={"workers": workers, "shard_size": 4})
+        source = _dm("hpdv3", tmp_path / "h", **{k: v for k, v in cfg.items() if k in ("cache_dir", "convert")}).source
+        return [[s["__key__"] for s in wds.WebDataset(u, shardshuffle=False)] for u in source.pool_urls + source.val_urls]
+
+    serial, parallel = contents(1), contents(2)
+    assert serial == parallel and len(serial) > 4

@@ -31,7 +31,8 @@ class DataSource:
 
 
 def resolve_source(cfg: DataConfig, seed: int = 0) -> DataSource:
-    """Materialise (``shapes``, ``glyphs``) or locate (webdataset shards) the data described by ``cfg``."""
+    """Materialise (``shapes``, ``glyphs``), prepare (the released layouts: ``hpdv3``, ``laion``, ``flux_reason``,
+    ``folder``, see :mod:`lightning_alchemist.data.layouts`) or locate (webdataset shards) the data of ``cfg``."""
     if cfg.name in ("shapes", "glyphs") and cfg.urls is None:
         if cfg.name == "glyphs":
             from lightning_alchemist.data.glyphs import ensure_glyphs

@@ -145,31 +145,44 @@ class Job:
         return f"{self.split}-{self.job_id:05d}"
 
 
-def _write_tar(path: Path, samples: list[dict[str, Any]]) -> None:
-    import webdataset as wds
+class _ShardSink:
+    """Samples streamed into ``<job>-NNN.tar`` shards of ``shard_size`` (temp file + rename each; nothing buffered)."""
 
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with wds.TarWriter(str(tmp)) as sink:
-        for sample in samples:
-            sink.write(sample)
-    os.replace(tmp, path)
+    def __init__(self, folder: Path, job: str, shard_size: int) -> None:
+        self.folder, self.job, self.shard_size = folder, job, shard_size
+        self.shards: list[str] = []
+        self._writer: Any = None
+        self._tmp: Optional[Path] = None
+        self._count = 0
+
+    def write(self, sample: dict[str, Any]) -> None:
+        import webdataset as wds
+
+        if self._writer is None:
+            self._tmp = self.folder / f"{self.job}-{len(self.shards):03d}.tar.{os.getpid()}.tmp"
+            self._writer = wds.TarWriter(str(self._tmp))
+        self._writer.write(sample)
+        self._count += 1
+        if self._count >= self.shard_size:
+            self.close()
+
+    def close(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        assert self._tmp is not None
+        final = self._tmp.with_name(self._tmp.name.split(".tar.")[0] + ".tar")
+        os.replace(self._tmp, final)
+        self.shards.append(final.name)
+        self._writer, self._tmp, self._count = None, None, 0
 
 
 def run_job(job: Job, folder: Path, shard_size: int) -> dict[str, Any]:
     """Validate and write the samples of ``job``; write its marker last. Returns the marker's content."""
     skips = Skips()
-    shards: list[str] = []
-    buffer: list[dict[str, Any]] = []
+    sink = _ShardSink(folder, job.name, shard_size)
     seen: set[str] = set()
     samples = 0
-
-    def flush() -> None:
-        if buffer:
-            path = folder / f"{job.name}-{len(shards):03d}.tar"
-            _write_tar(path, buffer)
-            shards.append(path.name)
-            buffer.clear()
-
     for rec in job.records(skips):
         if rec.key in seen:
             skips.add("duplicate_key", rec.key)
@@ -194,12 +207,10 @@ def run_job(job: Job, folder: Path, shard_size: int) -> dict[str, Any]:
             skips.add(reason, rec.key, detail)
             continue
         seen.add(rec.key)
-        buffer.append({"__key__": rec.key, ext: payload, "txt": caption, "json": plain(rec.meta)})
+        sink.write({"__key__": rec.key, ext: payload, "txt": caption, "json": plain(rec.meta)})
         samples += 1
-        if len(buffer) >= shard_size:
-            flush()
-    flush()
-    marker = {"job": job.name, "split": job.split, "shards": shards, "samples": samples, "skips": skips.to_dict()}
+    sink.close()
+    marker = {"job": job.name, "split": job.split, "shards": sink.shards, "samples": samples, "skips": skips.to_dict()}
     jobs = folder / "jobs"
     jobs.mkdir(exist_ok=True)
     tmp = jobs / f"{job.name}.json.tmp"

@@ -119,6 +119,10 @@ def test_write_back_never_writes_into_the_source(tmp_path, cache_dir):
         write_pruned(dm, selection, tmp_path / "laion" / "pruned", workers=1)
     with pytest.raises(DataError, match="none of its"):
         write_pruned(dm, Selection.from_keys(["not-a-key"]), tmp_path / "out", workers=1)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "someone-elses.tar").write_bytes(b"")
+    with pytest.raises(ConfigError, match="not empty"):
+        write_pruned(dm, selection, tmp_path / "busy", workers=1)
 
 
 def test_write_pruned_recipe(tmp_path, cache_dir):

@@ -172,6 +172,7 @@ def write_pruned(datamodule: Any, selection: Any, out: str | os.PathLike, *, rat
 
     Raises:
         DataError: no selected key is in the dataset, or ``out`` holds a write-back of another plan.
+        ConfigError: ``out`` is inside the source's folders, or is a non-empty folder without a write-back.
     """
     from lightning_alchemist.data.layouts.convert import default_workers
 
@@ -197,9 +198,12 @@ def write_pruned(datamodule: Any, selection: Any, out: str | os.PathLike, *, rat
     plan = {"v": WRITEBACK_VERSION, "selection": selection.fingerprint, "ratings": rating_fp, "shard_size": shard_size,
             "prefix": prefix, "keys": hashlib.sha1("\n".join(pool.keys[i] for i in positions.tolist()).encode()).hexdigest()}
     plan_fp = hashlib.sha1(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
+    manifest = out / "writeback.json"
+    if out.is_dir() and not manifest.is_file() and any(not p.name.startswith(".") for p in out.iterdir()):
+        raise ConfigError(f"config 'out': {out} is not empty and holds no earlier write-back; "
+                          "pick a new folder (its *.tar must be only the pruned shards)")
     out.mkdir(parents=True, exist_ok=True)
     (out / PARTS).mkdir(exist_ok=True)
-    manifest = out / "writeback.json"
     if manifest.is_file():
         earlier = json.loads(manifest.read_text())
         if earlier.get("plan") != plan_fp:

@@ -53,6 +53,11 @@ class DataStyle(Choice):
     iterable = "iterable"
 
 
+class DuplicatePolicy(Choice):
+    skip = "skip"
+    error = "error"
+
+
 def one_line(text: str) -> str:
     """Collapse a (possibly multi-line) library message into one line."""
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
@@ -194,6 +199,9 @@ class DataConfig:
     # "map": indexed map-style dataset (exact epochs, samplers); "iterable": webdataset stream.
     style: DataStyle = DataStyle.map
     shuffle_buffer: int = 1_000
+    # A key held by several shards (found when indexing): "skip" its later copies (counted and named
+    # once) or "error" (one line naming the shards).
+    duplicates: DuplicatePolicy = DuplicatePolicy.skip
     cache_dir: Optional[str] = None
     # data=hpdv3|laion|flux_reason|folder: the dataset's folder, as downloaded (see README).
     root: Optional[str] = None

@@ -54,6 +54,9 @@ class RootConfig:
     # scoring) or a selection manifest (skips selection too); recipes/train.py maps selection=PATH here.
     ratings: Optional[str] = None
     selection_path: Optional[str] = None
+    # Ratings that miss part of the pool (a killed scoring run, a subset of shard files) are an error
+    # naming the missing shards; true accepts them (a warning gives the effective keep).
+    allow_partial_ratings: bool = False
 
 
 @dataclass
@@ -134,6 +137,7 @@ class Validated:
     eval: EvalConfig
     ratings: Optional[Path]
     selection_path: Optional[Path]
+    allow_partial_ratings: bool = False
 
 
 def _check_devices(trainer: TrainerConfig) -> None:
@@ -211,4 +215,5 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
                             "write one with recipes/score.py or drop the option to rate here")
     return Validated(keep=float(keep), seed=int(cfg.seed), out=Path(cfg.out), data=data, model=model, finetune=finetune,
                      rater=rater, rater_proxy=proxy, strategy=strategy, trainer=trainer, eval=evaluation,
-                     ratings=ratings, selection_path=selection_path)
+                     ratings=ratings, selection_path=selection_path,
+                     allow_partial_ratings=bool(cfg.get("allow_partial_ratings", False)))

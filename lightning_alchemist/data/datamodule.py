@@ -50,15 +50,15 @@ class T2IDataModule(L.LightningDataModule):
     Args:
         cfg: the validated ``data`` config (or a dict/DictConfig with its keys).
         seed: seeds the held-out split, shard and sample shuffles, and the loader workers.
-        duplicates: a key held by several shards: ``"skip"`` its later copies (counted, one
+        duplicates: overrides ``data.duplicates``; a key held by several shards: ``"skip"`` its later copies (counted, one
             warning naming the shards) or ``"error"`` (see :class:`ShardDataset`).
     """
 
-    def __init__(self, cfg: Any = None, seed: int = 0, duplicates: str = "skip") -> None:
+    def __init__(self, cfg: Any = None, seed: int = 0, duplicates: Optional[str] = None) -> None:
         super().__init__()
         self.cfg: DataConfig = data_config(cfg)
         self.seed = seed
-        self.duplicates = duplicates
+        self.duplicates = str(duplicates if duplicates is not None else self.cfg.duplicates)
         self.skip_shards: set[str] = set()
         self._source: Optional[DataSource] = None
         self._pool: Optional[ShardDataset] = None

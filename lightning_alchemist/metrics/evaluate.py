@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_alchemist.config import Choice, to_dataclass
+from lightning_alchemist.config import Choice, as_container, to_dataclass
 from lightning_alchemist.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -306,7 +306,7 @@ def evaluate_model(module: Any, datamodule: Any, eval_cfg: Any = None, out_dir: 
     seconds["total"] = time.time() - t_all
     result["skipped"] = skipped
     result["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
-    result["eval_config"] = asdict(cfg)
+    result["eval_config"] = as_container(cfg)
     json.dumps(result)  # fail here, not in the caller's writer, if something is not JSON-serialisable
     return result
 

@@ -141,7 +141,9 @@ def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
         _report_cached(stages["ratings"])
         ratings = Ratings.read(stages["ratings"].info["ratings"])
     elif plan.ratings_path is not None and plan.select:
-        ratings = Ratings.read(plan.ratings_path)
+        # Given ratings must cover the pool: missing shards are an error naming them (or allowed, with a warning).
+        ratings = Ratings.read(plan.ratings_path, pool=datamodule.pool.keys_by_shard(),
+                               allow_partial_ratings=v.allow_partial_ratings, keep=plan.keep)
     elif plan.select:  # a strategy that reads no rating values: constant ratings over the pool's keys
         keys = list(datamodule.pool.keys)
         ratings = Ratings.from_arrays(keys, np.zeros(len(keys), dtype=np.float32))
@@ -155,7 +157,7 @@ def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
     _banner("train", f"target {model_name(v.model)} ({v.finetune.mode}) on "
                      f"{'the selection' if selection is not None else 'the whole pool'}")
     target = train_target(v.model, v.finetune, v.trainer, datamodule, run_dir, seed=v.seed,
-                          selection=selection, mode=plan.mode)
+                          selection=selection, mode=plan.mode, allow_partial_ratings=v.allow_partial_ratings)
     print(f"val/loss {target.val_loss:.4f} after {target.steps} steps ({target.seconds:.0f} s)", flush=True)
     if not target.is_global_zero:  # under DDP the other ranks stop here: rank 0 evaluates and reports
         return {}

@@ -22,6 +22,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
+from lightning_alchemist.config import as_container
 from lightning_alchemist.proxy.base import Batch, RaterInputs, T2IProxy
 from lightning_alchemist.rater.config import OptimConfig, RaterConfig, rater_config
 from lightning_alchemist.rater.heads import batch_weights, weight_entropy
@@ -89,7 +90,7 @@ class RaterModule(pl.LightningModule):
             {
                 "token_dim": token_dim,
                 "text_dim": text_dim,
-                "cfg": dataclasses.asdict(self.cfg),
+                "cfg": as_container(self.cfg),
                 "proxy_spec": proxy_spec,
             }
         )

@@ -32,11 +32,9 @@ class SelectConfig:
 
 def run_select(cfg: Any) -> dict[str, Path]:
     """Read ratings, apply the configured strategy, write ``out/selection.parquet`` and ``out/selection_histogram.png``."""
-    from omegaconf import DictConfig, OmegaConf
+    from lightning_alchemist.config import as_container, to_dataclass
 
-    from lightning_alchemist.config import to_dataclass
-
-    node = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    node = dict(as_container(cfg))
     node = {k: v for k, v in node.items() if k in {f.name for f in dataclasses.fields(SelectConfig)}}
     conf = to_dataclass(node, SelectConfig, "select")
     if not conf.ratings:

@@ -287,13 +287,11 @@ def build_strategy(cfg: Any) -> Optional[Strategy]:
     Raises:
         ConfigError: unknown name, unknown parameter or bad value (one line).
     """
-    from omegaconf import DictConfig, OmegaConf
-
-    from lightning_alchemist.config import to_dataclass
+    from lightning_alchemist.config import as_container, to_dataclass
 
     if isinstance(cfg, Strategy):
         return cfg
-    node = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
+    node = dict(as_container(cfg) or {})
     name = node.pop("name", None)
     if name in (None, "none"):
         return None

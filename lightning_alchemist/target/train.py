@@ -39,7 +39,7 @@ def model_image_size(mcfg: Any) -> int:
 
 
 def train_target(model: Any, finetune: Any, trainer: TrainerConfig, datamodule: Any, out: Path, seed: int = 0,
-                 selection: Any = None, mode: str = "subset") -> TargetResult:
+                 selection: Any = None, mode: str = "subset", allow_partial_ratings: bool = False) -> TargetResult:
     """Fit the target model on ``datamodule`` under ``out/train``; validate on the clean held-out split.
 
     Args:
@@ -49,6 +49,7 @@ def train_target(model: Any, finetune: Any, trainer: TrainerConfig, datamodule: 
         datamodule: a :class:`~lightning_alchemist.data.datamodule.T2IDataModule` (built once by the caller).
         selection: a :class:`Selection` or a ``selection.parquet``: the training dataloader sees only the selected samples
             (``mode="subset"``) or draws ∝ their weights (``"weighted"``), through :class:`DataSelectionCallback`.
+        allow_partial_ratings: accept a selection drawn from ratings that miss part of the pool.
     """
     import lightning as L
 
@@ -64,7 +65,8 @@ def train_target(model: Any, finetune: Any, trainer: TrainerConfig, datamodule: 
     callbacks = []
     select_cb = None
     if selection is not None:
-        select_cb = DataSelectionCallback(selection if not isinstance(selection, Path) else str(selection), mode=mode, seed=seed)
+        select_cb = DataSelectionCallback(selection if not isinstance(selection, Path) else str(selection), mode=mode, seed=seed,
+                                          allow_partial_ratings=allow_partial_ratings)
         callbacks.append(select_cb)
     batch_size = datamodule.cfg.batch_size
     fit = build_trainer(trainer, out, batch_size=batch_size, callbacks=callbacks)

@@ -107,6 +107,7 @@ def register_configs() -> None:
 
     from lightning_alchemist.rater.recipe import ScoreRecipeConfig
     from lightning_alchemist.selection.recipe import SelectConfig
+    from lightning_alchemist.data.writeback import WritebackConfig
 
     store = ConfigStore.instance()
     store.store(name="base_config", node=RootConfig)
@@ -115,6 +116,7 @@ def register_configs() -> None:
     store.store(name="evaluate_schema", node=EvaluateRecipeConfig)
     store.store(group="rater", name="schema_learned", node=RaterConfig)
     store.store(group="rater", name="schema_heuristic", node=HeuristicConfig)
+    store.store(name="write_pruned_schema", node=WritebackConfig)
     for family, loader in FAMILIES.items():
         schema, _ = loader()
         store.store(group="model", name=f"schema_{family}", node=schema)

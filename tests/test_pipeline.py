@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TOY = [
     "trainer.max_steps=4", "trainer.val_check_interval=4", "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1",
     "trainer.enable_progress_bar=false", "data.batch_size=8", "data.shapes.num_pool=1000", "data.shapes.num_val=200",
-    "data.shapes.shard_size=500", "rater.epochs=1", "eval.num_prompts=8", "eval.fid_real=64", "eval.val_batches=2",
+    "data.shapes.shard_size=500", "rater.epochs=1", "rater.warmup.steps=20", "eval.num_prompts=8", "eval.fid_real=64", "eval.val_batches=2",
 ]
 
 

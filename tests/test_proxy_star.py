@@ -101,9 +101,16 @@ def test_encode_is_plain_dict_and_rater_inputs(proxy):
     assert enc["key"] == ["k0", "k1", "k2", "k3"]
     assert enc["idx"].shape == (4, 30) and enc["idx"].dtype == torch.long
     ri = proxy.rater_inputs(enc)
-    assert ri.tokens.shape == (4, 29, 8)
+    # every scale: the teacher input (scales 1..3) and the final f_hat (the last scale's detail)
+    assert ri.tokens.shape == (4, 29 + 16, 8)
     assert ri.text.shape[:2] == ri.text_mask.shape and ri.pooled_text.shape[0] == 4
-    assert ri.levels.tolist() == [1] * 4 + [2] * 9 + [3] * 16
+    assert ri.levels.tolist() == [1] * 4 + [2] * 9 + [3] * 16 + [4] * 16
+    q = proxy.tokenizer.quantize
+    fhat = q.idx_to_fhat(list(enc["idx"].split([1, 4, 9, 16], dim=1)))
+    torch.testing.assert_close(ri.tokens[:, 29:], fhat.flatten(2).transpose(1, 2))
+    # an encoding without "final" (cached before it existed) gives the same rater input
+    legacy = {k: v for k, v in enc.items() if k != "final"}
+    torch.testing.assert_close(proxy.rater_inputs(legacy).tokens, ri.tokens)
 
 
 def test_per_sample_loss_batched_equals_single(proxy):

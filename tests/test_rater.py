@@ -22,7 +22,8 @@ from rater_toys import LinearToyProxy, ToyProxy, collate, flipped_regression, lo
 
 
 
-SMALL = {"network": {"depth": 1, "width": 32, "heads": 2, "head_hidden": 16}, "probe_size": 64}
+# The amortised official rule (the module's tests; the default rating is the warmed-up proxy's contrast).
+SMALL = {"network": {"depth": 1, "width": 32, "heads": 2, "head_hidden": 16}, "probe_size": 64, "objective": "official"}
 FAST = {"rater_optim": {"lr": 3e-3, "warmup_epochs": 0}, "proxy_optim": {"lr": 1e-2, "warmup_epochs": 0}, "alpha_epoch0": 0.9}
 
 

@@ -31,7 +31,8 @@ def test_train_rater_then_score_on_tiny_shapes(tmp_path, small_shapes, small_sha
     cfg = compose_with(
         "config",
         [f"out={out}", "rater.proxy=null", "rater.epochs=2", "rater.network.depth=1", "rater.network.width=32",
-         "rater.network.heads=2", "rater.probe_size=32", "rater.steps_per_epoch=3"],
+         "rater.network.heads=2", "rater.probe_size=32", "rater.steps_per_epoch=3",
+         "rater.score_with=rater", "rater.objective=official", "rater.warmup.steps=0"],  # the amortised official rater
         data=small_shapes_cfg, model=TOY, trainer=TRAINER,
     )
     ckpt = run_train_rater(cfg)
@@ -57,6 +58,31 @@ def test_train_rater_then_score_on_tiny_shapes(tmp_path, small_shapes, small_sha
     # the rerun finds everything done
     again = run_score(compose_with("score", rater_path_override([f"rater={ckpt}", f"out={out}"]), data=small_shapes_cfg, trainer=TRAINER))
     assert again["rows"] == 0 and len(again["skipped_shards"]) == len(files)
+
+
+def test_default_rater_warms_up_then_scores_directly(tmp_path, small_shapes, small_shapes_cfg):
+    """The default stage: warm-up on the validation split (cached), a direct-scoring rater.ckpt, then
+    the unchanged score stage writes the contrast signal with its declared ranking ends."""
+    from lightning_alchemist.rater.direct import ProxyScorer
+    from lightning_alchemist.rater.scoring import load_rater
+    from lightning_alchemist.selection.ratings import Ratings
+
+    out = tmp_path / "direct"
+    cfg = compose_with("config", [f"out={out}", "rater.proxy=null", "rater.warmup.steps=6", "rater.warmup.eval_every=3",
+                             "rater.warmup.batch_size=8", "rater.contrast_partners=2"],
+                  data=small_shapes_cfg, model=TOY, trainer=TRAINER)
+    ckpt = run_train_rater(cfg)
+    scorer = load_rater(ckpt)
+    assert isinstance(scorer, ProxyScorer) and scorer.cfg.objective == "contrast"
+    assert scorer.info["warmup"]["steps_run"] == 6
+    # the warm-up curve (held-out loss at steps 3 and 6) where the report reads rater curves
+    rows = list(csv.DictReader(open(out / "rater_logs" / "version_0" / "metrics.csv")))
+    assert [r["step"] for r in rows] == ["3", "6"] and all(float(r["warmup/holdout_loss"]) > 0 for r in rows)
+    assert run_train_rater(cfg) == ckpt and load_rater(ckpt).info["warmup"]["cached"]  # the second run trains nothing
+    info = run_score(compose_with("score", rater_path_override([f"rater={ckpt}", f"out={out}"]), data=small_shapes_cfg, trainer=TRAINER))
+    ratings = Ratings.read(out / "ratings", expected_keys=list(small_shapes.pool.keys))
+    assert info["rows"] == len(small_shapes.pool) and np.isfinite(ratings.ratings).all()
+    assert ratings.ranking["objective"] == "contrast" and ratings.ranking["head"] == "clean"
 
 
 def test_limited_prediction_writes_only_complete_shards(tmp_path, small_shapes_cfg, small_shapes):

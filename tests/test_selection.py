@@ -175,7 +175,9 @@ def test_manifest_roundtrip_and_plain_pyarrow(tmp_path):
     import json
 
     meta = json.loads(table.schema.metadata[META_KEY])
-    assert meta["strategy"] == "shift_gauss" and meta["params"] == {"n": 0.2, "mu": 0.6, "sigma": 0.2}
+    # the params as applied, with the head mode asked for and the one the ratings declared (none here)
+    assert meta["strategy"] == "shift_gauss" and meta["params"] == {
+        "n": 0.2, "mu": 0.6, "sigma": 0.2, "head": "drop", "head_asked": "auto", "head_declared": None}
     assert meta["keep"] == 0.25 and meta["seed"] == 5 and meta["num_rated"] == 1000 and meta["num_kept"] == 250
     assert meta["ratings_fingerprint"] == ratings.fingerprint
     back = Selection.read(tmp_path / "sel")  # a folder means its selection.parquet

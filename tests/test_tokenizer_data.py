@@ -145,7 +145,8 @@ def test_rater_recipe_builds_its_proxy_on_the_run_data(cache_dir, shards, no_sha
     from lightning_alchemist.rater.recipe import run_train_rater
 
     cfg = compose("config", [f"out={tmp_path}", "rater.proxy=null", "rater.epochs=1", "rater.steps_per_epoch=1",
-                             "rater.network.depth=1", "rater.network.width=32", "rater.network.heads=2", "rater.probe_size=8"])
+                             "rater.network.depth=1", "rater.network.width=32", "rater.network.heads=2", "rater.probe_size=8",
+                             "rater.score_with=rater", "rater.objective=official", "rater.warmup.steps=0"])
     set_group(cfg, "data", shards)
     set_group(cfg, "model", _star_tiny())
     set_group(cfg, "trainer", {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False})

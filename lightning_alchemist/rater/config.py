@@ -12,10 +12,16 @@ from typing import Any, Optional
 
 from lightning_alchemist.config import Choice, to_dataclass
 from lightning_alchemist.errors import ConfigError
+from lightning_alchemist.rater.warmup import WARMUP_CONTINUATIONS, WarmupConfig
 
 __all__ = [
     "GROUP_HEADS",
     "META_GRADIENTS",
+    "OBJECTIVES",
+    "Objective",
+    "SCORE_WITH",
+    "ScoreWith",
+    "WARMUP_CONTINUATIONS",
     "NetworkConfig",
     "OptimConfig",
     "RaterConfig",
@@ -37,6 +43,26 @@ class MetaGradientKind(Choice):
 
 GROUP_HEADS = GroupHead.values()
 META_GRADIENTS = MetaGradientKind.values()
+
+
+class Objective(Choice):
+    """What the rating ranks by (:mod:`lightning_alchemist.rater.signals`)."""
+
+    official = "official"
+    regression = "regression"
+    contrast = "contrast"
+    penalty = "penalty"
+
+
+class ScoreWith(Choice):
+    """Who writes the ratings: the trained rater network, or the frozen warmed-up proxy directly."""
+
+    rater = "rater"
+    proxy = "proxy"
+
+
+OBJECTIVES = Objective.values()
+SCORE_WITH = ScoreWith.values()
 
 
 @dataclass
@@ -91,6 +117,24 @@ class RaterConfig:
     legacy_alchemist_weights: bool = False
     # Official pool term (1/B) sum_i w_i l_i instead of sum_i w_i l_i.
     legacy_mean_over_batch: bool = False
+    # What the rating ranks by (a choice: OBJECTIVES): ``official`` (Σ w_i·sg(ℓ_i) through the batch
+    # softmax; uses meta_gradient), ``regression`` (−ℓ), ``contrast`` (−[ℓ − β(ℓ̄(c′) − ℓ)], captions
+    # rolled in the batch and the empty one), ``penalty`` (ℓ(θ̂) − ℓ, θ̂ a cached pool-trained
+    # reference). See lightning_alchemist.rater.signals. Default: contrast, scored directly by the
+    # warmed-up proxy: measured on shapes and glyphs (benchmarks/results/rater_signal.md), it keeps the
+    # least mismatch and noise of all variants, at the lowest cost (no rater training, no pool warm-up).
+    objective: Objective = Objective.contrast
+    # contrast: weight β of the caption gain, the rolled captions it averages over (>= 4), and
+    # whether the empty caption is a partner too (half the weight; it exposes generic captions).
+    contrast_beta: float = 4.0
+    contrast_partners: int = 4
+    contrast_null: bool = True
+    # ``rater``: the trained rater network scores (amortised); ``proxy``: the frozen warmed-up proxy
+    # scores every sample with the objective's signal (no rater training; pools small enough).
+    score_with: ScoreWith = ScoreWith.proxy
+    # Proxy warm-up on the validation split before rating (paper Eq. 4), cached; the penalty
+    # objective also warms a reference on the pool with it. steps 0 = none (official code).
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
     meta_gradient: MetaGradientKind = MetaGradientKind.first_order
     # unrolled: functional inner SGD steps, their lr, and which proxy parameters they move (fnmatch
     # patterns over named_parameters; [] = all trainable, affordable only for tiny proxies).
@@ -135,6 +179,19 @@ def validate_rater_config(cfg: RaterConfig) -> RaterConfig:
         raise ConfigError(
             f"config 'rater.meta_gradient': got '{cfg.meta_gradient}', expected one of {', '.join(META_GRADIENTS)}"
         )
+    for name, allowed in (("objective", OBJECTIVES), ("score_with", SCORE_WITH)):
+        if getattr(cfg, name) not in allowed:
+            raise ConfigError(f"config 'rater.{name}': got '{getattr(cfg, name)}', expected one of {', '.join(allowed)}")
+    if cfg.warmup.continuation not in WARMUP_CONTINUATIONS:
+        raise ConfigError(
+            f"config 'rater.warmup.continuation': got '{cfg.warmup.continuation}', expected one of {', '.join(WARMUP_CONTINUATIONS)}"
+        )
+    if cfg.contrast_partners < 1 or cfg.contrast_beta < 0:
+        raise ConfigError("config 'rater.contrast_partners' must be >= 1 and 'rater.contrast_beta' >= 0")
+    if not 0.0 <= cfg.warmup.holdout < 1.0 or cfg.warmup.steps < 0:
+        raise ConfigError("config 'rater.warmup': holdout must be in [0, 1) and steps >= 0")
+    if cfg.score_with == "proxy" and cfg.warmup.steps == 0:
+        raise ConfigError("config 'rater.score_with=proxy' scores with the warmed-up proxy: set rater.warmup.steps > 0 (e.g. 800)")
     if cfg.network.width % cfg.network.heads:
         raise ConfigError(
             f"config 'rater.network.width' ({cfg.network.width}) must be divisible by 'rater.network.heads' ({cfg.network.heads})"

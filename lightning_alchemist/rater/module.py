@@ -4,12 +4,16 @@ One training step takes a pool batch and a validation batch (``{"pool": ..., "va
 :class:`~lightning_alchemist.rater.loader.PairedLoader`):
 
 1. the proxy's per-sample losses ℓ (pool) and ℓ_val at θ_k; the rater's weights w on the pool;
-2. rater loss: the meta-gradient variant's loss of w (ℓ detached, so it reaches only the rater);
+2. rater loss: the objective's loss (``official``: the meta-gradient variant's loss of w; the others:
+   the logit regressed onto the batch-standardised signal, see :mod:`~lightning_alchemist.rater.signals`),
+   from detached losses, so it reaches only the rater;
 3. proxy loss: α·mean(ℓ_val) + (1−α)·Σ w_i ℓ_i with w detached (it reaches only the proxy);
 4. penalty only: the reference proxy's loss Σ w_i ℓ_i(θ̂);
 5. one backward of their sum, a clip and a step per model (each with its own AdamW and schedule).
 
 Scoring (``predict_step``) returns each sample's raw instance logit, a batch-independent rating.
+Batches may come pre-encoded (:meth:`~lightning_alchemist.rater.encodes.EncodedSet.take` marks them
+``encoded``), so the frozen encoders run once per split instead of once per step.
 """
 
 from __future__ import annotations
@@ -29,8 +33,17 @@ from lightning_alchemist.rater.heads import batch_weights, weight_entropy
 from lightning_alchemist.rater.meta import MetaContext, build_meta_gradient, weighted_pool_loss
 from lightning_alchemist.rater.network import RaterNetwork
 from lightning_alchemist.rater.schedule import alpha_at, lr_factor
+from lightning_alchemist.rater.signals import ends_of, proxy_signal, regression_loss
 
-__all__ = ["RaterModule", "infer_rater_dims", "spearman"]
+__all__ = ["RaterModule", "encode_batch", "infer_rater_dims", "spearman"]
+
+
+def encode_batch(proxy: T2IProxy, batch: Batch) -> dict[str, Any]:
+    """The proxy's encodes of ``batch``; a batch already encoded (``batch["encoded"]``) passes through."""
+    if batch.get("encoded"):
+        return batch
+    with torch.no_grad():
+        return proxy.encode(batch)
 
 
 def infer_rater_dims(proxy: T2IProxy, batch: Batch) -> tuple[int, int]:
@@ -74,6 +87,8 @@ class RaterModule(pl.LightningModule):
         cfg: the ``rater`` config (dataclass, dict or DictConfig).
         proxy_spec: how to rebuild the proxy when loading a checkpoint: ``{"model": ..., "finetune": ...}``
             for the proxy factory, or ``{"class": "pkg.mod.Class", "kwargs": {...}}``.
+        reference: the frozen pool-trained reference proxy of the ``penalty`` objective (training
+            only: not saved, the trained rater scores without it).
     """
 
     def __init__(
@@ -83,6 +98,7 @@ class RaterModule(pl.LightningModule):
         text_dim: int,
         cfg: Union[RaterConfig, dict, Any] = None,
         proxy_spec: Optional[dict] = None,
+        reference: Optional[T2IProxy] = None,
     ) -> None:
         super().__init__()
         self.cfg = rater_config(cfg)
@@ -98,10 +114,21 @@ class RaterModule(pl.LightningModule):
         self.proxy = proxy
         self.rater = RaterNetwork(token_dim, text_dim, self.cfg.network, group_head=self.cfg.group_head != "none")
         self.meta = build_meta_gradient(self.cfg, proxy)
+        # A plain attribute, not a submodule: the reference stays out of checkpoints and optimisers.
+        self.__dict__["reference"] = reference.requires_grad_(False).eval() if reference is not None else None
+        self.ends = ends_of(self.cfg.objective)
         self.alpha = alpha_at(0, self.cfg)
         self._probe: list[RaterInputs] = []
         self._probe_count = 0
         self._probe_prev: Optional[Tensor] = None
+
+    def on_fit_start(self) -> None:
+        # Checked here, not in __init__: a trained penalty rater is loaded and scores without its reference.
+        if self.cfg.objective == "penalty" and self.reference is None:
+            from lightning_alchemist.errors import ConfigError
+
+            raise ConfigError("config 'rater.objective=penalty' needs the pool-trained reference proxy: pass reference=... "
+                              "(warm_up_proxy on the pool encodes with role='pool')")
 
     # ----------------------------------------------------------------------------- weights
     def weights(self, inputs: RaterInputs) -> tuple[Tensor, Tensor, Tensor]:
@@ -155,6 +182,12 @@ class RaterModule(pl.LightningModule):
         return make
 
     # ----------------------------------------------------------------------------- training
+    @property
+    def proxy_frozen(self) -> bool:
+        """The proxy does not train (``freeze_proxy``: official fixVar; the rater stage sets it after a
+        warm-up with ``frozen`` continuation)."""
+        return self.cfg.freeze_proxy
+
     def on_train_epoch_start(self) -> None:
         self.alpha = alpha_at(self.current_epoch, self.cfg)
 
@@ -164,9 +197,8 @@ class RaterModule(pl.LightningModule):
         ``reference`` (penalty only, else None), plus values to log."""
         gen = self._generators(batch_idx)
         proxy = self.proxy
-        with torch.no_grad():
-            enc_pool = proxy.encode(batch["pool"])
-            enc_val = proxy.encode(batch["val"])
+        enc_pool = encode_batch(proxy, batch["pool"])
+        enc_val = encode_batch(proxy, batch["val"])
         loss_pool = proxy.per_sample_loss(enc_pool, generator=gen(0))
         loss_val = proxy.per_sample_loss(enc_val, generator=gen(8))
         inputs = proxy.rater_inputs(enc_pool)
@@ -174,9 +206,17 @@ class RaterModule(pl.LightningModule):
 
         w, logits, tau = self.weights(inputs)
         ctx = MetaContext(proxy=proxy, pool=enc_pool, val=enc_val, pool_loss=loss_pool.detach(), generator=gen)
-        rater_loss = self.meta.rater_loss(w, ctx)
+        if self.cfg.objective == "official":
+            rater_loss = self.meta.rater_loss(w, ctx)
+        else:
+            # Regression onto the batch-standardised signal: every sample's logit gets a gradient
+            # (the softmax rule's gradient on a logit is ∝ its weight, which collapses; issue 15).
+            signal = proxy_signal(self.cfg.objective, proxy, enc_pool, beta=self.cfg.contrast_beta,
+                                  partners=self.cfg.contrast_partners, null=self.cfg.contrast_null, reference=self.reference, generator=gen,
+                                  losses=loss_pool.detach())
+            rater_loss = regression_loss(logits, signal)
         entropy = weight_entropy(w)
-        if self.cfg.entropy_weight > 0:
+        if self.cfg.entropy_weight > 0 and self.cfg.objective == "official":  # a fix of the softmax rule's collapse
             rater_loss = rater_loss - self.cfg.entropy_weight * entropy
         wd = w.detach()  # the proxy trains on the rater's pre-update weights, no gradient into φ
         val_term = loss_val.mean()
@@ -202,7 +242,7 @@ class RaterModule(pl.LightningModule):
         # step is also what DDP requires (two backwards through one forward fail there).
         updates = [(opts[1], self.cfg.rater_optim.clip)]
         total = out["rater"]
-        if not self.cfg.freeze_proxy:
+        if not self.proxy_frozen:
             total = total + out["proxy"]
             updates.append((opts[0], self.cfg.proxy_optim.clip))
         if out["reference"] is not None and len(opts) > 2:
@@ -268,7 +308,7 @@ class RaterModule(pl.LightningModule):
     # ----------------------------------------------------------------------------- scoring
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """``{"key", "shard", "rating"}`` (+ ``rating_batch`` if configured) for one batch."""
-        enc = self.proxy.encode(batch)
+        enc = encode_batch(self.proxy, batch)
         out = self.rater(self.proxy.rater_inputs(enc))
         result: dict[str, Any] = {
             "key": list(batch["key"]),

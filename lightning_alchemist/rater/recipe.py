@@ -3,6 +3,9 @@
 - :func:`train_rater`: a datamodule + the proxy's model config + the rater config ->
   ``OUT/rater.ckpt`` (plus the last epochs' checkpoints and ``last.ckpt`` under ``OUT/rater_checkpoints``, and
   CSV/TensorBoard logs under ``OUT/rater_logs``).
+  The proxy is first warmed up on the validation split when ``rater.warmup.steps > 0``
+  (:func:`warm_up_stage`, cached); with ``rater.score_with: proxy`` (the default) that warm-up is the
+  whole stage: ``rater.ckpt`` holds the warmed-up proxy, which then scores directly (no rater network).
 - :func:`score_pool`: a rater + a datamodule -> ``OUT/ratings/<shard>.parquet``.
 - :func:`run_train_rater`, :func:`run_score`: the same from a composed config (what the recipes call).
   Multi-device: ``trainer.devices=N trainer.strategy=ddp``; multi-node: launch one process per
@@ -26,6 +29,7 @@ from lightning_alchemist.rater.config import RaterConfig, rater_config
 __all__ = [
     "ScoreRecipeConfig",
     "build_rater_proxy",
+    "warm_up_stage",
     "device_kwargs",
     "rater_path_override",
     "run_score",
@@ -78,6 +82,46 @@ def rater_checkpoint_callback(dirpath: Path, keep_checkpoints: int = 2) -> Any:
                            save_top_k=int(keep_checkpoints), save_last=True, every_n_epochs=1, auto_insert_metric_name=False)
 
 
+def _warmup_line(info: dict) -> str:
+    w = info.get("warmup") or {}
+    if not w:
+        return "no warm-up"
+    how = "cached" if w.get("cached") else f"{w.get('seconds', 0):.0f} s"
+    return f"warm-up {w.get('steps_run')} steps, best {w.get('best_step')} (held-out loss {w.get('best_holdout_loss', float('nan')):.3f}), {how}"
+
+
+def warm_up_stage(rcfg: Any, model_cfg: Any, datamodule: Any, seed: int = 0) -> tuple[Any, Any, dict]:
+    """The proxy warmed up on the validation split (``rater.warmup``; cached), and for the penalty
+    objective a reference warmed up the same way on the pool. Returns ``(proxy, reference, info)``.
+
+    The splits are encoded once with the proxy's frozen encoders (cached,
+    :func:`~lightning_alchemist.rater.encodes.cached_encodes`). With ``warmup.steps: 0`` the proxy
+    comes back as built (the official cold start) and no split is encoded.
+    """
+    from lightning_alchemist.rater.encodes import cached_encodes
+    from lightning_alchemist.rater.warmup import warm_up_proxy
+
+    proxy = build_rater_proxy(model_cfg)
+    info: dict[str, Any] = {}
+    wcfg = dataclasses.replace(rcfg.warmup, seed=rcfg.warmup.seed + seed)
+    reference = None
+    if rcfg.warmup.steps > 0 or rcfg.objective == "penalty":
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+    if rcfg.warmup.steps > 0:
+        val, vinfo = cached_encodes(proxy, datamodule.val)
+        info["warmup"] = warm_up_proxy(proxy, val, wcfg, vinfo["fingerprint"], role="val").as_dict()
+        info["encodes_val"] = vinfo
+        log.info("rater proxy: %s", _warmup_line(info))
+    if rcfg.objective == "penalty":
+        if rcfg.warmup.steps <= 0:
+            raise ConfigError("config 'rater.objective=penalty' warms a reference up on the pool: set rater.warmup.steps > 0")
+        reference = build_rater_proxy(model_cfg)
+        pool, pinfo = cached_encodes(reference, datamodule.pool)
+        info["reference"] = warm_up_proxy(reference, pool, wcfg, pinfo["fingerprint"], role="pool").as_dict()
+    return proxy, reference, info
+
+
 def train_rater(datamodule: Any, proxy_cfg: Any, rater_cfg: Optional[RaterConfig] = None, out: str | Path = "outputs",
                 seed: int = 0, devices: Optional[Mapping[str, Any]] = None, keep_checkpoints: int = 2) -> Path:
     """Train the rater with a proxy built from ``proxy_cfg`` on ``datamodule``'s pool and validation split.
@@ -108,10 +152,23 @@ def train_rater(datamodule: Any, proxy_cfg: Any, rater_cfg: Optional[RaterConfig
     out = Path(out)
     # The proxy's tokenizer fits this pool (not shapes), trained once and cached by the data's identity.
     model_node = as_container(fit_to_data(proxy_cfg, datamodule.cfg))
-    proxy = build_rater_proxy(model_node)
+    proxy, reference, info = warm_up_stage(rcfg, model_node, datamodule, run_seed)
+    spec = {"model": model_node, "finetune": None}
+    if rcfg.score_with == "proxy":
+        from lightning_alchemist.rater.direct import ProxyScorer
+
+        path = ProxyScorer(proxy, rcfg, reference=reference, proxy_spec=spec, info=info).save(out / "rater.ckpt")
+        if info.get("warmup"):  # the warm-up curve where reports look for the rater's training curves
+            from lightning_alchemist.rater.warmup import WarmupResult, write_warmup_metrics
+
+            write_warmup_metrics(WarmupResult(**info["warmup"]), out / "rater_logs")
+        print(f"proxy warmed up for direct scoring ({rcfg.objective}; {_warmup_line(info)}) -> {path}")
+        return path
+    if info.get("warmup") and rcfg.warmup.continuation == "frozen":
+        rcfg = dataclasses.replace(rcfg, freeze_proxy=True)  # the rater learns from the warmed-up proxy as it is
     data = RaterDataModule(datamodule, seed=run_seed)
     token_dim, text_dim = infer_rater_dims(proxy, data.first_val_batch())
-    module = RaterModule(proxy, token_dim, text_dim, rcfg, proxy_spec={"model": model_node, "finetune": None})
+    module = RaterModule(proxy, token_dim, text_dim, rcfg, proxy_spec=spec, reference=reference)
     logs = out / "rater_logs"
     # deterministic="warn": torch's deterministic kernels where it has them (a warning, not an error, for
     # ops without one), so a seeded rerun trains the same rater

@@ -22,6 +22,7 @@ from lightning_alchemist.proxy.base import T2IProxy
 from lightning_alchemist.rater.fingerprint import scoring_fingerprint
 from lightning_alchemist.rater.module import RaterModule
 from lightning_alchemist.rater.progress import ScoringProgressBar
+from lightning_alchemist.rater.signals import RANKING_KEY
 from lightning_alchemist.rater.writer import RatingWriter, finished_shards
 
 __all__ = ["build_proxy_from_spec", "load_rater", "score"]
@@ -52,13 +53,18 @@ def build_proxy_from_spec(spec: Optional[Mapping[str, Any]]) -> T2IProxy:
     return build_proxy(model, spec.get("finetune"))
 
 
-def load_rater(path: str | Path, proxy: Optional[T2IProxy] = None, map_location: Any = "cpu") -> RaterModule:
-    """A :class:`RaterModule` from ``rater.ckpt``; the proxy is rebuilt from the checkpoint unless given."""
+def load_rater(path: str | Path, proxy: Optional[T2IProxy] = None, map_location: Any = "cpu") -> pl.LightningModule:
+    """A :class:`RaterModule` from ``rater.ckpt`` (or a :class:`~lightning_alchemist.rater.direct.ProxyScorer`
+    when the checkpoint is a direct-scoring one); the proxy is rebuilt from the checkpoint unless given."""
     path = Path(path)
     if not path.is_file():
         raise AlchemistError(f"rater checkpoint '{path}' not found: train one with recipes/train_rater.py out=DIR (writes DIR/rater.ckpt)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    from lightning_alchemist.rater.direct import ProxyScorer, is_scorer_checkpoint
+
+    if is_scorer_checkpoint(ckpt):  # rater.score_with=proxy: the warmed-up proxy scores directly
+        return ProxyScorer.from_checkpoint(ckpt, proxy=proxy)
     if proxy is None:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
         proxy = build_proxy_from_spec((ckpt.get("hyper_parameters") or {}).get("proxy_spec"))
     return RaterModule.load_from_checkpoint(str(path), map_location=map_location, proxy=proxy, weights_only=False)
 
@@ -74,7 +80,7 @@ def _data_signature(datamodule: Any) -> dict[str, Any]:
 
 
 def score(
-    rater: RaterModule,
+    rater: pl.LightningModule,
     datamodule: pl.LightningDataModule,
     ratings_dir: str | Path,
     trainer_kwargs: Optional[Mapping[str, Any]] = None,
@@ -83,16 +89,22 @@ def score(
 ) -> dict[str, Any]:
     """Score every pool sample of ``datamodule`` into ``ratings_dir`` (one Parquet per shard).
 
+    ``rater`` is a :class:`RaterModule` or a :class:`~lightning_alchemist.rater.direct.ProxyScorer`
+    (direct scoring by the warmed-up proxy). The files carry the objective's ranking ends
+    (:data:`~lightning_alchemist.rater.signals.RANKING_KEY`) for the selection to follow.
     The datamodule must follow the ``T2IDataModule`` predict contract (whole shards per rank,
     ``skip_shards``). Returns ``{"fingerprint", "skipped_shards", "written_shards", "rows"}`` of
     this rank.
     """
     ratings_dir = Path(ratings_dir)
     store_batch = rater.cfg.score.store_batch_rating
+    signature = dict(rater.scoring_signature()) if hasattr(rater, "scoring_signature") else {}
+    batch_dependent = store_batch or signature.get("direct") == "contrast"  # contrast pairs captions within a batch
     fp = scoring_fingerprint(
         rater,
         data=_data_signature(datamodule),
-        score={"store_batch_rating": store_batch, **({"batch_size": getattr(getattr(datamodule, "cfg", None), "batch_size", None)} if store_batch else {})},
+        score={"store_batch_rating": store_batch, **signature,
+               **({"batch_size": getattr(getattr(datamodule, "cfg", None), "batch_size", None)} if batch_dependent else {})},
     )
     done = finished_shards(ratings_dir, fp, overwrite=overwrite)
     if hasattr(datamodule, "skip_shards"):
@@ -100,7 +112,8 @@ def score(
     expected = {}
     if hasattr(datamodule, "pool_shards"):
         expected = {s.stem: s.num_samples for s in datamodule.pool_shards()}
-    writer = RatingWriter(ratings_dir, fp, expected=expected, skip=done)
+    ends = getattr(rater, "ends", None)
+    writer = RatingWriter(ratings_dir, fp, expected=expected, skip=done, metadata={RANKING_KEY: ends.to_json().encode()} if ends else None)
     kwargs = {"accelerator": "auto", "devices": 1, "logger": False, "enable_model_summary": False}
     kwargs.update(trainer_kwargs or {})
     from lightning_alchemist.callbacks.progress import progress_settings

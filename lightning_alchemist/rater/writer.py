@@ -43,15 +43,16 @@ def shard_stem(path: str) -> str:
     return name[: -len(".tar")] if name.endswith(".tar") else name
 
 
-def write_ratings_file(path: Path, columns: Mapping[str, Sequence[Any]], fingerprint: str) -> None:
-    """Write one ratings table atomically: ``path.tmp`` then ``os.replace``."""
+def write_ratings_file(path: Path, columns: Mapping[str, Sequence[Any]], fingerprint: str,
+                       metadata: Optional[Mapping[bytes, bytes]] = None) -> None:
+    """Write one ratings table atomically: ``path.tmp`` then ``os.replace``; ``metadata`` joins the schema's."""
     arrays = {"key": pa.array(list(columns["key"]), type=pa.string())}
     for name, values in columns.items():
         if name != "key":
             arrays[name] = pa.array(np.asarray(values, dtype=np.float32))
     import torch
 
-    meta = {FINGERPRINT_KEY: fingerprint.encode(), THREADS_KEY: str(torch.get_num_threads()).encode()}
+    meta = {FINGERPRINT_KEY: fingerprint.encode(), THREADS_KEY: str(torch.get_num_threads()).encode(), **dict(metadata or {})}
     table = pa.table(arrays).replace_schema_metadata(meta)
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp)
@@ -94,6 +95,7 @@ class RatingWriter(BasePredictionWriter):
         fingerprint: the scoring fingerprint stored in every file.
         expected: optional ``{stem: number of samples}``; a shard is written as soon as it is full.
         skip: stems already finished: their rows (if the loader yields them anyway) are dropped.
+        metadata: extra schema metadata of every file (e.g. the objective's ranking ends).
     """
 
     def __init__(
@@ -102,8 +104,10 @@ class RatingWriter(BasePredictionWriter):
         fingerprint: str,
         expected: Optional[Mapping[str, int]] = None,
         skip: Optional[set[str]] = None,
+        metadata: Optional[Mapping[bytes, bytes]] = None,
     ) -> None:
         super().__init__(write_interval="batch")
+        self.metadata = dict(metadata or {})
         self.dir = Path(ratings_dir)
         self.fingerprint = fingerprint
         self.expected = dict(expected or {})
@@ -120,7 +124,7 @@ class RatingWriter(BasePredictionWriter):
         buf = self._buffers.pop(stem, None)
         if buf is None or not buf["key"]:
             return
-        write_ratings_file(self.dir / f"{stem}.parquet", {k: v for k, v in buf.items() if k != "_seen"}, self.fingerprint)
+        write_ratings_file(self.dir / f"{stem}.parquet", {k: v for k, v in buf.items() if k != "_seen"}, self.fingerprint, self.metadata)
         self.written.append(stem)
         self.rows_written += len(buf["key"])
         self.skip.add(stem)

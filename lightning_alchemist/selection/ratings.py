@@ -9,6 +9,7 @@ Files ending in ``.parquet.tmp`` are being written and are ignored.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import warnings
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 FINGERPRINT_KEY = b"lightning_alchemist.fingerprint"
+# The rater objective's declared ranking ends (JSON: objective, head easy|clean, tail), written by the scorer.
+RANKING_KEY = b"lightning_alchemist.ranking"
 THREADS_KEY = b"lightning_alchemist.torch_threads"  # the scorer's torch thread count (rater/writer.py)
 PathLike = Union[str, os.PathLike]
 
@@ -317,6 +320,7 @@ class Ratings:
         ratings: np.ndarray,
         scoring_fingerprints: Sequence[str] = (),
         source: str = "<memory>",
+        ranking: Optional[dict] = None,
         scoring_threads: Sequence[int] = (),
     ) -> None:
         if len(keys) != len(ratings):
@@ -327,6 +331,8 @@ class Ratings:
         #: torch thread counts the scorer ran with (from the files' metadata; empty when unknown)
         self.scoring_threads = sorted(set(int(t) for t in scoring_threads))
         self.source = source
+        # The objective's declared ranking ends ({"objective", "head": easy|clean, "tail"}), if the scorer wrote them.
+        self.ranking = dict(ranking) if ranking else None
         self._fingerprint: Optional[str] = None
         self._hashes: Optional[np.ndarray] = None
 
@@ -365,6 +371,8 @@ class Ratings:
             DataError: missing files or columns, NaN ratings, duplicate keys, missing expected keys.
         """
         files = find_rating_files(source)
+        fingerprints = []
+        rankings: set[bytes] = set()
         fingerprints, threads = [], []
         for path in files:  # footers only: columns and the scorer's fingerprint
             try:
@@ -381,6 +389,8 @@ class Ratings:
             meta = schema.metadata or {}
             if FINGERPRINT_KEY in meta:
                 fingerprints.append(meta[FINGERPRINT_KEY].decode())
+            if RANKING_KEY in meta:
+                rankings.add(meta[RANKING_KEY])
             if meta.get(THREADS_KEY, b"").isdigit():
                 threads.append(int(meta[THREADS_KEY]))
         try:
@@ -396,7 +406,9 @@ class Ratings:
         keys = pa.chunked_array(key_chunks, type=pa.string())
         ratings = np.concatenate(rating_parts) if rating_parts else np.zeros(0)
         where = str(source) if isinstance(source, (str, os.PathLike)) else f"{len(files)} files"
-        out = cls(keys, ratings, fingerprints, source=where, scoring_threads=threads)
+        # Files of different objectives mixed: no single declaration holds, so none is passed on.
+        ranking = json.loads(next(iter(rankings))) if len(rankings) == 1 else None
+        out = cls(keys, ratings, fingerprints, source=where, ranking=ranking, scoring_threads=threads)
         out._check(check_duplicates)
         if expected_keys is not None:
             out.check_covers(expected_keys)

@@ -107,6 +107,9 @@ def _check_fraction(name: str, value: float, low_open: bool = False) -> None:
         raise ConfigError(f"config 'selection.{name}': got {value}, expected a fraction in {'(0, 1]' if low_open else '[0, 1]'}")
 
 
+HEAD_MODES = ("auto", "drop", "keep")
+
+
 @dataclass
 class ShiftGaussian(Strategy):
     """Alchemist's Shift-Gsample: drop the head ``u < n``, draw the rest ∝ N(u; mu, sigma) without replacement.
@@ -114,20 +117,42 @@ class ShiftGaussian(Strategy):
     When ``keep > 1 − n`` the head shrinks to ``1 − keep`` (the rest is then kept whole).
     The draw is Gumbel-top-k: exact, O(N), seeded; its noise is drawn per row in file order, and
     :func:`~lightning_alchemist.selection.draw.rank_gumbel_top_k` avoids sorting all N ratings.
+
+    ``head`` says what the top of the ranking holds: ``drop`` (too-easy samples: the head ``n`` is
+    dropped and the Gaussian sits at ``mu``), ``keep`` (the cleanest data: nothing is dropped and the
+    Gaussian sits at the top, ``u = 0``, so the noisy tail is avoided), or ``auto`` (default): what
+    the ratings' objective declared (:attr:`Ratings.ranking`, written by the scorer), ``drop`` when
+    they declare nothing (the official rule's likelihood ranking).
     """
 
     n: float = 0.2
     mu: float = 0.6
     sigma: float = 0.2
+    head: str = "auto"
     name: ClassVar[str] = "shift_gauss"
 
     def __post_init__(self) -> None:
         _check_fraction("n", self.n)
         if not self.sigma > 0:
             raise ConfigError(f"config 'selection.sigma': got {self.sigma}, expected > 0")
+        if self.head not in HEAD_MODES:
+            raise ConfigError(f"config 'selection.head': got '{self.head}', expected one of {', '.join(HEAD_MODES)}")
+
+    def resolved(self, ratings: Optional[Ratings]) -> "ShiftGaussian":
+        """This strategy with ``head`` resolved against the ratings' declared ranking ends.
+
+        ``keep`` gives ``n = 0, mu = 0``; ``drop`` the configured ``n, mu``.
+        """
+        mode = self.head
+        if mode == "auto":
+            declared = (getattr(ratings, "ranking", None) or {}).get("head")
+            mode = "keep" if declared == "clean" else "drop"
+        if mode == "keep":
+            return dataclasses.replace(self, n=0.0, mu=0.0, head="keep")
+        return dataclasses.replace(self, head="drop")
 
     def head_size(self, n_items: int, k: int) -> int:
-        """How many top-ranked samples are dropped outright."""
+        """How many top-ranked samples are dropped outright (with ``head`` resolved)."""
         head = math.ceil(self.n * n_items - 1e-9)  # ranks r with r / N < n
         return max(0, min(head, n_items - k))
 
@@ -145,13 +170,14 @@ class ShiftGaussian(Strategy):
         Use with ``DataSelectionCallback(mode="weighted")``: each epoch draws ``round(keep · N)``
         samples without replacement ∝ weight, i.e. a new Shift-Gaussian selection per epoch.
         """
+        eff = self.resolved(ratings)
         n_items = len(ratings)
         k = num_kept(keep, n_items)
         order = rank_order(ratings.ratings)
-        head = self.head_size(n_items, k)
+        head = eff.head_size(n_items, k)
         weights = np.zeros(n_items)
         u = np.arange(head, n_items, dtype=np.float64) / n_items
-        weights[order[head:]] = np.exp(self.log_weights(u))
+        weights[order[head:]] = np.exp(eff.log_weights(u))
         meta = self._meta(ratings, keep, seed, k)
         meta.update(strategy=f"{self.name}_soft", num_samples=k)
         return Selection(ratings.keys, weights, meta, indices=np.arange(n_items))
@@ -172,11 +198,19 @@ class ShiftGaussian(Strategy):
                 lo = mid + 1
         return lo
 
+    def _meta(self, ratings: Ratings, keep: float, seed: int, k: int) -> dict[str, Any]:
+        meta = super()._meta(ratings, keep, seed, k)
+        # record what was applied (n, mu after the head mode), what was asked, and what the ratings declared
+        meta["params"] = {**self.resolved(ratings).params(), "head_asked": self.head,
+                          "head_declared": (getattr(ratings, "ranking", None) or {}).get("head")}
+        return meta
+
     def _pick(self, ratings: Ratings, k: int, seed: int) -> np.ndarray:
+        eff = self.resolved(ratings)
         n_items = len(ratings)
         return rank_gumbel_top_k(
-            ratings.ratings, k, lambda r: self.log_weight_of_rank(r, n_items), self.peak_rank(n_items),
-            self.head_size(n_items, k), make_rng(seed),
+            ratings.ratings, k, lambda r: eff.log_weight_of_rank(r, n_items), eff.peak_rank(n_items),
+            eff.head_size(n_items, k), make_rng(seed),
         )
 
 
@@ -187,6 +221,7 @@ class Gsample(ShiftGaussian):
     n: float = 0.0
     mu: float = 0.5
     sigma: float = 0.2
+    head: str = "drop"  # the baseline ignores declared ends: a Gaussian at the middle, always
     name: ClassVar[str] = "gsample"
 
 

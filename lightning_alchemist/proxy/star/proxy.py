@@ -81,7 +81,13 @@ class StarProxy(T2IProxy):
             )
         if cfg.transformer.checkpoint:
             self.var.load_state_dict(load_star_state_dict(cfg.transformer.checkpoint), strict=True)
-        self.register_buffer("_levels", self.var.lvl_1L[self.var.first_l :].clone(), persistent=False)
+        # The rater's scale indices: the teacher-forcing input's (1…S-1), then S for the final f_hat.
+        # The teacher input stops before the last scale (the only one with fine detail at small
+        # sizes), so the rater also reads the full reconstruction f_hat at the last scale's size.
+        teacher_levels = self.var.lvl_1L[self.var.first_l :].clone()
+        last = cfg.tokenizer.patch_nums[-1]
+        final_levels = torch.full((last * last,), len(cfg.tokenizer.patch_nums), dtype=teacher_levels.dtype)
+        self.register_buffer("_levels", torch.cat([teacher_levels, final_levels]), persistent=False)
 
     @property
     def image_size(self) -> int:
@@ -93,10 +99,12 @@ class StarProxy(T2IProxy):
         img = batch["image"].to(device, torch.float32)
         idx = self.tokenizer.img_to_idx(img)
         teacher = self.tokenizer.quantize.idx_to_var_input(idx)
+        final = self.tokenizer.quantize.idx_to_fhat(idx)  # [B, C, H, H]: every scale summed
         keys = list(batch.get("key") or [])
         ts = self.text_encoder.encode(list(batch["caption"]), keys=keys or None)
         return {"key": keys, "idx": torch.cat(idx, dim=1), "teacher": teacher, "text": ts.hidden,
-                "text_mask": ts.mask, "pooled": ts.pooled}
+                "text_mask": ts.mask, "pooled": ts.pooled,
+                "final": final.flatten(2).transpose(1, 2)}
 
     def logits(self, encoded: Encoded, generator: Optional[torch.Generator] = None) -> Tensor:
         return self.var(encoded["teacher"], encoded["text"], encoded["text_mask"], encoded["pooled"], generator)
@@ -108,9 +116,15 @@ class StarProxy(T2IProxy):
         return ce.view(B, L).mean(1)
 
     def rater_inputs(self, encoded: Encoded) -> RaterInputs:
-        """Teacher-forcing features ``[B, L-1, Cvae]`` (scales 1…S-1; scale 0 is the pooled-text start token),
-        with ``levels`` [L-1] their scale indices (1…S-1)."""
-        return RaterInputs(encoded["teacher"], encoded["text"], encoded["text_mask"], encoded["pooled"], self._levels)
+        """Every scale: teacher-forcing features ``[B, L-1, Cvae]`` (scales 1…S-1; scale 0 is the pooled-text
+        start token) then the final ``f_hat`` ``[B, pn_S², Cvae]`` (level S); ``levels`` their scale indices."""
+        final = encoded.get("final")
+        if final is None:  # an encoding made before "final" existed: rebuild it from the indices
+            q = self.tokenizer.quantize
+            sizes = [p * p for p in q.v_patch_nums]
+            final = q.idx_to_fhat(list(encoded["idx"].split(sizes, dim=1))).flatten(2).transpose(1, 2)
+        tokens = torch.cat([encoded["teacher"], final.to(encoded["teacher"].dtype)], dim=1)
+        return RaterInputs(tokens, encoded["text"], encoded["text_mask"], encoded["pooled"], self._levels)
 
     @torch.no_grad()
     def null_text(self, batch_size: int) -> dict[str, Tensor]:

@@ -1,0 +1,133 @@
+"""Direct scoring: the frozen warmed-up proxy rates every pool sample itself (no amortisation).
+
+Where the pool is small enough to run the proxy over it once (the cost of one proxy epoch, times
+``1 + partners`` forwards for the caption contrast), the proxy's own per-sample signal is a better
+rating than a rater network trained to imitate it (issue 15: the amortised raters never learned
+the caption signal). :class:`ProxyScorer` is a ``LightningModule`` whose ``predict_step`` writes
+that signal through the same :class:`~lightning_alchemist.rater.writer.RatingWriter` contract as
+:class:`~lightning_alchemist.rater.module.RaterModule`, so :func:`~lightning_alchemist.rater.scoring.score`
+runs it unchanged (devices, shards, resume). The contrast pairs captions within a predict batch:
+the predict loader's batches are fixed (file order), so ratings are reproducible for a batch size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import lightning.pytorch as pl
+import torch
+
+from lightning_alchemist.proxy.base import Batch, T2IProxy
+from lightning_alchemist.rater.config import RaterConfig, rater_config
+from lightning_alchemist.rater.module import encode_batch
+from lightning_alchemist.rater.signals import RankingEnds, ends_of, proxy_signal
+
+
+def _trainable(proxy: T2IProxy) -> torch.nn.Module:
+    try:
+        return proxy.trainable
+    except NotImplementedError:
+        return proxy
+
+__all__ = ["CHECKPOINT_KIND", "ProxyScorer", "is_scorer_checkpoint"]
+
+CHECKPOINT_KIND = "lightning_alchemist.proxy_scorer"
+
+
+def is_scorer_checkpoint(ckpt: Any) -> bool:
+    """True for a loaded ``rater.ckpt`` written by :meth:`ProxyScorer.save` (direct scoring)."""
+    return isinstance(ckpt, dict) and ckpt.get("kind") == CHECKPOINT_KIND
+
+
+class ProxyScorer(pl.LightningModule):
+    """Scores samples with the (warmed-up, frozen) proxy's objective signal; higher = keep.
+
+    Args:
+        proxy: the warmed-up proxy (frozen here).
+        cfg: the ``rater`` config: ``objective``, ``contrast_beta``, ``contrast_partners``, ``seed``.
+        reference: the pool-trained reference proxy (``objective: penalty``).
+    """
+
+    def __init__(self, proxy: T2IProxy, cfg: Union[RaterConfig, dict, Any] = None, reference: Optional[T2IProxy] = None,
+                 proxy_spec: Optional[dict] = None, info: Optional[dict] = None) -> None:
+        super().__init__()
+        self.proxy_spec = proxy_spec
+        self.info = dict(info or {})  # the warm-ups' results, kept in the checkpoint for the report
+        self.cfg = rater_config(cfg)
+        if self.cfg.objective == "official":
+            # The official rule has no per-sample signal of its own beyond −ℓ; name it what it is.
+            self.cfg = dataclasses.replace(self.cfg, objective="regression")
+        self.proxy = proxy.requires_grad_(False).eval()
+        self.reference = reference.requires_grad_(False).eval() if reference is not None else None
+        if self.cfg.objective == "penalty" and reference is None:
+            from lightning_alchemist.errors import ConfigError
+
+            raise ConfigError("config 'rater.objective=penalty' scores with the reference proxy: pass reference=... (a pool warm-up)")
+        self.ends: RankingEnds = ends_of(self.cfg.objective)
+
+    # ----------------------------------------------------------------------------- checkpoint
+    def save(self, path: str | Path) -> Path:
+        """Write ``rater.ckpt``: config, proxy spec and the warmed-up trainable weights (the frozen
+        encoders are rebuilt from the spec), so :func:`~lightning_alchemist.rater.scoring.load_rater`
+        returns this scorer and the scoring stage runs unchanged."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        blob = {
+            "kind": CHECKPOINT_KIND,
+            "version": 1,
+            "cfg": dataclasses.asdict(self.cfg),
+            "proxy_spec": self.proxy_spec,
+            "proxy": _trainable(self.proxy).state_dict(),
+            "reference": _trainable(self.reference).state_dict() if self.reference is not None else None,
+            "info": self.info,
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, proxy: Optional[T2IProxy] = None) -> "ProxyScorer":
+        """Rebuild from a loaded :meth:`save` blob (the proxy from its spec unless given)."""
+        from lightning_alchemist.rater.scoring import build_proxy_from_spec
+
+        proxy = proxy if proxy is not None else build_proxy_from_spec(ckpt.get("proxy_spec"))
+        _trainable(proxy).load_state_dict(ckpt["proxy"])
+        reference = None
+        if ckpt.get("reference") is not None:
+            reference = build_proxy_from_spec(ckpt.get("proxy_spec"))
+            _trainable(reference).load_state_dict(ckpt["reference"])
+        return cls(proxy, ckpt["cfg"], reference=reference, proxy_spec=ckpt.get("proxy_spec"), info=ckpt.get("info"))
+
+    def train(self, mode: bool = True) -> "ProxyScorer":
+        # Always eval: a scorer never trains (no dropout, frozen norms).
+        return super().train(False)
+
+    def scoring_signature(self) -> dict[str, Any]:
+        """What besides the weights changes a rating (part of the scoring fingerprint)."""
+        sig: dict[str, Any] = {"direct": self.cfg.objective}
+        if self.cfg.objective == "contrast":
+            sig.update(beta=self.cfg.contrast_beta, partners=self.cfg.contrast_partners, null=self.cfg.contrast_null)
+        return sig
+
+    def _generators(self, batch_idx: int):
+        base = (self.cfg.seed * 1_000_003 + batch_idx) * 16
+
+        def make(i: int) -> torch.Generator:
+            return torch.Generator(device=self.device).manual_seed(base + i)
+
+        return make
+
+    def rate_encoded(self, encoded: dict[str, Any], batch_idx: int = 0) -> torch.Tensor:
+        """Ratings ``[B]`` of one encoded batch."""
+        return proxy_signal(self.cfg.objective, self.proxy, encoded, beta=self.cfg.contrast_beta,
+                            partners=self.cfg.contrast_partners, null=self.cfg.contrast_null, reference=self.reference,
+                            generator=self._generators(batch_idx))
+
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """``{"key", "shard", "rating"}`` for one batch."""
+        enc = encode_batch(self.proxy, batch)
+        return {"key": list(batch["key"]), "shard": list(batch["shard"]), "rating": self.rate_encoded(enc, batch_idx).float().cpu()}

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 import pyarrow as pa
 
+from lightning_alchemist.config import Choice
 from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.selection.draw import make_rng, rank_gumbel_top_k, rank_order
 from lightning_alchemist.selection.manifest import Selection
@@ -107,7 +108,15 @@ def _check_fraction(name: str, value: float, low_open: bool = False) -> None:
         raise ConfigError(f"config 'selection.{name}': got {value}, expected a fraction in {'(0, 1]' if low_open else '[0, 1]'}")
 
 
-HEAD_MODES = ("auto", "drop", "keep")
+class HeadMode(Choice):
+    """What the top of a ranking holds, for :class:`ShiftGaussian` (see its docstring)."""
+
+    auto = "auto"
+    drop = "drop"
+    keep = "keep"
+
+
+HEAD_MODES = HeadMode.values()
 
 
 @dataclass
@@ -128,7 +137,7 @@ class ShiftGaussian(Strategy):
     n: float = 0.2
     mu: float = 0.6
     sigma: float = 0.2
-    head: str = "auto"
+    head: HeadMode = HeadMode.auto
     name: ClassVar[str] = "shift_gauss"
 
     def __post_init__(self) -> None:

@@ -512,9 +512,9 @@ class _NoBar:
 def _progress(cfg: HeuristicConfig, total: int, desc: str) -> Any:
     if not cfg.progress or total == 0:
         return _NoBar()
-    from tqdm.auto import tqdm
+    from lightning_alchemist.runtime import progress_bar
 
-    return tqdm(total=total, desc=f"rating ({desc})", unit="sample", unit_scale=True, dynamic_ncols=True)
+    return progress_bar(total=total, desc=f"rating ({desc})", unit="sample", unit_scale=True, dynamic_ncols=True)
 
 
 # ----------------------------------------------------------------------------- command line

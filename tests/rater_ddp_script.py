@@ -35,7 +35,8 @@ def main() -> None:
     out, variant = sys.argv[1], sys.argv[2]
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    m = RaterModule(ToyProxy(), 48, 16, {"network": {"depth": 1, "width": 32, "heads": 2}, "meta_gradient": variant, "alpha_epoch0": 0.5})
+    m = RaterModule(ToyProxy(), 48, 16, {"network": {"depth": 1, "width": 32, "heads": 2}, "meta_gradient": variant, "alpha_epoch0": 0.5,
+                                         "objective": "official"})
     t = pl.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp_find_unused_parameters_true", logger=False,
                    enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     t.fit(m, datamodule=Data())

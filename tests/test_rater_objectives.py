@@ -52,6 +52,11 @@ class ScalarProxy(T2IProxy):
     def per_sample_loss(self, encoded: Encoded, generator=None) -> Tensor:
         return (encoded["x"] - self.a * encoded["pooled"][:, 0]) ** 2
 
+    def null_text(self, batch_size: int) -> dict:
+        # the empty caption has value 0: ℓ(∅) = x²
+        return {"pooled": torch.zeros(batch_size, 1), "text": torch.zeros(batch_size, 1, 1),
+                "text_mask": torch.ones(batch_size, 1, dtype=torch.bool)}
+
     def rater_inputs(self, encoded: Encoded) -> RaterInputs:
         b = encoded["x"].shape[0]
         return RaterInputs(encoded["x"].view(b, 1, 1), encoded["text"], encoded["text_mask"], encoded["pooled"])
@@ -94,11 +99,15 @@ def test_contrast_signal_hand_reference():
     gain = [f - l for f, l in zip(foreign, loss)]
     beta = 2.0
     expected = [-(l - beta * g) for l, g in zip(loss, gain)]
-    got = proxy_signal("contrast", proxy, enc, beta=beta, partners=4)
+    got = proxy_signal("contrast", proxy, enc, beta=beta, partners=4, null=False)
     assert torch.allclose(got, torch.tensor(expected))
     assert torch.allclose(caption_gain(proxy, enc, torch.tensor(loss), 4), torch.tensor(gain))
     # the mismatched sample ranks last; −ℓ alone agrees here, the contrast widens the gap
     assert int(got.argmin()) == 2
+    # with the empty caption as a partner: half the rolled mean, half ℓ(∅) = x²
+    gain_null = [(f + xi**2) / 2 - l for f, xi, l in zip(foreign, x, loss)]
+    got_null = proxy_signal("contrast", proxy, enc, beta=beta, partners=4, null=True)
+    assert torch.allclose(got_null, torch.tensor([-(l - beta * g) for l, g in zip(loss, gain_null)]))
 
 
 def test_loss_and_penalty_signals_hand_reference():
@@ -196,6 +205,7 @@ def test_warmup_trains_once_then_loads_from_cache(tmp_path, monkeypatch):
     again = ToyProxy()
     res2 = warm_up_proxy(again, val, cfg, "toyval", cache_dir=tmp_path)
     assert res2.cached and res2.best_step == res.best_step
+    assert res2.seconds == res.seconds > 0  # the cost of the training run, also when loaded
     for k, v in again.state_dict().items():
         assert torch.equal(v, trained[k])
 

@@ -122,12 +122,15 @@ class RaterConfig:
     # rolled in the batch and the empty one), ``penalty`` (ℓ(θ̂) − ℓ, θ̂ a cached pool-trained
     # reference). See lightning_alchemist.rater.signals. Default: contrast, scored directly by the
     # warmed-up proxy: measured on shapes and glyphs (benchmarks/results/rater_signal.md), it keeps the
-    # least mismatch and noise of all variants, at the lowest cost (no rater training, no pool warm-up).
+    # least mismatched captions of all variants and as little noise/plain as the penalty gap, without the
+    # penalty's pool warm-up; amortised raters never learned the caption signal (mismatch AUC ~0.5).
     objective: Objective = Objective.contrast
-    # contrast: weight β of the caption gain, the rolled captions it averages over (>= 4), and
-    # whether the empty caption is a partner too (half the weight; it exposes generic captions).
+    # contrast: weight β of the caption gain (2/8 trade plain for noise), the rolled captions it averages
+    # over, and whether the empty caption is a partner too (half the weight; it exposes generic captions).
+    # Partners: 2 rolled + the empty caption measured equal to 4 + empty on both datasets (2 seeds each)
+    # at 2/3 of the scoring cost (each partner is one more proxy forward per sample).
     contrast_beta: float = 4.0
-    contrast_partners: int = 4
+    contrast_partners: int = 2
     contrast_null: bool = True
     # ``rater``: the trained rater network scores (amortised); ``proxy``: the frozen warmed-up proxy
     # scores every sample with the objective's signal (no rater training; pools small enough).

@@ -166,7 +166,7 @@ def proxy_signal(
     proxy: T2IProxy,
     encoded: Encoded,
     beta: float = 4.0,
-    partners: int = 4,
+    partners: int = 2,
     reference: Optional[T2IProxy] = None,
     generator: GeneratorFactory = lambda i: None,
     losses: Optional[Tensor] = None,
@@ -179,7 +179,7 @@ def proxy_signal(
         proxy: the (warmed-up) proxy.
         encoded: one encoded batch (contrast pairs its samples' captions within it).
         beta: weight of the caption gain (``contrast``).
-        partners: rolled captions the gain is averaged over (``contrast``; >= 4 recommended).
+        partners: rolled captions the gain is averaged over (``contrast``).
         null: the empty caption is a partner too (``contrast``; half the weight).
         reference: the pool-trained reference proxy (``penalty``; required there).
         generator: fixed random streams of the step (noise, timesteps of diffusion proxies).

@@ -166,11 +166,11 @@ def warm_up_proxy(
             return WarmupResult(**stats)
         result = _train(proxy, module, data, cfg, device, progress)
         result.path = str(path)
+        result.seconds = time.perf_counter() - t0  # stored: a cached result reports what the training took
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".pt.tmp")
         torch.save({"state_dict": module.state_dict(), "stats": result.as_dict(), "config": dataclasses.asdict(cfg)}, tmp)
         os.replace(tmp, path)
-    result.seconds = time.perf_counter() - t0
     return result
 
 

@@ -1,4 +1,4 @@
-"""Rater quality on ``shapes``: train a rater, score the pool, AUC(clean > defect) per defect kind.
+"""Rater quality on a labelled dataset (``shapes``, ``glyphs``): train a rater, score the pool, AUC(clean > defect) per defect kind.
 
     python benchmarks/rater_auc.py                         # the default rater config (conf/rater/default.yaml)
     python benchmarks/rater_auc.py rater=tiny rater.epochs=10   # any recipe overrides
@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["rater.epochs=2", "rater.steps_per_epoch=10"]
@@ -60,21 +61,24 @@ def resolved(overrides: list[str]) -> dict:
 
 
 def labels_path(data: dict) -> Path:
-    from lightning_alchemist.config import to_dataclass
-    from lightning_alchemist.data.shapes import ShapesConfig, ensure_shapes
+    from lightning_alchemist.config import data_config
+    from lightning_alchemist.data.sources import resolve_source
 
-    if data.get("name") != "shapes":
-        raise SystemExit("the rater AUC benchmark needs data=shapes (labelled defects)")
-    return ensure_shapes(to_dataclass(data.get("shapes") or {}, ShapesConfig, "data.shapes"), data.get("cache_dir")).labels_path
+    path = resolve_source(data_config(data)).labels_path
+    if path is None:
+        raise SystemExit("the rater AUC benchmark needs labelled defects: data=shapes or data=glyphs (or shards with a labels.parquet)")
+    return path
 
 
-def tokenizer_stats(rater_cfg: dict, model: dict) -> dict:
+def tokenizer_stats(rater_cfg: dict, model: dict, data: Optional[dict] = None) -> dict:
     """Stats of the proxy's cached VQ tokenizer (STAR proxies only)."""
     import torch
 
     from lightning_alchemist.rater.recipe import proxy_model_config
 
-    node = proxy_model_config(rater_cfg.get("proxy"), model)
+    from lightning_alchemist.proxy.factory import fit_to_data
+
+    node = fit_to_data(proxy_model_config(rater_cfg.get("proxy"), model), data)
     if node.get("family") != "star":
         return {}
     from lightning_alchemist.proxy.factory import model_config
@@ -91,7 +95,7 @@ def tokenizer_stats(rater_cfg: dict, model: dict) -> dict:
 
 def markdown(res: dict) -> str:
     lines = [
-        "# Rater AUC on shapes",
+        f"# Rater AUC on {res.get('data', 'shapes')}",
         "",
         f"Command: `{res['command']}`  ",
         f"Overrides: `{' '.join(res['overrides']) or '(none: the default config)'}`  ",
@@ -156,13 +160,14 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python benchmarks/rater_auc.py", *(["--quick"] if args.quick else []), *args.overrides]),
         "overrides": overrides,
         "rater": cfg["rater"],
+        "data": cfg["data"].get("name"),
         "labels": str(labels),
         "work": str(work),
         "auc": res_auc,
         "timings": timings,
         "scored": len(ratings),
         "scoring_samples_per_s": round(len(ratings) / timings["score"]["wall_s"], 1) if timings["score"]["wall_s"] else None,
-        "tokenizer": tokenizer_stats(cfg["rater"], cfg.get("model") or {}),
+        "tokenizer": tokenizer_stats(cfg["rater"], cfg.get("model") or {}, cfg["data"]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }

@@ -52,7 +52,7 @@ def main(cfg) -> dict:
             by_kind.setdefault(labels.get(key, "unlabelled"), []).append(key)
         summary["defects"] = dict(Counter(labels[k] for k in pool.keys if k in labels))
         summary["labels"] = str(dm.labels_path)
-        for kind in (CLEAN, *DEFECT_KINDS):
+        for kind in (CLEAN, *DEFECT_KINDS, *sorted(set(by_kind) - {CLEAN, *DEFECT_KINDS})):  # glyphs has its own kinds
             if by_kind.get(kind):
                 rows[kind] = by_kind[kind][:8]
     else:

@@ -1,6 +1,7 @@
-"""Train the STAR proxy's multi-scale VQ tokenizer on the embedded ``shapes`` data and cache it.
+"""Train the STAR proxy's multi-scale VQ tokenizer on a sample of the configured pool and cache it.
 
-    python recipes/train_tokenizer.py                      # the star_tiny tokenizer
+    python recipes/train_tokenizer.py                      # the star_tiny tokenizer, on shapes
+    python recipes/train_tokenizer.py data=glyphs          # ... on the glyphs pool (data=wds data.urls=...: yours)
     python recipes/train_tokenizer.py model.tokenizer.train_steps=2000 +force=true
 
 The checkpoint goes to ``<cache>/tokenizers/<fingerprint>.pt`` (``LIGHTNING_ALCHEMIST_CACHE``
@@ -27,10 +28,10 @@ def train_tokenizer_recipe(cfg: Any) -> str:
     import torch
 
     from lightning_alchemist.errors import ConfigError
-    from lightning_alchemist.proxy.factory import model_config
+    from lightning_alchemist.proxy.factory import fit_to_data, model_config
     from lightning_alchemist.proxy.star.train_vq import load_or_train_tokenizer, tokenizer_cache_path
 
-    mcfg = model_config(cfg.model)
+    mcfg = model_config(fit_to_data(cfg.model, cfg.get("data")))  # fits the configured pool (data=glyphs, data=wds ...)
     if mcfg.family != "star":
         raise ConfigError(f"config 'model': {mcfg.name} is a {mcfg.family} model; the VQ tokenizer recipe is for STAR (model=star_tiny)")
     if cfg.trainer and cfg.trainer.get("num_threads"):

@@ -29,11 +29,16 @@ class DataSource:
 
 
 def resolve_source(cfg: DataConfig, seed: int = 0) -> DataSource:
-    """Materialise (``shapes``) or locate (webdataset shards) the data described by ``cfg``."""
-    if cfg.name == "shapes" and cfg.urls is None:
-        artifacts = ensure_shapes(cfg.shapes, cfg.cache_dir)
+    """Materialise (``shapes``, ``glyphs``) or locate (webdataset shards) the data described by ``cfg``."""
+    if cfg.name in ("shapes", "glyphs") and cfg.urls is None:
+        if cfg.name == "glyphs":
+            from lightning_alchemist.data.glyphs import ensure_glyphs
+
+            artifacts = ensure_glyphs(cfg.glyphs, cfg.cache_dir)
+        else:
+            artifacts = ensure_shapes(cfg.shapes, cfg.cache_dir)
         return DataSource(
-            name="shapes",
+            name=cfg.name,
             pool_urls=artifacts.pool_urls,
             val_urls=artifacts.val_urls,
             split=HeldOutSplit(0.0, seed),
@@ -56,7 +61,7 @@ def resolve_source(cfg: DataConfig, seed: int = 0) -> DataSource:
 def data_identity(cfg: DataConfig, seed: int = 0) -> dict:
     """What names the samples of ``cfg`` and how they are split and preprocessed, for artifact fingerprints.
 
-    ``shapes`` is named by its generator config; shards by their paths, sizes and modification
+    ``shapes`` and ``glyphs`` are named by their generator config; shards by their paths, sizes and modification
     times (a rewritten shard changes the identity). Loader settings that do not change what a
     sample is (workers, shuffle buffer, style) are left out.
     """
@@ -67,6 +72,11 @@ def data_identity(cfg: DataConfig, seed: int = 0) -> dict:
     ident: dict = {"name": cfg.name, "image_size": cfg.image_size}
     if cfg.name == "shapes" and cfg.urls is None:
         ident["shapes"] = {**asdict(cfg.shapes), "generator": GENERATOR_VERSION}
+        return ident
+    if cfg.name == "glyphs" and cfg.urls is None:
+        from lightning_alchemist.data.glyphs import generator_identity
+
+        ident["glyphs"] = generator_identity(cfg.glyphs)
         return ident
 
     def stat(urls: list[str]) -> list:

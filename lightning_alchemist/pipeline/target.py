@@ -67,6 +67,7 @@ def train_target(cfg: Any, out: Path, selection: Optional[Path] = None, mode: st
 
     from lightning_alchemist.callbacks.data_selection import DataSelectionCallback
     from lightning_alchemist.data.datamodule import build_datamodule
+    from lightning_alchemist.proxy.factory import fit_to_data
     from lightning_alchemist.proxy.module import T2IModule
     from lightning_alchemist.proxy.training import build_trainer
 
@@ -75,7 +76,7 @@ def train_target(cfg: Any, out: Path, selection: Optional[Path] = None, mode: st
         torch.set_num_threads(tcfg.num_threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = datamodule if datamodule is not None else build_datamodule(data, seed=cfg.seed)
-    module = T2IModule(cfg.model, cfg.finetune, seed=cfg.seed, encode_cache_mb=tcfg.encode_cache_mb)
+    module = T2IModule(fit_to_data(cfg.model, data), cfg.finetune, seed=cfg.seed, encode_cache_mb=tcfg.encode_cache_mb)
     callbacks = []
     select_cb = None
     if selection is not None:

@@ -10,7 +10,7 @@ from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.proxy.base import T2IProxy
 from lightning_alchemist.proxy.lora import FinetuneConfig, apply_finetune, finetune_config
 
-__all__ = ["build_proxy", "model_config", "register_family", "FAMILIES"]
+__all__ = ["build_proxy", "fit_to_data", "model_config", "register_family", "FAMILIES"]
 
 
 def _star() -> tuple[type, Callable[[Any], T2IProxy]]:
@@ -78,3 +78,26 @@ def build_proxy(model_cfg: Any, finetune_cfg: Optional[Any] = None) -> T2IProxy:
     ft = finetune_cfg if isinstance(finetune_cfg, FinetuneConfig) else finetune_config(finetune_cfg)
     _, builder = FAMILIES[mcfg.family]()
     return apply_finetune(builder(mcfg), ft)
+
+
+def fit_to_data(model: Any, data: Any) -> Any:
+    """The ``model`` node with its data-fitted frozen parts pointed at the run's ``data`` node.
+
+    STAR's tiny VQ tokenizer (no ``model.tokenizer.checkpoint``, ``auto_train`` on) then trains on a
+    sample of that pool, cached by the data's identity, instead of on ``shapes``. Nodes it does not
+    apply to come back unchanged: other families, a user's ``class`` proxy, a pretrained tokenizer,
+    one already bound, or ``shapes`` data (its tokenizer is the default, so the node stays as it was).
+    """
+    node = as_container(model)
+    if data is None or not isinstance(node, dict) or "class" in node or node.get("family", "star") != "star":
+        return model
+    tok = dict(node.get("tokenizer") or {})
+    if tok.get("checkpoint") or tok.get("auto_train") is False or tok.get("train_data"):
+        return model
+    from lightning_alchemist.config import data_config
+
+    data_node = as_container(data)
+    validated = data_config(data_node)
+    if validated.name == "shapes" and validated.urls is None:
+        return model
+    return {**node, "tokenizer": {**tok, "train_data": dict(data_node)}}

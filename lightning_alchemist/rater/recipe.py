@@ -95,6 +95,7 @@ def run_train_rater(cfg: Any) -> Path:
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from lightning_alchemist.data.datamodule import build_datamodule
+    from lightning_alchemist.proxy.factory import fit_to_data
     from lightning_alchemist.rater.config import rater_config
     from lightning_alchemist.rater.data import RaterDataModule
     from lightning_alchemist.rater.module import RaterModule, infer_rater_dims
@@ -104,6 +105,7 @@ def run_train_rater(cfg: Any) -> Path:
     pl.seed_everything(seed, workers=True)
     out = Path(cfg.out)
     model_cfg = proxy_model_config(rcfg.proxy, cfg.get("model"))
+    model_cfg = fit_to_data(model_cfg, cfg.data)  # the proxy's tokenizer fits this pool (not shapes), cached
     proxy = build_rater_proxy(model_cfg)
     data = RaterDataModule(build_datamodule(cfg.data, seed=int(cfg.get("seed", 0) or 0)), seed=seed)
     token_dim, text_dim = infer_rater_dims(proxy, data.first_val_batch())

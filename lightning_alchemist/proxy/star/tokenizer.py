@@ -14,7 +14,7 @@ identity) and added to ``f_hat``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -32,7 +32,9 @@ class VQConfig:
 
     ``image_size / 2**(len(ch_mult)-1)`` must equal ``patch_nums[-1]`` (the latent grid side).
     ``checkpoint``: a local state dict to load (``strict=True``); ``None`` = the cached tiny tokenizer
-    trained on ``shapes`` (trained on first use) when ``auto_train`` is true, else random weights.
+    trained on first use when ``auto_train`` is true, else random weights. It trains on a sample of
+    the pool of ``train_data`` (a ``data`` config node, set from the run's ``data`` by
+    :func:`lightning_alchemist.proxy.factory.fit_to_data`); ``None`` or ``shapes`` = the embedded ``shapes``.
     """
 
     vocab_size: int = 128
@@ -56,6 +58,7 @@ class VQConfig:
     train_lr: float = 2e-3
     train_samples: int = 4000
     seed: int = 0
+    train_data: Optional[dict[str, Any]] = None  # the data config node to fit on; None: the embedded shapes
 
 
 _NORM_GROUPS = [32]  # set per model build (official: 32); a module-level default keeps the LDM block signatures

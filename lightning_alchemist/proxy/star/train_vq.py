@@ -1,10 +1,13 @@
-"""Train (and cache) the tiny multi-scale VQ tokenizer on the embedded ``shapes`` data.
+"""Train (and cache) the tiny multi-scale VQ tokenizer on a sample of the run's pool.
 
 Random VQ codes are meaningless, so a STAR proxy without a tokenizer checkpoint uses one trained
 here: reconstruction MSE + the VQ loss (commitment β and codebook terms), with dead codes restarted
-from encoder features. The result is cached under
-``<cache_root>/tokenizers/<fingerprint>.pt`` (fingerprint of the tokenizer config and data), and
-a file lock keeps concurrent processes from training it twice.
+from encoder features. It fits the data it will tokenize: ``VQConfig.train_data`` (the run's
+``data`` node, set by :func:`lightning_alchemist.proxy.factory.fit_to_data`), or the embedded
+``shapes`` when that is unset or is ``shapes``. The result is cached under
+``<cache_root>/tokenizers/<fingerprint>.pt`` (fingerprint of the tokenizer config and the data's
+identity, :func:`lightning_alchemist.data.sources.data_identity`), and a file lock keeps
+concurrent processes from training it twice.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +30,8 @@ from lightning_alchemist.proxy.star.tokenizer import MultiScaleVQVAE, VQConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["tokenizer_fingerprint", "tokenizer_cache_path", "train_tokenizer", "load_or_train_tokenizer", "shapes_images"]
+__all__ = ["tokenizer_fingerprint", "tokenizer_cache_path", "train_tokenizer", "load_or_train_tokenizer", "shapes_images",
+           "pool_images", "tokenizer_data"]
 
 _TRAIN_VERSION = 1
 _ARCH_FIELDS = ("vocab_size", "z_channels", "ch", "ch_mult", "num_res_blocks", "using_sa", "using_mid_sa", "norm_groups", "dropout",
@@ -35,10 +39,45 @@ _ARCH_FIELDS = ("vocab_size", "z_channels", "ch", "ch_mult", "num_res_blocks", "
 _TRAIN_FIELDS = ("train_steps", "train_batch_size", "train_lr", "train_samples", "seed")
 
 
-def tokenizer_fingerprint(cfg: VQConfig, data_tag: str = "shapes") -> str:
-    """Stable id of (architecture, training settings, data) — the cache file name."""
+def _image_size(cfg: VQConfig) -> int:
+    return int(cfg.patch_nums[-1] * 2 ** (len(cfg.ch_mult) - 1))
+
+
+def tokenizer_data(cfg: VQConfig) -> Optional[dict[str, Any]]:
+    """The data node the tokenizer fits (images resized to its side), or ``None`` for the embedded ``shapes``.
+
+    Any ``shapes`` config maps to ``None``: one domain, one tokenizer (the cached one stays valid).
+    """
+    if not cfg.train_data:
+        return None
+    from lightning_alchemist.config import as_container, data_config
+
+    node = dict(as_container(cfg.train_data))
+    validated = data_config(node)
+    if validated.name == "shapes" and validated.urls is None:
+        return None
+    return {**node, "image_size": _image_size(cfg)}
+
+
+def _data_tag(cfg: VQConfig) -> str:
+    node = tokenizer_data(cfg)
+    if node is None:
+        return "shapes"
+    from lightning_alchemist.config import data_config
+    from lightning_alchemist.data.sources import data_identity
+
+    ident = data_identity(data_config(node), seed=cfg.seed)
+    return "data-" + hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def tokenizer_fingerprint(cfg: VQConfig, data_tag: Optional[str] = None) -> str:
+    """Stable id of (architecture, training settings, data) — the cache file name.
+
+    ``data_tag``: defaults to the identity of ``cfg.train_data`` (``"shapes"`` for the embedded
+    ``shapes``, which keeps the fingerprint of tokenizers cached before ``train_data`` existed).
+    """
     d = dataclasses.asdict(cfg)
-    payload = {"v": _TRAIN_VERSION, "data": data_tag, **{k: d[k] for k in _ARCH_FIELDS + _TRAIN_FIELDS}}
+    payload = {"v": _TRAIN_VERSION, "data": data_tag or _data_tag(cfg), **{k: d[k] for k in _ARCH_FIELDS + _TRAIN_FIELDS}}
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -50,12 +89,16 @@ def tokenizer_cache_path(cfg: VQConfig, cache_dir: Optional[str | Path] = None) 
     return Path(cache_dir).expanduser() / f"{tokenizer_fingerprint(cfg)}.pt"
 
 
-def shapes_images(n: int, image_size: int, seed: int = 0, data_cfg: Optional[dict] = None) -> Tensor:
-    """``n`` pool images ``[n,3,S,S]`` in [-1,1] from the embedded ``shapes`` dataset (its data module)."""
+def pool_images(n: int, data_node: Any, seed: int = 0, batch_size: Optional[int] = None) -> Tensor:
+    """Up to ``n`` images ``[n,3,S,S]`` in [-1,1] from the training split of ``data_node``'s pool (its data module, shuffled by ``seed``).
+
+    ``batch_size``: loader batch (default ``n // 4``, at most 256; the loader drops a last partial
+    batch, so a small pool still yields most of its images).
+    """
     from lightning_alchemist.data.datamodule import build_datamodule
 
-    node = {"name": "shapes", "image_size": image_size, "batch_size": 256, **(data_cfg or {})}
-    dm = build_datamodule(node, seed=seed)
+    batch = batch_size or min(256, max(1, n // 4))
+    dm = build_datamodule({**dict(data_node), "batch_size": batch}, seed=seed)
     dm.prepare_data()
     dm.setup("fit")
     out, total = [], 0
@@ -64,7 +107,15 @@ def shapes_images(n: int, image_size: int, seed: int = 0, data_cfg: Optional[dic
         total += batch["image"].shape[0]
         if total >= n:
             break
+    if not out:
+        raise ConfigError(f"config 'data': no pool images to fit the tokenizer on (data={data_node.get('name')}); "
+                          "check data.urls or pass model.tokenizer.checkpoint=PATH")
     return torch.cat(out)[:n].float()
+
+
+def shapes_images(n: int, image_size: int, seed: int = 0, data_cfg: Optional[dict] = None) -> Tensor:
+    """``n`` pool images ``[n,3,S,S]`` in [-1,1] from the embedded ``shapes`` dataset (its data module)."""
+    return pool_images(n, {"name": "shapes", "image_size": image_size, **(data_cfg or {})}, seed=seed, batch_size=256)
 
 
 def _minibatches(images: Tensor, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
@@ -83,7 +134,8 @@ def train_tokenizer(cfg: VQConfig, images: Tensor, steps: Optional[int] = None, 
         model.check_image(images)
         gen = torch.Generator().manual_seed(cfg.seed)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.train_lr, betas=(0.9, 0.95), weight_decay=0.0)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.train_lr, total_steps=max(steps, 1), pct_start=0.05)
+        warmup = 0.05 if 0.05 * steps != 1 else 0.1  # OneCycleLR divides by pct_start * steps - 1 (steps=20 failed)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.train_lr, total_steps=max(steps, 1), pct_start=warmup)
         batches = _minibatches(images, min(cfg.train_batch_size, images.shape[0]), gen)
         q = model.quantize
         model.train()
@@ -148,13 +200,17 @@ def load_or_train_tokenizer(cfg: VQConfig, cache_dir: Optional[str | Path] = Non
     path = tokenizer_cache_path(cfg, cache_dir)
     with file_lock(path.with_suffix(".lock")):
         if not path.is_file():
-            log.warning("No cached tokenizer at %s: training one on shapes (%d steps, a few minutes on CPU)", path, cfg.train_steps)
+            data = tokenizer_data(cfg)
+            name = "shapes" if data is None else data.get("name", "data")
+            log.warning("No cached tokenizer at %s: training one on %s (%d steps, a few minutes on CPU)", path, name, cfg.train_steps)
             if images is None:
-                probe = MultiScaleVQVAE(cfg)
-                images = shapes_images(cfg.train_samples, probe.image_size, seed=cfg.seed)
+                if data is None:
+                    images = shapes_images(cfg.train_samples, MultiScaleVQVAE(cfg).image_size, seed=cfg.seed)
+                else:
+                    images = pool_images(cfg.train_samples, data, seed=cfg.seed)
             model, stats = train_tokenizer(cfg, images, progress=progress)
             tmp = path.with_suffix(".pt.tmp")
-            torch.save({"state_dict": model.state_dict(), "config": dataclasses.asdict(cfg), "stats": stats}, tmp)
+            torch.save({"state_dict": model.state_dict(), "config": dataclasses.asdict(cfg), "stats": {**stats, "data": name}}, tmp)
             tmp.replace(path)
             log.warning("Trained tokenizer saved to %s: %s", path, stats)
     payload = torch.load(path, map_location="cpu", weights_only=True)

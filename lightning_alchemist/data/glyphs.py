@@ -1,0 +1,502 @@
+"""``glyphs``: a second embedded text-to-image dataset, of rendered text, with realistic defects.
+
+Each clean sample shows a word (or a few characters) drawn in Pillow's built-in font (Aileron, via
+``ImageFont.load_default(size=...)``: no system fonts, so a clean clone renders the same pixels) at
+a size, colour, style (plain, bold, outlined, underlined), vertical position and rotation, on a
+solid or gradient background, captioned from a small grammar with a few templates, e.g.
+``the word "lamp" in large green letters at the top, on a dark blue background``.
+
+A configurable share of the pool is defective, modelled on a real new-domain dataset:
+
+- ``mismatch``: a correct image with the caption of another scene (other text), drawn from the same
+  grammar and as unique as a clean caption, so caption statistics alone do not give it away;
+- ``noise``: heavy Gaussian or salt-and-pepper noise over a rendered sample, or pure noise;
+- ``plain``: a near-empty background with a generic caption ("an empty image");
+- ``duplicate``: genuine copies (byte-identical, or losslessly re-encoded: same pixels, other bytes)
+  of clean pool samples under other keys, in groups of 2–5 samples (source included); the group id
+  is in both the ``.json`` and ``labels.parquet`` (``dup_group``; -1 elsewhere);
+- ``degraded``: heavy blur or a downscale.
+
+The validation split is always clean. Labels follow the ``shapes`` contract (``key``, ``defect``;
+read with :func:`read_labels`), for evaluation and benchmarks only. Generation is deterministic
+for a config (seeded per sample), parallel, and cached under a fingerprint of the config, the
+generator version and the FreeType version that rasterises the font.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import webdataset as wds
+from PIL import Image, ImageDraw, ImageFilter, ImageFont, features
+
+from lightning_alchemist.config import GlyphsConfig
+from lightning_alchemist.data.shapes import CLEAN, read_labels
+from lightning_alchemist.errors import ConfigError
+from lightning_alchemist.paths import cache_root
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CLEAN",
+    "DEFECT_KINDS",
+    "GENERATOR_VERSION",
+    "GlyphsArtifacts",
+    "caption_of",
+    "defect_plan",
+    "ensure_glyphs",
+    "generator_identity",
+    "glyphs_root",
+    "make_sample",
+    "random_scene",
+    "read_labels",
+    "render_scene",
+    "validate_glyphs_config",
+]
+
+GENERATOR_VERSION = "1"
+DEFECT_KINDS = ("mismatch", "noise", "plain", "duplicate", "degraded")
+
+WORDS = tuple(
+    """lamp tree fish moon star door book cake ship bird frog rain snow milk leaf wolf bear boat kite
+    ring bell drum rose sand road city park desk fork cup hat key map pen sun sky sea box car bus
+    owl fox egg ice jam oak art joy hope wind fire gold""".split()
+)
+CHARS = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no I/O/0/1: they read alike in one font
+TEXT_COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (240, 210, 40),
+    "purple": (140, 60, 180),
+    "orange": (245, 140, 30),
+    "pink": (240, 120, 180),
+    "white": (245, 245, 245),
+    "black": (25, 25, 25),
+}
+BACKGROUND_COLORS: dict[str, tuple[int, int, int]] = {
+    **TEXT_COLORS,
+    "dark blue": (20, 30, 90),
+    "dark green": (20, 70, 35),
+    "light gray": (200, 200, 200),
+    "brown": (110, 70, 40),
+}
+SIZES = {"small": 0.2, "large": 0.32}  # font size as a fraction of the image side
+POSITIONS = {"at the top": 0.27, "in the middle": 0.5, "at the bottom": 0.73}  # text centre height
+ROTATIONS = {"upright": 0.0, "tilted left": 20.0, "tilted right": -20.0}  # degrees, counter-clockwise
+STYLES = ("plain", "bold", "outlined", "underlined")
+TEMPLATES = (
+    '{what} "{text}" in {size} {color} {style}letters {pos}{rot}, on {bg}',
+    '{size} {color} {style}text reading "{text}" {pos}{rot}, on {bg}',
+    '"{text}" written in {size} {color} {style}letters {pos}{rot} on {bg}',
+)
+PLAIN_CAPTIONS = (
+    "an empty image",
+    "a blank background",
+    "a plain background",
+    "a simple background",
+    "a photo",
+    "an image with no text",
+    "a minimal image",
+)
+_MIN_CONTRAST = 90.0  # luminance gap between text and every background colour, so clean text is legible
+
+
+@dataclass
+class GlyphsArtifacts:
+    """Where a materialised ``glyphs`` dataset lives."""
+
+    root: Path
+    pool_urls: list[str]
+    val_urls: list[str]
+    labels_path: Path
+    summary: dict[str, Any]
+
+
+def generator_identity(cfg: GlyphsConfig) -> dict[str, Any]:
+    """What determines the generated bytes: the config, the generator version and the font rasteriser."""
+    return {**asdict(cfg), "generator": GENERATOR_VERSION, "freetype": features.version("freetype2")}
+
+
+def _fingerprint(cfg: GlyphsConfig) -> str:
+    return hashlib.sha1(json.dumps(generator_identity(cfg), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def validate_glyphs_config(cfg: GlyphsConfig) -> None:
+    """One-line :class:`ConfigError` naming the first bad key of ``data.glyphs``."""
+    unknown = set(cfg.defects) - set(DEFECT_KINDS)
+    if unknown:
+        raise ConfigError(f"config 'data.glyphs.defects': unknown kinds {sorted(unknown)}; valid: {list(DEFECT_KINDS)}")
+    if any(v < 0 for v in cfg.defects.values()) or sum(cfg.defects.values()) >= 1.0:
+        raise ConfigError("config 'data.glyphs.defects': shares must be >= 0 and sum to less than 1")
+    if cfg.resolution not in (32, 64, 128):
+        raise ConfigError(f"config 'data.glyphs.resolution': got {cfg.resolution}, use 32, 64 or 128")
+    if cfg.num_pool <= 0 or cfg.num_val <= 0 or cfg.shard_size <= 0:
+        raise ConfigError("config 'data.glyphs': num_pool, num_val and shard_size must be positive")
+    if not 0.0 <= cfg.char_share <= 1.0:
+        raise ConfigError(f"config 'data.glyphs.char_share': got {cfg.char_share}, expected 0 <= share <= 1")
+    if not features.check("freetype2"):
+        raise ConfigError("data=glyphs renders Pillow's built-in scalable font, which needs Pillow>=10.1 built with "
+                          "FreeType: pip install -U pillow")
+
+
+# ----------------------------------------------------------------------------- scenes and captions
+
+
+def _luminance(rgb: tuple[int, int, int]) -> float:
+    return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+
+
+def _contrasts(text: str, backgrounds: list[str]) -> bool:
+    lum = _luminance(TEXT_COLORS[text])
+    return all(abs(lum - _luminance(BACKGROUND_COLORS[b])) >= _MIN_CONTRAST for b in backgrounds)
+
+
+def random_scene(rng: np.random.Generator, char_share: float = 0.3) -> dict[str, Any]:
+    """A random clean scene: text, its size, colour, style, position, rotation, background, caption template."""
+    if rng.random() < char_share:
+        text, what = "".join(rng.choice(list(CHARS), size=int(rng.integers(2, 4)))), "the letters"
+    else:
+        text, what = str(rng.choice(WORDS)), "the word"
+    if rng.random() < 0.3:
+        a, b = (str(c) for c in rng.choice(list(BACKGROUND_COLORS), size=2, replace=False))
+        background = {"kind": "gradient", "colors": [a, b]}
+    else:
+        background = {"kind": "solid", "colors": [str(rng.choice(list(BACKGROUND_COLORS)))]}
+    palette = [c for c in TEXT_COLORS if _contrasts(c, background["colors"])]
+    if not palette:  # a low-contrast gradient: fall back to a solid background
+        background = {"kind": "solid", "colors": [background["colors"][0]]}
+        palette = [c for c in TEXT_COLORS if _contrasts(c, background["colors"])]
+    return {
+        "text": text,
+        "what": what,
+        "size": str(rng.choice(list(SIZES))),
+        "color": str(rng.choice(palette)),
+        "style": str(rng.choice(STYLES)),
+        "position": str(rng.choice(list(POSITIONS))),
+        "rotation": str(rng.choice(list(ROTATIONS), p=[0.5, 0.25, 0.25])),
+        "offset": [int(v) for v in rng.integers(-2, 3, size=2)],  # a pixel or two: no two scenes align exactly
+        "background": background,
+        "template": int(rng.integers(len(TEMPLATES))),
+    }
+
+
+def _background_phrase(background: dict[str, Any]) -> str:
+    colors = background["colors"]
+    if background["kind"] == "gradient":
+        return f"a gradient from {colors[0]} to {colors[1]}"
+    return f"{_article(colors[0])} {colors[0]} background"
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def caption_of(scene: dict[str, Any]) -> str:
+    """The grammar caption of a clean scene."""
+    return TEMPLATES[scene["template"]].format(
+        what=scene["what"],
+        text=scene["text"],
+        size=scene["size"],
+        color=scene["color"],
+        style="" if scene["style"] == "plain" else f"{scene['style']} ",
+        pos=scene["position"],
+        rot="" if scene["rotation"] == "upright" else f", {scene['rotation']}",
+        bg=_background_phrase(scene["background"]),
+    )
+
+
+# ----------------------------------------------------------------------------- drawing
+
+
+@lru_cache(maxsize=64)
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)  # Aileron Regular, shipped inside Pillow
+
+
+def _background(background: dict[str, Any], resolution: int) -> np.ndarray:
+    colors = [np.asarray(BACKGROUND_COLORS[c], dtype=np.float32) for c in background["colors"]]
+    if background["kind"] == "gradient":
+        t = np.linspace(0.0, 1.0, resolution, dtype=np.float32)[:, None, None]  # top -> bottom
+        return np.broadcast_to(colors[0] * (1 - t) + colors[1] * t, (resolution, resolution, 3)).copy()
+    return np.broadcast_to(colors[0], (resolution, resolution, 3)).copy()
+
+
+def _text_mask(scene: dict[str, Any], resolution: int) -> Image.Image:
+    """The text's coverage (``L``, 0–255): styled, placed and rotated about its centre."""
+    size = max(int(round(SIZES[scene["size"]] * resolution)), 6)
+    font = _font(size)
+    while font.getlength(scene["text"]) > 0.9 * resolution and size > 6:  # long words shrink to fit the width
+        size -= 1
+        font = _font(size)
+    cx = resolution / 2 + scene["offset"][0] * resolution / 64
+    cy = POSITIONS[scene["position"]] * resolution + scene["offset"][1] * resolution / 64
+    mask = Image.new("L", (resolution, resolution), 0)
+    draw = ImageDraw.Draw(mask)
+    stroke = max(1, size // 12)
+    style = scene["style"]
+    if style == "outlined":
+        draw.text((cx, cy), scene["text"], font=font, fill=255, anchor="mm", stroke_width=stroke, stroke_fill=255)
+        inner = Image.new("L", mask.size, 0)
+        ImageDraw.Draw(inner).text((cx, cy), scene["text"], font=font, fill=255, anchor="mm")
+        mask = Image.fromarray(np.clip(np.asarray(mask, np.int16) - np.asarray(inner, np.int16), 0, 255).astype(np.uint8))
+    elif style == "bold":
+        draw.text((cx, cy), scene["text"], font=font, fill=255, anchor="mm", stroke_width=stroke, stroke_fill=255)
+    else:
+        draw.text((cx, cy), scene["text"], font=font, fill=255, anchor="mm")
+        if style == "underlined":
+            left, _, right, bottom = draw.textbbox((cx, cy), scene["text"], font=font, anchor="mm")
+            y = bottom + max(1, size // 10)
+            draw.rectangle((left, y, right, y + max(1, size // 10)), fill=255)
+    angle = ROTATIONS[scene["rotation"]]
+    if angle:
+        mask = mask.rotate(angle, resample=Image.Resampling.BICUBIC, center=(cx, cy))
+    return mask
+
+
+def render_scene(scene: dict[str, Any], resolution: int) -> Image.Image:
+    """Draw a clean scene at ``resolution`` px."""
+    canvas = _background(scene["background"], resolution)
+    alpha = np.asarray(_text_mask(scene, resolution), dtype=np.float32)[..., None] / 255.0
+    color = np.asarray(TEXT_COLORS[scene["color"]], dtype=np.float32)
+    canvas = canvas * (1 - alpha) + color * alpha
+    return Image.fromarray(np.clip(np.rint(canvas), 0, 255).astype(np.uint8))
+
+
+def _plain_image(rng: np.random.Generator, resolution: int) -> tuple[Image.Image, dict[str, Any]]:
+    if rng.random() < 0.3:
+        a, b = (str(c) for c in rng.choice(list(BACKGROUND_COLORS), size=2, replace=False))
+        background = {"kind": "gradient", "colors": [a, b]}
+    else:
+        background = {"kind": "solid", "colors": [str(rng.choice(list(BACKGROUND_COLORS)))]}
+    array = _background(background, resolution) + rng.normal(0.0, 2.0, size=(resolution, resolution, 3))
+    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8)), {"background": background}
+
+
+def _noisy(image: Optional[Image.Image], rng: np.random.Generator, resolution: int) -> tuple[Image.Image, dict[str, Any]]:
+    """Heavy noise over a rendered sample (Gaussian or salt-and-pepper), or pure noise when ``image`` is None."""
+    if image is None:
+        return Image.fromarray(rng.integers(0, 256, size=(resolution, resolution, 3), dtype=np.uint8)), {"noise": "pure"}
+    array = np.asarray(image, dtype=np.float32)
+    if rng.random() < 0.5:
+        sigma = float(rng.uniform(70.0, 110.0))
+        array = array + rng.normal(0.0, sigma, size=array.shape)
+        info = {"noise": "gaussian", "sigma": round(sigma, 1)}
+    else:
+        share = float(rng.uniform(0.35, 0.6))
+        hit = rng.random(array.shape[:2]) < share
+        array[hit] = np.where(rng.random(int(hit.sum())) < 0.5, 0.0, 255.0)[:, None]
+        info = {"noise": "salt_pepper", "share": round(share, 2)}
+    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8)), info
+
+
+def _degrade(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, dict[str, Any]]:
+    resolution = image.size[0]
+    if rng.random() < 0.5:
+        return image.filter(ImageFilter.GaussianBlur(radius=resolution / 16)), {"degraded": "blur"}
+    small = max(resolution // 8, 2)
+    low = image.resize((small, small), Image.Resampling.BILINEAR).resize((resolution, resolution), Image.Resampling.NEAREST)
+    return low, {"degraded": "downscale"}
+
+
+def _png(image: Image.Image, compress_level: int = 6) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+def _scene_rng(seed: int, split: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, split, index])
+
+
+def defect_plan(cfg: GlyphsConfig) -> np.ndarray:
+    """The defect kind of every pool index (exactly ``round(share * num_pool)`` of each kind)."""
+    n = cfg.num_pool
+    kinds = np.full(n, CLEAN, dtype=object)
+    order = np.random.default_rng([cfg.seed, 7]).permutation(n)
+    start = 0
+    for kind in DEFECT_KINDS:
+        count = int(round(cfg.defects.get(kind, 0.0) * n))
+        kinds[order[start : start + count]] = kind
+        start += count
+    return kinds
+
+
+def sample_plan(cfg: GlyphsConfig, kinds: np.ndarray) -> dict[int, dict[str, Any]]:
+    """Per pool index, the duplicate group it belongs to: a clean source and 1–4 copies of it (2–5 samples)."""
+    plan: dict[int, dict[str, Any]] = {}
+    dups = np.flatnonzero(kinds == "duplicate")
+    clean = np.flatnonzero(kinds == CLEAN)
+    rng = np.random.default_rng([cfg.seed, 11])
+    order, sources = list(rng.permutation(dups)), rng.permutation(clean)
+    group = 0
+    while order:
+        if group >= len(sources):
+            raise ConfigError("config 'data.glyphs.defects': too few clean samples to copy for 'duplicate'; lower its share")
+        source, size = int(sources[group]), int(rng.integers(1, 5))
+        copies, order = order[:size], order[size:]
+        plan[source] = {"dup_group": group}
+        for i, copy in enumerate(copies):
+            # The first copy of a group is the same bytes, every second one a lossless re-encode (same pixels, other bytes).
+            plan[int(copy)] = {"dup_group": group, "copy_of": source, "reencode": bool(i % 2)}
+        group += 1
+    return plan
+
+
+def mismatched_caption(cfg: GlyphsConfig, index: int, own_text: str) -> str:
+    """A grammar caption of another scene (other text) for a mismatch: the caption of a sample that is
+    not in the pool, so it is as unique as a clean caption and no caption statistic tells it apart."""
+    for attempt in range(100):
+        other = random_scene(np.random.default_rng([cfg.seed, 99, index, attempt]), cfg.char_share)
+        if other["text"] != own_text:
+            break
+    return caption_of(other)
+
+
+def _key(split: str, index: int) -> str:
+    return f"{split[0]}{index:07d}"
+
+
+def make_sample(cfg: GlyphsConfig, split: str, index: int, kind: str = CLEAN,
+                plan: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Generate one sample deterministically: ``{"__key__", "png", "txt", "json"}``.
+
+    ``plan``: this index's entry of :func:`sample_plan` (a duplicate's source and group id).
+    """
+    plan = plan or {}
+    split_id = 0 if split == "pool" else 1
+    rng = _scene_rng(cfg.seed, split_id, index)
+    res = cfg.resolution
+    if kind == "duplicate":
+        source = make_sample(cfg, split, plan["copy_of"], CLEAN, {"dup_group": plan["dup_group"]})
+        meta = {**json.loads(source["json"]), "copy_of": source["__key__"]}
+        png = source["png"]
+        if plan.get("reencode"):
+            png = _png(Image.open(io.BytesIO(png)), compress_level=1)
+        meta["encoding"] = "reencoded" if plan.get("reencode") else "identical"
+        return {"__key__": _key(split, index), "png": png, "txt": source["txt"], "json": json.dumps(meta)}
+    scene = random_scene(rng, cfg.char_share)
+    caption = caption_of(scene)
+    meta: dict[str, Any] = dict(scene)
+    if kind == "plain":
+        image, meta = _plain_image(rng, res)
+        caption = str(rng.choice(PLAIN_CAPTIONS))
+    elif kind == "noise":
+        pure = rng.random() < 1 / 3
+        image, info = _noisy(None if pure else render_scene(scene, res), rng, res)
+        meta = info if pure else {**meta, **info}
+    else:
+        image = render_scene(scene, res)
+        if kind == "mismatch":
+            caption = mismatched_caption(cfg, index, scene["text"])
+        elif kind == "degraded":
+            image, info = _degrade(image, rng)
+            meta.update(info)
+    if "dup_group" in plan:
+        meta["dup_group"] = plan["dup_group"]
+    return {"__key__": _key(split, index), "png": _png(image), "txt": caption, "json": json.dumps(meta)}
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _write_shard(args: tuple) -> tuple[str, int]:
+    cfg, split, path, indices, kinds, plan = args
+    with wds.TarWriter(path) as sink:
+        for index in indices:
+            kind = kinds[index] if kinds is not None else CLEAN
+            sink.write(make_sample(cfg, split, index, kind, plan.get(index)))
+    return path, len(indices)
+
+
+def _shard_jobs(cfg: GlyphsConfig, split: str, n: int, folder: Path, kinds, plan) -> list[tuple]:
+    jobs = []
+    for s, start in enumerate(range(0, n, cfg.shard_size)):
+        indices = list(range(start, min(start + cfg.shard_size, n)))
+        sub = {i: plan[i] for i in indices if i in plan}  # a copy's entry names its source: shards stay independent
+        jobs.append((cfg, split, str(folder / f"{split}-{s:06d}.tar"), indices, kinds, sub))
+    return jobs
+
+
+def glyphs_root(cfg: GlyphsConfig, cache_dir: Optional[str] = None) -> Path:
+    """The cache folder of the dataset for ``cfg`` (it may not exist yet)."""
+    base = Path(cache_dir).expanduser() if cache_dir else cache_root() / "glyphs"
+    return base / f"glyphs-{cfg.resolution}px-{_fingerprint(cfg)}"
+
+
+def _artifacts(root: Path) -> GlyphsArtifacts:
+    return GlyphsArtifacts(
+        root=root,
+        pool_urls=sorted(str(p) for p in root.glob("pool-*.tar")),
+        val_urls=sorted(str(p) for p in root.glob("val-*.tar")),
+        labels_path=root / "labels.parquet",
+        summary=json.loads((root / "summary.json").read_text()),
+    )
+
+
+def ensure_glyphs(cfg: GlyphsConfig, cache_dir: Optional[str] = None, workers: Optional[int] = None) -> GlyphsArtifacts:
+    """Materialise the dataset for ``cfg`` under the cache (once) and return where it is.
+
+    Generation writes into a temporary folder and renames it into place, so concurrent processes
+    never see a partial dataset; a second call reuses the cache.
+    """
+    validate_glyphs_config(cfg)
+    root = glyphs_root(cfg, cache_dir)
+    if (root / "summary.json").exists():
+        return _artifacts(root)
+    start = time.perf_counter()
+    tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    kinds = defect_plan(cfg)
+    plan = sample_plan(cfg, kinds)
+    pool_jobs = _shard_jobs(cfg, "pool", cfg.num_pool, tmp, kinds, plan)
+    jobs = pool_jobs + _shard_jobs(cfg, "val", cfg.num_val, tmp, None, {})
+    n_workers = workers if workers is not None else min(len(jobs), os.cpu_count() or 1)
+    log.info("generating glyphs (%d pool + %d val samples, %d shards) into %s", cfg.num_pool, cfg.num_val, len(jobs), root)
+    if n_workers > 1:
+        with get_context("fork").Pool(n_workers) as pool:
+            list(pool.imap_unordered(_write_shard, jobs))
+    else:
+        for job in jobs:
+            _write_shard(job)
+    groups = np.full(cfg.num_pool, -1, dtype=np.int64)
+    for index, entry in plan.items():
+        if "dup_group" in entry:
+            groups[index] = entry["dup_group"]
+    keys = [_key("pool", i) for i in range(cfg.num_pool)]
+    pq.write_table(pa.table({"key": keys, "defect": [str(k) for k in kinds], "dup_group": groups}), tmp / "labels.parquet")
+    summary = {
+        "config": asdict(cfg),
+        "generator": {"version": GENERATOR_VERSION, "freetype": features.version("freetype2"), "font": "Pillow load_default (Aileron Regular)"},
+        "pool_samples": cfg.num_pool,
+        "val_samples": cfg.num_val,
+        "pool_shards": len(pool_jobs),
+        "val_shards": len(jobs) - len(pool_jobs),
+        "defects": {kind: int((kinds == kind).sum()) for kind in (CLEAN, *DEFECT_KINDS)},
+        "duplicate_groups": int(groups.max() + 1),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
+    try:
+        os.replace(tmp, root)
+    except OSError:  # another process finished first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _artifacts(root)

@@ -159,6 +159,8 @@ def markdown(res: dict[str, Any]) -> str:
         "that kind in the selection (random keeps ≈ keep of each). `shift_gauss` (defaults n 0.2, µ 0.6, σ 0.2) on the same ratings",
         "is what `rater=heuristic` gives with the default `selection`.",
     ]
+    if res.get("note"):
+        lines += ["", res["note"]]
     for name, ds in res["datasets"].items():
         kinds = list(ds["pool_kinds"])
         defects = [k for k in kinds if k != "clean"]
@@ -206,6 +208,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--ratings", action="append", default=[],
                         help="NAME=DIR (repeatable): add these ratings (e.g. a learned rater's) for dataset NAME")
     parser.add_argument("--ratings-label", default="given ratings", help="the row name of --ratings (e.g. 'learned rater, default')")
+    parser.add_argument("--note", default="", help="a line for the report, e.g. how the --ratings were made")
     parser.add_argument("--work", default=None, help="ratings cache (default: <cache>/benchmarks/heuristics)")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"), help="where heuristics.{md,json} go")
     parser.add_argument("overrides", nargs="*", help="data overrides for every dataset, e.g. data.image_size=64")
@@ -218,7 +221,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     work = Path(args.work) if args.work else cache_root() / "benchmarks" / "heuristics"
     res: dict[str, Any] = {
         "command": shlex.join(["python", "benchmarks/heuristics.py", *(argv if argv is not None else sys.argv[1:])]),
-        "keeps": keeps, "seed": args.seed, "datasets": {},
+        "note": args.note, "keeps": keeps, "seed": args.seed, "datasets": {},
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }

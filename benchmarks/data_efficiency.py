@@ -41,7 +41,7 @@ RUNS: tuple[tuple[str, str, float], ...] = (
     ("shift_gauss@0.2", "shift_gauss", 0.2),
 )
 VARIANTS = ("penalty", "unrolled")  # first_order is the default run shift_gauss@0.5
-METRICS = ("val_loss", "fid_judge", "alignment")
+METRICS = ("val_loss", "fid_judge", "alignment", "defect_share")
 
 QUICK = ["data.shapes.num_pool=2000", "data.shapes.num_val=400", "data.shapes.shard_size=500", "data.batch_size=16",
          "rater.epochs=1", "trainer.max_steps=40", "trainer.val_check_interval=10", "trainer.limit_val_batches=2",
@@ -53,6 +53,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="toy size, one seed")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1; --quick: 0)")
     p.add_argument("--data", default=None, help="webdataset shards (path, brace pattern, glob); default: shapes")
+    p.add_argument("--dataset", default=None, help="an embedded dataset instead of shapes: glyphs")
+    p.add_argument("--tag", default="", help="suffix of the result files (data_efficiency<tag>.md/.json)")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--runs", nargs="+", default=None, help=f"subset of {[r[0] for r in RUNS]}")
     p.add_argument("--variants", action="store_true", help="also penalty and unrolled raters at shift_gauss@0.5 (first seed)")
@@ -66,6 +68,8 @@ def base_overrides(args: argparse.Namespace) -> list[str]:
     out = ["trainer.enable_progress_bar=false", "trainer.val_check_interval=25"]
     if args.data:
         out += ["data=wds", f"data.urls='{args.data}'", f"data.image_size={args.image_size}"]
+    elif args.dataset:
+        out += [f"data={args.dataset}"]
     if args.quick:
         out += QUICK
     return out + list(args.overrides)
@@ -118,7 +122,7 @@ def summarise(reports: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     for name, runs in reports.items():
         row: dict[str, Any] = {"seeds": [r["params"]["seed"] for r in runs]}
         for m in METRICS:
-            if any(m in r["metrics"] for r in runs):
+            if m != "defect_share" and any(m in r["metrics"] for r in runs):
                 row[m] = mean_std([r["metrics"].get(m) for r in runs])
         speedups = []
         for r in runs:
@@ -129,6 +133,13 @@ def summarise(reports: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         row["speedup_to_full_quality"] = speedups
         defects = runs[0].get("defects") or {}
         row["kept_share"] = {k: v.get("kept_share") for k, v in defects.items() if "kept_share" in v}
+        shares = []  # the selection's defect share, per seed
+        for r in runs:
+            kept = {k: v["n"] * v["kept_share"] for k, v in (r.get("defects") or {}).items() if "kept_share" in v}
+            if kept and sum(kept.values()):
+                shares.append(sum(x for k, x in kept.items() if k != "clean") / sum(kept.values()))
+        if shares:
+            row["defect_share"] = mean_std(shares)
         row["auc_clean_above"] = {k: v["auc_clean_above"] for k, v in defects.items() if "auc_clean_above" in v}
         row["seconds"] = mean_std([r["wall_seconds"] for r in runs])
         rows[name] = row
@@ -178,7 +189,7 @@ def markdown(rows: dict[str, Any], checks: list, meta: dict[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(_fmt(row.get(m, "-")) for m in metrics) + f" | {speed} | {_fmt(row['seconds'])} |")
     kinds = sorted({k for r in rows.values() for k in r["kept_share"]})
     if kinds:
-        lines += ["", "Share of each defect kind kept by each selection (shapes labels; evaluation only):", "",
+        lines += ["", "Share of each defect kind kept by each selection (the generator's labels; evaluation only):", "",
                   "| run | " + " | ".join(kinds) + " |", "|---|" + "---:|" * len(kinds)]
         for name, row in rows.items():
             if row["kept_share"]:
@@ -230,7 +241,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print("\n" + text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "data_efficiency_quick" if args.quick else "data_efficiency"
+    stem = ("data_efficiency_quick" if args.quick else "data_efficiency") + args.tag
     (out / f"{stem}.md").write_text(text)
     (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows, "claims": checks}, indent=2, default=str))
     print(f"written {out / stem}.md/.json ({meta['seconds']} s)")

@@ -54,6 +54,8 @@ def _check_repeats(parsed: list[Any]) -> None:
     seen: dict[str, str] = {}
     for ov in parsed:
         key = ov.get_key_element()
+        if ov.key_or_group == "hydra" or ov.key_or_group.startswith("hydra."):
+            continue  # Hydra's own keys: Lightning's DDP launcher re-passes hydra.run.dir to its child processes
         if key in seen:
             raise ConfigError(
                 f"config '{key}' is given more than once ({seen[key]!r} and {ov.input_line!r}): the shell may have expanded "

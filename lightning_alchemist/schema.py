@@ -23,7 +23,8 @@ from lightning_alchemist.config import DataConfig, as_container, data_config
 from lightning_alchemist.errors import ConfigError, DataError
 from lightning_alchemist.metrics.evaluate import EvalConfig, eval_config
 from lightning_alchemist.proxy.lora import FinetuneConfig, finetune_config
-from lightning_alchemist.rater.config import RaterConfig, rater_config
+from lightning_alchemist.rater.config import RaterConfig
+from lightning_alchemist.rater.heuristics import HeuristicConfig, rater_group_config
 from lightning_alchemist.target.trainer import TrainerConfig, trainer_config
 
 __all__ = ["EvaluateRecipeConfig", "RootConfig", "Validated", "register_configs", "selection_schemas", "validate"]
@@ -45,7 +46,9 @@ class RootConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: Any = None
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    rater: RaterConfig = field(default_factory=RaterConfig)
+    # The learned rater (RaterConfig, rater=default|official|tiny) or a model-free one
+    # (HeuristicConfig, rater=heuristic); the YAML picks the schema like model and selection.
+    rater: Any = None
     selection: Any = None
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -104,12 +107,16 @@ def register_configs() -> None:
 
     from lightning_alchemist.rater.recipe import ScoreRecipeConfig
     from lightning_alchemist.selection.recipe import SelectConfig
+    from lightning_alchemist.data.writeback import WritebackConfig
 
     store = ConfigStore.instance()
     store.store(name="base_config", node=RootConfig)
     store.store(name="score_schema", node=ScoreRecipeConfig)
     store.store(name="select_schema", node=SelectConfig)
     store.store(name="evaluate_schema", node=EvaluateRecipeConfig)
+    store.store(group="rater", name="schema_learned", node=RaterConfig)
+    store.store(group="rater", name="schema_heuristic", node=HeuristicConfig)
+    store.store(name="write_pruned_schema", node=WritebackConfig)
     for family, loader in FAMILIES.items():
         schema, _ = loader()
         store.store(group="model", name=f"schema_{family}", node=schema)
@@ -128,8 +135,8 @@ class Validated:
     data: DataConfig
     model: Any
     finetune: FinetuneConfig
-    rater: RaterConfig
-    rater_proxy: Any
+    rater: Any  # RaterConfig, or HeuristicConfig for a model-free rater
+    rater_proxy: Any  # the learned rater's proxy config; None for a heuristic
     strategy: Any
     trainer: TrainerConfig
     eval: EvalConfig
@@ -191,9 +198,11 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
     finetune = finetune_config(cfg.finetune)
     trainer = trainer_config(cfg.trainer)
     _check_devices(trainer)
-    rater = rater_config(cfg.rater)
-    proxy = _model(rater.proxy, "rater.proxy") if rater.proxy is not None else model
-    psize = model_image_size(proxy)
+    rater = rater_group_config(cfg.rater)
+    proxy = None
+    if isinstance(rater, RaterConfig):
+        proxy = _model(rater.proxy, "rater.proxy") if rater.proxy is not None else model
+    psize = model_image_size(proxy) if proxy is not None else 0
     if psize and psize != data.image_size:
         raise ConfigError(f"config 'rater.proxy': proxy '{model_name(proxy)}' works on {psize} px but data.image_size is "
                           f"{data.image_size}; pick a proxy of the data's size")

@@ -50,6 +50,10 @@ def train(cfg: Any) -> dict[str, Any]:
             print(f"  {name:<20} {skipped[name]}")
         elif value is not None and not isinstance(value, (dict, list)):
             print(f"  {name:<20} {value}")
+    data = report.get("data") or {}
+    if "skipped" in data:  # a dataset layout: what its preparation left out, by reason
+        skipped = ", ".join(f"{n} {reason}" for reason, n in data["skipped"].items()) or "nothing"
+        print(f"data: {data['pool']} pool + {data['val']} validation samples; skipped while preparing: {skipped}")
     print(f"done in {time.time() - t0:.0f} s; report: {folder} (summary.md, metrics.json, PNGs)")
     return report
 

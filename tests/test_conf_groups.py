@@ -20,7 +20,7 @@ VALIDATORS = {
     "data": "lightning_alchemist.config:data_config",
     "model": "lightning_alchemist.proxy.factory:model_config",
     "finetune": "lightning_alchemist.proxy.lora:finetune_config",
-    "rater": "lightning_alchemist.rater.config:rater_config",
+    "rater": "lightning_alchemist.rater.heuristics:rater_group_config",  # learned or heuristic
     "selection": "lightning_alchemist.selection.strategies:build_strategy",
     "trainer": "lightning_alchemist.target.trainer:trainer_config",
     "eval": "lightning_alchemist.metrics.evaluate:eval_config",
@@ -38,6 +38,8 @@ def _validate(group: str, cfg) -> None:
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
 def test_every_group_option_composes_and_validates(group, option):
     extra = ["data.urls=/tmp/shards.tar"] if (group, option) == ("data", "wds") else []
+    if group == "data" and option in ("hpdv3", "laion", "flux_reason", "folder"):
+        extra = ["data.root=/data/somewhere"]  # a released layout: data.root is required (checked at config time)
     cfg = compose("config", [f"{group}={option}", *extra])
     if group == "model" and not option.endswith("_tiny"):
         # Real models load local weights (nothing is downloaded): without the paths, a one-line error naming them.

@@ -48,7 +48,7 @@ def _count_calls(monkeypatch, owner, name, calls, tag, when=lambda *a, **k: True
 
 def test_pipeline_end_to_end_then_reuses_cached_ratings(tmp_path, monkeypatch):
     import lightning_alchemist.rater.scoring as scoring
-    import lightning_alchemist.schema as schema
+    import lightning_alchemist.rater.config as rater_config_module
     from lightning_alchemist.data.datamodule import T2IDataModule
     from lightning_alchemist.selection.manifest import Selection
     from lightning_alchemist.selection.ratings import Ratings
@@ -60,7 +60,7 @@ def test_pipeline_end_to_end_then_reuses_cached_ratings(tmp_path, monkeypatch):
     _count_calls(monkeypatch, Ratings, "read", calls, "ratings")
     _count_calls(monkeypatch, Selection, "read", calls, "selection")
     _count_calls(monkeypatch, scoring, "load_rater", calls, "rater")
-    _count_calls(monkeypatch, schema, "rater_config", calls, "rater_config")
+    _count_calls(monkeypatch, rater_config_module, "rater_config", calls, "rater_config")
     first = train(compose("config", TOY + [f"out={tmp_path}"]))
     # One run builds its datamodule once, reads the rater, the ratings and the selection once, validates once.
     assert calls == {"datamodule": 1, "ratings": 1, "selection": 1, "rater": 1, "rater_config": 1}, calls
@@ -152,12 +152,25 @@ def test_bad_input_fails_fast_in_one_line(tmp_path, overrides, error, match):
     (["keep=0.5", "selection=random"], False, True),
     (["keep=0.5", "selection=none"], False, False),
     (["keep=1.0", "selection=curriculum"], True, True),  # a curriculum reweights even at keep=1
+    (["keep=0.5", "rater=heuristic", "selection=middle"], True, True),
 ])
 def test_plan_runs_only_the_stages_a_config_needs(tmp_path, overrides, rate, select):
     from lightning_alchemist.pipeline.run import plan_stages
 
     plan = plan_stages(compose("config", [f"out={tmp_path}", *overrides]))
     assert (plan.rate, plan.select) == (rate, select)
+
+
+def test_heuristic_rater_runs_the_pipeline_without_a_model(tmp_path):
+    """rater=heuristic: the pool is rated by compressed size (no proxy, no rater training), the middle half kept."""
+    toy = [o for o in TOY if not o.startswith("rater.")]
+    first = _recipe().train(compose("config", toy + [f"out={tmp_path}", "rater=heuristic", "selection=middle"]))
+    assert set(first["stages"]) == {"heuristic", "selection"}
+    assert first["params"]["rater_proxy"] == "heuristic:compressed_size"
+    assert first["selection"]["num_kept"] == 500 and first["selection"]["strategy"] == "block"
+    assert first["defects"]["chaotic"]["kept_share"] < 0.2  # noise sits at the bottom of compressed-size ratings
+    again = _recipe().train(compose("config", toy + [f"out={tmp_path}", "rater=heuristic", "selection=middle", "keep=0.2"]))
+    assert again["stages"]["heuristic"]["cached"]
 
 
 def test_cached_stage_reuses_finished_and_rebuilds_interrupted(tmp_path):

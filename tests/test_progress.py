@@ -54,3 +54,20 @@ def test_progress_settings_without_a_terminal(monkeypatch):
     bar, callbacks = progress_settings(True, "rater")
     assert bar is False and isinstance(callbacks[0], LogProgress)
     assert progress_settings(False, "rater") == (False, [])
+
+
+def test_progress_bar_without_a_terminal_prints_lines_not_frames(capsys):
+    from lightning_alchemist.runtime import _LineProgress, progress_bar
+
+    bar = progress_bar(range(5), desc="tokenizer", unit="step")  # pytest's captured stderr is not a terminal
+    assert isinstance(bar, _LineProgress)
+    bar.interval = 0.0
+    for _ in bar:
+        bar.set_postfix(rec="0.1")
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.count("\n") == 6  # one line per step (interval 0) and the final one
+    assert err.splitlines()[-1].startswith("tokenizer: 5/5 step") and "rec=0.1" in err
+    quiet = progress_bar(total=3, desc="x")  # the default interval: only the final line
+    quiet.update(3)
+    quiet.close()
+    assert capsys.readouterr().err.count("\n") == 1

@@ -258,7 +258,8 @@ def test_meta_gradient_direction_agrees_with_finite_differences(variant):
 
 @pytest.mark.parametrize("variant", ["first_order", "penalty", "unrolled"])
 def test_trained_rater_rates_random_captions_lower(variant):
-    m = module(meta_gradient=variant, **FAST)
+    # The meta-gradient alone (no weight-entropy term, whose default of 1.0 is tuned for star_tiny on shapes).
+    m = module(meta_gradient=variant, entropy_weight=0.0, **FAST)
     pool, val = make_samples(256, 0.5, 1, "p"), make_samples(128, 0.0, 2, "v")
     trainer(6).fit(m, PairedLoader(loader(pool, 32, True), loader(val, 32, True)))
     m.eval()

@@ -171,3 +171,10 @@ def test_lightning_lines_are_logged_once_under_hydra(capsys):
     finally:
         root.handlers, lit.handlers, lit.propagate = saved[0], saved[1], saved[2]
         root.setLevel(saved[3])
+
+
+def test_hydra_keys_may_repeat():
+    """Lightning's DDP launcher appends hydra.run.dir for its child processes, even when the user gave one."""
+    from lightning_alchemist.cli import sweep_variants
+
+    assert sweep_variants(["hydra.run.dir=/a", 'hydra.run.dir="/a"', "keep=0.5"]) == [["keep=0.5"]]

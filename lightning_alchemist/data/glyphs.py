@@ -25,29 +25,24 @@ generator version and the FreeType version that rasterises the font.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
-import os
-import shutil
 import time
-from dataclasses import asdict, dataclass
-from functools import lru_cache
-from multiprocessing import get_context
+from dataclasses import asdict
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import webdataset as wds
-from PIL import Image, ImageDraw, ImageFilter, ImageFont, features
+from PIL import Image, ImageDraw, ImageFont, features
 
 from lightning_alchemist.config import GlyphsConfig
-from lightning_alchemist.data.shapes import CLEAN, read_labels
+from lightning_alchemist.data import generated
+from lightning_alchemist.data.generated import CLEAN, degrade, read_labels, sample_key, scene_rng
 from lightning_alchemist.errors import ConfigError
-from lightning_alchemist.paths import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -116,15 +111,8 @@ PLAIN_CAPTIONS = (
 _MIN_CONTRAST = 90.0  # luminance gap between text and every background colour, so clean text is legible
 
 
-@dataclass
-class GlyphsArtifacts:
+class GlyphsArtifacts(generated.GeneratedArtifacts):
     """Where a materialised ``glyphs`` dataset lives."""
-
-    root: Path
-    pool_urls: list[str]
-    val_urls: list[str]
-    labels_path: Path
-    summary: dict[str, Any]
 
 
 def generator_identity(cfg: GlyphsConfig) -> dict[str, Any]:
@@ -132,21 +120,9 @@ def generator_identity(cfg: GlyphsConfig) -> dict[str, Any]:
     return {**asdict(cfg), "generator": GENERATOR_VERSION, "freetype": features.version("freetype2")}
 
 
-def _fingerprint(cfg: GlyphsConfig) -> str:
-    return hashlib.sha1(json.dumps(generator_identity(cfg), sort_keys=True).encode()).hexdigest()[:12]
-
-
 def validate_glyphs_config(cfg: GlyphsConfig) -> None:
     """One-line :class:`ConfigError` naming the first bad key of ``data.glyphs``."""
-    unknown = set(cfg.defects) - set(DEFECT_KINDS)
-    if unknown:
-        raise ConfigError(f"config 'data.glyphs.defects': unknown kinds {sorted(unknown)}; valid: {list(DEFECT_KINDS)}")
-    if any(v < 0 for v in cfg.defects.values()) or sum(cfg.defects.values()) >= 1.0:
-        raise ConfigError("config 'data.glyphs.defects': shares must be >= 0 and sum to less than 1")
-    if cfg.resolution not in (32, 64, 128):
-        raise ConfigError(f"config 'data.glyphs.resolution': got {cfg.resolution}, use 32, 64 or 128")
-    if cfg.num_pool <= 0 or cfg.num_val <= 0 or cfg.shard_size <= 0:
-        raise ConfigError("config 'data.glyphs': num_pool, num_val and shard_size must be positive")
+    generated.validate_generated_config(cfg, "glyphs", DEFECT_KINDS)
     if not 0.0 <= cfg.char_share <= 1.0:
         raise ConfigError(f"config 'data.glyphs.char_share': got {cfg.char_share}, expected 0 <= share <= 1")
     if not features.check("freetype2"):
@@ -304,15 +280,6 @@ def _noisy(image: Optional[Image.Image], rng: np.random.Generator, resolution: i
     return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8)), info
 
 
-def _degrade(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, dict[str, Any]]:
-    resolution = image.size[0]
-    if rng.random() < 0.5:
-        return image.filter(ImageFilter.GaussianBlur(radius=resolution / 16)), {"degraded": "blur"}
-    small = max(resolution // 8, 2)
-    low = image.resize((small, small), Image.Resampling.BILINEAR).resize((resolution, resolution), Image.Resampling.NEAREST)
-    return low, {"degraded": "downscale"}
-
-
 def _png(image: Image.Image, compress_level: int = 6) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=compress_level)
@@ -322,21 +289,9 @@ def _png(image: Image.Image, compress_level: int = 6) -> bytes:
 # ----------------------------------------------------------------------------- the plan
 
 
-def _scene_rng(seed: int, split: int, index: int) -> np.random.Generator:
-    return np.random.default_rng([seed, split, index])
-
-
 def defect_plan(cfg: GlyphsConfig) -> np.ndarray:
     """The defect kind of every pool index (exactly ``round(share * num_pool)`` of each kind)."""
-    n = cfg.num_pool
-    kinds = np.full(n, CLEAN, dtype=object)
-    order = np.random.default_rng([cfg.seed, 7]).permutation(n)
-    start = 0
-    for kind in DEFECT_KINDS:
-        count = int(round(cfg.defects.get(kind, 0.0) * n))
-        kinds[order[start : start + count]] = kind
-        start += count
-    return kinds
+    return generated.defect_plan(cfg.num_pool, cfg.seed, cfg.defects, DEFECT_KINDS)
 
 
 def sample_plan(cfg: GlyphsConfig, kinds: np.ndarray) -> dict[int, dict[str, Any]]:
@@ -370,10 +325,6 @@ def mismatched_caption(cfg: GlyphsConfig, index: int, own_text: str) -> str:
     return caption_of(other)
 
 
-def _key(split: str, index: int) -> str:
-    return f"{split[0]}{index:07d}"
-
-
 def make_sample(cfg: GlyphsConfig, split: str, index: int, kind: str = CLEAN,
                 plan: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Generate one sample deterministically: ``{"__key__", "png", "txt", "json"}``.
@@ -381,8 +332,7 @@ def make_sample(cfg: GlyphsConfig, split: str, index: int, kind: str = CLEAN,
     ``plan``: this index's entry of :func:`sample_plan` (a duplicate's source and group id).
     """
     plan = plan or {}
-    split_id = 0 if split == "pool" else 1
-    rng = _scene_rng(cfg.seed, split_id, index)
+    rng = scene_rng(cfg.seed, split, index)
     res = cfg.resolution
     if kind == "duplicate":
         source = make_sample(cfg, split, plan["copy_of"], CLEAN, {"dup_group": plan["dup_group"]})
@@ -391,7 +341,7 @@ def make_sample(cfg: GlyphsConfig, split: str, index: int, kind: str = CLEAN,
         if plan.get("reencode"):
             png = _png(Image.open(io.BytesIO(png)), compress_level=1)
         meta["encoding"] = "reencoded" if plan.get("reencode") else "identical"
-        return {"__key__": _key(split, index), "png": png, "txt": source["txt"], "json": json.dumps(meta)}
+        return {"__key__": sample_key(split, index), "png": png, "txt": source["txt"], "json": json.dumps(meta)}
     scene = random_scene(rng, cfg.char_share)
     caption = caption_of(scene)
     meta: dict[str, Any] = dict(scene)
@@ -407,48 +357,19 @@ def make_sample(cfg: GlyphsConfig, split: str, index: int, kind: str = CLEAN,
         if kind == "mismatch":
             caption = mismatched_caption(cfg, index, scene["text"])
         elif kind == "degraded":
-            image, info = _degrade(image, rng)
-            meta.update(info)
+            image, how = degrade(image, rng)
+            meta["degraded"] = how
     if "dup_group" in plan:
         meta["dup_group"] = plan["dup_group"]
-    return {"__key__": _key(split, index), "png": _png(image), "txt": caption, "json": json.dumps(meta)}
+    return {"__key__": sample_key(split, index), "png": _png(image), "txt": caption, "json": json.dumps(meta)}
 
 
 # ----------------------------------------------------------------------------- writing
 
 
-def _write_shard(args: tuple) -> tuple[str, int]:
-    cfg, split, path, indices, kinds, plan = args
-    with wds.TarWriter(path) as sink:
-        for index in indices:
-            kind = kinds[index] if kinds is not None else CLEAN
-            sink.write(make_sample(cfg, split, index, kind, plan.get(index)))
-    return path, len(indices)
-
-
-def _shard_jobs(cfg: GlyphsConfig, split: str, n: int, folder: Path, kinds, plan) -> list[tuple]:
-    jobs = []
-    for s, start in enumerate(range(0, n, cfg.shard_size)):
-        indices = list(range(start, min(start + cfg.shard_size, n)))
-        sub = {i: plan[i] for i in indices if i in plan}  # a copy's entry names its source: shards stay independent
-        jobs.append((cfg, split, str(folder / f"{split}-{s:06d}.tar"), indices, kinds, sub))
-    return jobs
-
-
 def glyphs_root(cfg: GlyphsConfig, cache_dir: Optional[str] = None) -> Path:
     """The cache folder of the dataset for ``cfg`` (it may not exist yet)."""
-    base = Path(cache_dir).expanduser() if cache_dir else cache_root() / "glyphs"
-    return base / f"glyphs-{cfg.resolution}px-{_fingerprint(cfg)}"
-
-
-def _artifacts(root: Path) -> GlyphsArtifacts:
-    return GlyphsArtifacts(
-        root=root,
-        pool_urls=sorted(str(p) for p in root.glob("pool-*.tar")),
-        val_urls=sorted(str(p) for p in root.glob("val-*.tar")),
-        labels_path=root / "labels.parquet",
-        summary=json.loads((root / "summary.json").read_text()),
-    )
+    return generated.cache_folder("glyphs", cfg.resolution, generator_identity(cfg), cache_dir)
 
 
 def ensure_glyphs(cfg: GlyphsConfig, cache_dir: Optional[str] = None, workers: Optional[int] = None) -> GlyphsArtifacts:
@@ -459,44 +380,34 @@ def ensure_glyphs(cfg: GlyphsConfig, cache_dir: Optional[str] = None, workers: O
     """
     validate_glyphs_config(cfg)
     root = glyphs_root(cfg, cache_dir)
-    if (root / "summary.json").exists():
-        return _artifacts(root)
-    start = time.perf_counter()
-    tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    kinds = defect_plan(cfg)
-    plan = sample_plan(cfg, kinds)
-    pool_jobs = _shard_jobs(cfg, "pool", cfg.num_pool, tmp, kinds, plan)
-    jobs = pool_jobs + _shard_jobs(cfg, "val", cfg.num_val, tmp, None, {})
-    n_workers = workers if workers is not None else min(len(jobs), os.cpu_count() or 1)
-    log.info("generating glyphs (%d pool + %d val samples, %d shards) into %s", cfg.num_pool, cfg.num_val, len(jobs), root)
-    if n_workers > 1:
-        with get_context("fork").Pool(n_workers) as pool:
-            list(pool.imap_unordered(_write_shard, jobs))
-    else:
-        for job in jobs:
-            _write_shard(job)
-    groups = np.full(cfg.num_pool, -1, dtype=np.int64)
-    for index, entry in plan.items():
-        if "dup_group" in entry:
-            groups[index] = entry["dup_group"]
-    keys = [_key("pool", i) for i in range(cfg.num_pool)]
-    pq.write_table(pa.table({"key": keys, "defect": [str(k) for k in kinds], "dup_group": groups}), tmp / "labels.parquet")
-    summary = {
-        "config": asdict(cfg),
-        "generator": {"version": GENERATOR_VERSION, "freetype": features.version("freetype2"), "font": "Pillow load_default (Aileron Regular)"},
-        "pool_samples": cfg.num_pool,
-        "val_samples": cfg.num_val,
-        "pool_shards": len(pool_jobs),
-        "val_shards": len(jobs) - len(pool_jobs),
-        "defects": {kind: int((kinds == kind).sum()) for kind in (CLEAN, *DEFECT_KINDS)},
-        "duplicate_groups": int(groups.max() + 1),
-        "seconds": round(time.perf_counter() - start, 2),
-    }
-    (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
-    try:
-        os.replace(tmp, root)
-    except OSError:  # another process finished first: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-    return _artifacts(root)
+
+    def build(tmp: Path) -> None:
+        start = time.perf_counter()
+        kinds = defect_plan(cfg)
+        plan = sample_plan(cfg, kinds)
+        pool_jobs = generated.shard_jobs("pool", cfg.num_pool, cfg.shard_size, tmp, kinds, plan)
+        val_jobs = generated.shard_jobs("val", cfg.num_val, cfg.shard_size, tmp)
+        log.info("generating glyphs (%d pool + %d val samples, %d shards) into %s", cfg.num_pool, cfg.num_val,
+                 len(pool_jobs) + len(val_jobs), root)
+        # A copy's plan entry names its source, which make_sample regenerates: shards stay independent.
+        generated.write_shards(pool_jobs + val_jobs, partial(make_sample, cfg), workers)
+        groups = np.full(cfg.num_pool, -1, dtype=np.int64)
+        for index, entry in plan.items():
+            if "dup_group" in entry:
+                groups[index] = entry["dup_group"]
+        keys = [sample_key("pool", i) for i in range(cfg.num_pool)]
+        pq.write_table(pa.table({"key": keys, "defect": [str(k) for k in kinds], "dup_group": groups}), tmp / "labels.parquet")
+        summary = {
+            "config": asdict(cfg),
+            "generator": {"version": GENERATOR_VERSION, "freetype": features.version("freetype2"), "font": "Pillow load_default (Aileron Regular)"},
+            "pool_samples": cfg.num_pool,
+            "val_samples": cfg.num_val,
+            "pool_shards": len(pool_jobs),
+            "val_shards": len(val_jobs),
+            "defects": {kind: int((kinds == kind).sum()) for kind in (CLEAN, *DEFECT_KINDS)},
+            "duplicate_groups": int(groups.max() + 1),
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
+
+    return GlyphsArtifacts.read(generated.materialise(root, build))

@@ -18,33 +18,29 @@ The validation split is always clean. The defect kind of each key goes into ``la
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
-import os
-import shutil
 import time
-from dataclasses import asdict, dataclass
-from multiprocessing import get_context
+from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import webdataset as wds
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
 from lightning_alchemist.config import ShapesConfig
-from lightning_alchemist.errors import ConfigError
-from lightning_alchemist.paths import cache_root
+from lightning_alchemist.data import generated
+# CLEAN and read_labels are also this module's API (recipes, reports and benchmarks import them from here).
+from lightning_alchemist.data.generated import CLEAN, degrade, read_labels, sample_key, scene_rng  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = "1"
 DEFECT_KINDS = ("plain", "chaotic", "mismatch", "duplicate", "degraded")
-CLEAN = "clean"
 
 SHAPES = ("circle", "square", "triangle", "diamond")
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -82,32 +78,17 @@ PLAIN_CAPTIONS = (
 )
 
 
-@dataclass
-class ShapesArtifacts:
+class ShapesArtifacts(generated.GeneratedArtifacts):
     """Where a materialised ``shapes`` dataset lives."""
 
-    root: Path
-    pool_urls: list[str]
-    val_urls: list[str]
-    labels_path: Path
-    summary: dict[str, Any]
 
-
-def _fingerprint(cfg: ShapesConfig) -> str:
-    payload = json.dumps({"v": GENERATOR_VERSION, **asdict(cfg)}, sort_keys=True)
-    return hashlib.sha1(payload.encode()).hexdigest()[:12]
+def _identity(cfg: ShapesConfig) -> dict[str, Any]:
+    return {"v": GENERATOR_VERSION, **asdict(cfg)}  # the cache folder's fingerprint: never change the layout
 
 
 def validate_shapes_config(cfg: ShapesConfig) -> None:
-    unknown = set(cfg.defects) - set(DEFECT_KINDS)
-    if unknown:
-        raise ConfigError(f"config 'data.shapes.defects': unknown kinds {sorted(unknown)}; valid: {list(DEFECT_KINDS)}")
-    if any(v < 0 for v in cfg.defects.values()) or sum(cfg.defects.values()) >= 1.0:
-        raise ConfigError("config 'data.shapes.defects': shares must be >= 0 and sum to less than 1")
-    if cfg.resolution not in (32, 64, 128):
-        raise ConfigError(f"config 'data.shapes.resolution': got {cfg.resolution}, use 32, 64 or 128")
-    if cfg.num_pool <= 0 or cfg.num_val <= 0 or cfg.shard_size <= 0:
-        raise ConfigError("config 'data.shapes': num_pool, num_val and shard_size must be positive")
+    """One-line :class:`ConfigError` naming the first bad key of ``data.shapes``."""
+    generated.validate_generated_config(cfg, "shapes", DEFECT_KINDS)
 
 
 # ----------------------------------------------------------------------------- scenes and captions
@@ -214,14 +195,6 @@ def _chaotic_image(rng: np.random.Generator, resolution: int) -> Image.Image:
     return image.resize((resolution, resolution), Image.Resampling.LANCZOS)
 
 
-def _degrade(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    resolution = image.size[0]
-    if rng.random() < 0.5:
-        return image.filter(ImageFilter.GaussianBlur(radius=resolution / 16))
-    small = max(resolution // 8, 2)
-    return image.resize((small, small), Image.Resampling.BILINEAR).resize((resolution, resolution), Image.Resampling.NEAREST)
-
-
 def _near_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     array = np.asarray(image, dtype=np.float32) + rng.normal(0.0, 3.0, size=(*image.size[::-1], 3))
     return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
@@ -230,21 +203,9 @@ def _near_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
 # ----------------------------------------------------------------------------- the plan
 
 
-def _scene_rng(seed: int, split: int, index: int) -> np.random.Generator:
-    return np.random.default_rng([seed, split, index])
-
-
 def defect_plan(cfg: ShapesConfig) -> np.ndarray:
     """The defect kind of every pool index (exactly ``round(share * num_pool)`` of each kind)."""
-    n = cfg.num_pool
-    kinds = np.full(n, CLEAN, dtype=object)
-    order = np.random.default_rng([cfg.seed, 7]).permutation(n)
-    start = 0
-    for kind in DEFECT_KINDS:
-        count = int(round(cfg.defects.get(kind, 0.0) * n))
-        kinds[order[start : start + count]] = kind
-        start += count
-    return kinds
+    return generated.defect_plan(cfg.num_pool, cfg.seed, cfg.defects, DEFECT_KINDS)
 
 
 def _duplicate_sources(cfg: ShapesConfig, kinds: np.ndarray) -> dict[int, int]:
@@ -261,9 +222,8 @@ def _duplicate_sources(cfg: ShapesConfig, kinds: np.ndarray) -> dict[int, int]:
 
 def make_sample(cfg: ShapesConfig, split: str, index: int, kind: str, dup_source: Optional[int] = None) -> dict[str, Any]:
     """Generate one sample deterministically: ``{"__key__", "png", "txt", "json"}``."""
-    split_id = 0 if split == "pool" else 1
-    rng = _scene_rng(cfg.seed, split_id, index)
-    key = f"{split[0]}{index:07d}"
+    rng = scene_rng(cfg.seed, split, index)
+    key = sample_key(split, index)
     res = cfg.resolution
     if kind == "plain":
         scene: dict[str, Any] = {"background": None, "objects": []}
@@ -275,10 +235,10 @@ def make_sample(cfg: ShapesConfig, split: str, index: int, kind: str, dup_source
         caption = caption_of(random_scene(rng))
     elif kind == "duplicate":
         assert dup_source is not None
-        scene = random_scene(_scene_rng(cfg.seed, split_id, dup_source))
+        scene = random_scene(scene_rng(cfg.seed, split, dup_source))
         image = _near_copy(render_scene(scene, res, jitter=rng), rng)
         caption = caption_of(scene)
-        scene = {**scene, "copy_of": f"{split[0]}{dup_source:07d}"}
+        scene = {**scene, "copy_of": sample_key(split, dup_source)}
     else:
         scene = random_scene(rng)
         image = render_scene(scene, res)
@@ -287,7 +247,7 @@ def make_sample(cfg: ShapesConfig, split: str, index: int, kind: str, dup_source
             other = random_scene(np.random.default_rng([cfg.seed, 99, index]))
             caption = caption_of(other)
         elif kind == "degraded":
-            image = _degrade(image, rng)
+            image, _ = degrade(image, rng)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return {"__key__": key, "png": buffer.getvalue(), "txt": caption, "json": json.dumps(scene)}
@@ -296,38 +256,9 @@ def make_sample(cfg: ShapesConfig, split: str, index: int, kind: str, dup_source
 # ----------------------------------------------------------------------------- writing
 
 
-def _write_shard(args: tuple) -> tuple[str, int]:
-    cfg, split, path, indices, kinds, dup_sources = args
-    with wds.TarWriter(path) as sink:
-        for index in indices:
-            kind = kinds[index] if kinds is not None else CLEAN
-            sink.write(make_sample(cfg, split, index, kind, dup_sources.get(index)))
-    return path, len(indices)
-
-
-def _shard_jobs(cfg: ShapesConfig, split: str, n: int, folder: Path, kinds, dup_sources) -> list[tuple]:
-    jobs = []
-    for s, start in enumerate(range(0, n, cfg.shard_size)):
-        indices = list(range(start, min(start + cfg.shard_size, n)))
-        jobs.append((cfg, split, str(folder / f"{split}-{s:06d}.tar"), indices, kinds, dup_sources))
-    return jobs
-
-
 def shapes_root(cfg: ShapesConfig, cache_dir: Optional[str] = None) -> Path:
     """The cache folder of the dataset for ``cfg`` (it may not exist yet)."""
-    base = Path(cache_dir).expanduser() if cache_dir else cache_root() / "shapes"
-    return base / f"shapes-{cfg.resolution}px-{_fingerprint(cfg)}"
-
-
-def _artifacts(root: Path) -> ShapesArtifacts:
-    summary = json.loads((root / "summary.json").read_text())
-    return ShapesArtifacts(
-        root=root,
-        pool_urls=sorted(str(p) for p in root.glob("pool-*.tar")),
-        val_urls=sorted(str(p) for p in root.glob("val-*.tar")),
-        labels_path=root / "labels.parquet",
-        summary=summary,
-    )
+    return generated.cache_folder("shapes", cfg.resolution, _identity(cfg), cache_dir)
 
 
 def ensure_shapes(cfg: ShapesConfig, cache_dir: Optional[str] = None, workers: Optional[int] = None) -> ShapesArtifacts:
@@ -338,45 +269,26 @@ def ensure_shapes(cfg: ShapesConfig, cache_dir: Optional[str] = None, workers: O
     """
     validate_shapes_config(cfg)
     root = shapes_root(cfg, cache_dir)
-    if (root / "summary.json").exists():
-        return _artifacts(root)
-    start = time.perf_counter()
-    tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    kinds = defect_plan(cfg)
-    dup_sources = _duplicate_sources(cfg, kinds)
-    jobs = _shard_jobs(cfg, "pool", cfg.num_pool, tmp, kinds, dup_sources)
-    jobs += _shard_jobs(cfg, "val", cfg.num_val, tmp, None, {})
-    n_workers = workers if workers is not None else min(len(jobs), os.cpu_count() or 1)
-    log.info("generating shapes (%d pool + %d val samples, %d shards) into %s", cfg.num_pool, cfg.num_val, len(jobs), root)
-    if n_workers > 1:
-        with get_context("fork").Pool(n_workers) as pool:
-            list(pool.imap_unordered(_write_shard, jobs))
-    else:
-        for job in jobs:
-            _write_shard(job)
-    keys = [f"p{i:07d}" for i in range(cfg.num_pool)]
-    pq.write_table(pa.table({"key": keys, "defect": [str(k) for k in kinds]}), tmp / "labels.parquet")
-    counts = {kind: int((kinds == kind).sum()) for kind in (CLEAN, *DEFECT_KINDS)}
-    summary = {
-        "config": asdict(cfg),
-        "pool_samples": cfg.num_pool,
-        "val_samples": cfg.num_val,
-        "pool_shards": len(_shard_jobs(cfg, "pool", cfg.num_pool, tmp, None, {})),
-        "val_shards": len(_shard_jobs(cfg, "val", cfg.num_val, tmp, None, {})),
-        "defects": counts,
-        "seconds": round(time.perf_counter() - start, 2),
-    }
-    (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
-    try:
-        os.replace(tmp, root)
-    except OSError:  # another process finished first: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-    return _artifacts(root)
 
+    def build(tmp: Path) -> None:
+        start = time.perf_counter()
+        kinds = defect_plan(cfg)
+        pool_jobs = generated.shard_jobs("pool", cfg.num_pool, cfg.shard_size, tmp, kinds, _duplicate_sources(cfg, kinds))
+        val_jobs = generated.shard_jobs("val", cfg.num_val, cfg.shard_size, tmp)
+        log.info("generating shapes (%d pool + %d val samples, %d shards) into %s", cfg.num_pool, cfg.num_val,
+                 len(pool_jobs) + len(val_jobs), root)
+        generated.write_shards(pool_jobs + val_jobs, partial(make_sample, cfg), workers)
+        keys = [sample_key("pool", i) for i in range(cfg.num_pool)]
+        pq.write_table(pa.table({"key": keys, "defect": [str(k) for k in kinds]}), tmp / "labels.parquet")
+        summary = {
+            "config": asdict(cfg),
+            "pool_samples": cfg.num_pool,
+            "val_samples": cfg.num_val,
+            "pool_shards": len(pool_jobs),
+            "val_shards": len(val_jobs),
+            "defects": {kind: int((kinds == kind).sum()) for kind in (CLEAN, *DEFECT_KINDS)},
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
 
-def read_labels(path: os.PathLike | str) -> dict[str, str]:
-    """``key -> defect kind`` from ``labels.parquet`` (evaluation and benchmarks only)."""
-    table = pq.read_table(path)
-    return dict(zip(table.column("key").to_pylist(), table.column("defect").to_pylist()))
+    return ShapesArtifacts.read(generated.materialise(root, build))

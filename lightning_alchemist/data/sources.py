@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-from lightning_alchemist.config import DataConfig
+from lightning_alchemist.config import LAYOUTS, DataConfig
 from lightning_alchemist.data.shapes import ensure_shapes
 from lightning_alchemist.data.shards import expand_urls
 from lightning_alchemist.data.split import HeldOutSplit
@@ -26,10 +26,13 @@ class DataSource:
     split: HeldOutSplit
     labels_path: Optional[Path] = None
     root: Optional[Path] = None
+    # data=hpdv3|laion|flux_reason|folder: what preparation read, wrote and skipped (layouts.Prepared).
+    prepared: Optional[Any] = None
 
 
 def resolve_source(cfg: DataConfig, seed: int = 0) -> DataSource:
-    """Materialise (``shapes``, ``glyphs``) or locate (webdataset shards) the data described by ``cfg``."""
+    """Materialise (``shapes``, ``glyphs``), prepare (the released layouts: ``hpdv3``, ``laion``, ``flux_reason``,
+    ``folder``, see :mod:`lightning_alchemist.data.layouts`) or locate (webdataset shards) the data of ``cfg``."""
     if cfg.name in ("shapes", "glyphs") and cfg.urls is None:
         if cfg.name == "glyphs":
             from lightning_alchemist.data.glyphs import ensure_glyphs
@@ -45,6 +48,10 @@ def resolve_source(cfg: DataConfig, seed: int = 0) -> DataSource:
             labels_path=artifacts.labels_path,
             root=artifacts.root,
         )
+    if cfg.name in LAYOUTS:
+        from lightning_alchemist.data.layouts import prepare_layout
+
+        return prepare_layout(cfg, seed)
     pool = expand_urls(cfg.urls, "data.urls")
     val = expand_urls(cfg.val_urls, "data.val_urls") if cfg.val_urls else []
     labels = Path(pool[0]).parent / "labels.parquet"
@@ -77,6 +84,13 @@ def data_identity(cfg: DataConfig, seed: int = 0) -> dict:
         from lightning_alchemist.data.glyphs import generator_identity
 
         ident["glyphs"] = generator_identity(cfg.glyphs)
+        return ident
+    if cfg.name in LAYOUTS:
+        from lightning_alchemist.data.layouts import layout_identity
+
+        ident["layout"] = layout_identity(cfg)
+        if not (cfg.name == "hpdv3" and cfg.hpdv3.val_files):
+            ident["val_fraction"], ident["split_seed"] = cfg.val_fraction, seed
         return ident
 
     def stat(urls: list[str]) -> list:

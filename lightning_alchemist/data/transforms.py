@@ -21,6 +21,10 @@ class CenterCropResize:
         self.size = size
 
     def __call__(self, image: Image.Image) -> Tensor:
+        return to_tensor(self.image(image))
+
+    def image(self, image: Image.Image) -> Image.Image:
+        """The cropped and resized RGB image, before the tensor conversion (e.g. for model-free heuristics)."""
         image = image.convert("RGB")
         w, h = image.size
         side = min(w, h)
@@ -29,7 +33,7 @@ class CenterCropResize:
             image = image.crop((left, top, left + side, top + side))
         if side != self.size:
             image = image.resize((self.size, self.size), Image.Resampling.LANCZOS)
-        return to_tensor(image)
+        return image
 
     def __repr__(self) -> str:
         return f"CenterCropResize(size={self.size})"

@@ -327,9 +327,9 @@ def train_judge(cfg: JudgeConfig, progress: bool = False) -> tuple[ShapesJudge, 
         judge.train()
         it: Any = range(steps)
         if progress:
-            from tqdm.auto import tqdm
+            from lightning_alchemist.runtime import progress_bar
 
-            it = tqdm(it, desc="training the shapes judge (cached after this run)", leave=False)
+            it = progress_bar(it, desc="training the shapes judge (cached after this run)", leave=False)
         order = torch.empty(0, dtype=torch.long)
         loss = torch.zeros(())
         for step in it:

@@ -128,6 +128,16 @@ def _rater_log_dir(rater_folder: Path) -> Optional[Path]:
     return runs[-1].parent if runs else None
 
 
+def _data_summary(datamodule: Any) -> dict[str, Any]:
+    """Pool and validation sizes, and what preparing a dataset layout skipped, by reason."""
+    out: dict[str, Any] = {"pool": len(datamodule.pool), "val": len(datamodule.val)}
+    prepared = getattr(getattr(datamodule, "source", None), "prepared", None)
+    if prepared is not None:
+        out["skipped"] = {str(k): int(n) for k, n in sorted(prepared.skips.counts.items())}
+        out["prepared"] = str(prepared.folder)
+    return out
+
+
 def write_report(
     out: Path,
     v: Any,
@@ -189,12 +199,13 @@ def write_report(
     report = {
         "params": {
             "data": v.data.name, "model": model_name(v.model), "finetune": str(v.finetune.mode), "selection": plan.name,
-            "keep": plan.keep, "seed": v.seed, "rater_proxy": model_name(v.rater_proxy) if plan.rate else None,
+            "keep": plan.keep, "seed": v.seed, "rater_proxy": (model_name(v.rater_proxy) if v.rater_proxy is not None else f"heuristic:{v.rater.score}") if plan.rate else None,
         },
         "metrics": as_container(dict(metrics)),
         "train": {"steps": target.steps, "samples_seen": target.samples_seen, "seconds": round(target.seconds, 1),
                   "checkpoint": target.checkpoint, "log_dir": target.log_dir, "selection": as_container(target.selection_stats)},
         "selection": as_container(selection_meta),
+        "data": _data_summary(datamodule),
         "defects": defects,
         "stages": {name: {"path": str(s.path), "fingerprint": s.fingerprint, "cached": s.cached} for name, s in stages.items()},
         "seconds": round(seconds, 1),

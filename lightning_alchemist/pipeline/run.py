@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from lightning_alchemist.config import as_container
 from lightning_alchemist.pipeline.cache import StageResult, cached_stage
+from lightning_alchemist.rater.heuristics import HeuristicConfig
 from lightning_alchemist.runtime import set_threads
 from lightning_alchemist.schema import Validated, model_name, validate
 
@@ -38,6 +39,8 @@ class Plan:
         curriculum = name == "curriculum"  # reweights every epoch, even at keep=1
         self.select = self.selection_path is None and self.strategy is not None and (self.keep < 1.0 or curriculum)
         self.rate = self.select and self.ratings_path is None and name not in _RATING_FREE
+        # rater=heuristic: model-free ratings (compressed size, entropy, a metadata column ...) instead of a learned rater
+        self.heuristic = v.rater if isinstance(v.rater, HeuristicConfig) else None
         self.mode = "weighted" if curriculum else "subset"
         # What the run trained on, for reports and sweep tables: keep=1.0 with any strategy is all data.
         self.name = "given" if self.selection_path else (name if self.select else "none")
@@ -47,7 +50,8 @@ class Plan:
             return f"train with the given selection {self.selection_path}"
         if not self.select:
             return "train on the whole pool (no selection)"
-        src = f"ratings from {self.ratings_path}" if self.ratings_path else ("no ratings needed" if not self.rate else "train a rater, score the pool")
+        learned = f"rate the pool by {self.heuristic.score} (heuristic)" if self.heuristic else "train a rater, score the pool"
+        src = f"ratings from {self.ratings_path}" if self.ratings_path else ("no ratings needed" if not self.rate else learned)
         return f"{src}; select {self.name} keep={self.keep}; train on the selection"
 
 
@@ -85,6 +89,19 @@ def score_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict, rater
         return {"ratings": info["ratings"], "rows": info["rows"], "fingerprint": info["fingerprint"]}
 
     return cached_stage(cache, "ratings", key, build)
+
+
+def heuristic_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict) -> StageResult:
+    """Model-free ratings of every pool sample (``rater=heuristic``): ``<cache>/heuristic/<fp>/ratings/``."""
+    from lightning_alchemist.rater.heuristics import run_heuristic
+
+    key = {"data": data_id, "heuristic": v.rater.identity()}
+
+    def build(folder: Path) -> dict:
+        run = run_heuristic(datamodule.pool, v.rater, folder)
+        return run.summary()
+
+    return cached_stage(cache, "heuristic", key, build)
 
 
 def select_stage(v: Validated, cache: Path, ratings: Any, plan: Plan) -> StageResult:
@@ -132,7 +149,12 @@ def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
     data_id = data_identity(v.data, seed=v.seed)
     stages: dict[str, StageResult] = {}
     ratings: Optional[Ratings] = None
-    if plan.rate:
+    if plan.rate and plan.heuristic is not None:
+        _banner("rate", f"rating {len(datamodule.pool)} pool samples by {plan.heuristic.score} (no model)")
+        stages["heuristic"] = heuristic_stage(v, datamodule, cache, data_id)
+        _report_cached(stages["heuristic"])
+        ratings = Ratings.read(stages["heuristic"].info["ratings"])
+    elif plan.rate:
         _banner("rater", f"training the rater with proxy '{model_name(v.rater_proxy)}' (cached by fingerprint)")
         stages["rater"] = rater_stage(v, datamodule, cache, data_id)
         _report_cached(stages["rater"])

@@ -147,9 +147,9 @@ def encode_dataset(proxy: T2IProxy, dataset: Any, batch_size: int = 64, progress
     device = next((b.device for b in proxy.buffers()), torch.device("cpu"))
     it = loader
     if progress:
-        from tqdm.auto import tqdm
+        from lightning_alchemist.runtime import progress_bar
 
-        it = tqdm(loader, desc="encoding", leave=False)
+        it = progress_bar(loader, desc="encoding", unit="batch", leave=False)
     was = proxy.training
     proxy.eval()
     try:

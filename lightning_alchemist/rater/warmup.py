@@ -192,9 +192,9 @@ def _train(proxy: T2IProxy, module: nn.Module, data: EncodedSet, cfg: WarmupConf
     steps_run = 0
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from lightning_alchemist.runtime import progress_bar
 
-        bar = tqdm(total=cfg.steps, desc="proxy warm-up", leave=False)
+        bar = progress_bar(total=cfg.steps, desc="proxy warm-up", unit="step", leave=False)
     proxy.train()
     for step in range(1, cfg.steps + 1):
         if pos + cfg.batch_size > len(order):

@@ -31,7 +31,9 @@ def kept_share_by_percentile(ratings: Ratings, mask: np.ndarray, bins: int = 50)
     order = rank_order(ratings.ratings)
     kept_in_rank_order = mask[order]
     edges = np.linspace(0, len(ratings), bins + 1).round().astype(np.int64)
-    counts = np.add.reduceat(kept_in_rank_order.astype(np.int64), edges[:-1])
+    # Prefix sums, not reduceat: with fewer samples than bins some bins are empty (reduceat misreads those).
+    cumulative = np.concatenate([[0], np.cumsum(kept_in_rank_order, dtype=np.int64)])
+    counts = cumulative[edges[1:]] - cumulative[edges[:-1]]
     return counts / np.maximum(np.diff(edges), 1)
 
 

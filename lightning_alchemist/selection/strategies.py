@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 import pyarrow as pa
 
+from lightning_alchemist.config import Choice
 from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.selection.draw import make_rng, rank_gumbel_top_k, rank_order
 from lightning_alchemist.selection.manifest import Selection
@@ -107,7 +108,15 @@ def _check_fraction(name: str, value: float, low_open: bool = False) -> None:
         raise ConfigError(f"config 'selection.{name}': got {value}, expected a fraction in {'(0, 1]' if low_open else '[0, 1]'}")
 
 
-HEAD_MODES = ("auto", "drop", "keep")
+class HeadMode(Choice):
+    """What the top of a ranking holds, for :class:`ShiftGaussian` (see its docstring)."""
+
+    auto = "auto"
+    drop = "drop"
+    keep = "keep"
+
+
+HEAD_MODES = HeadMode.values()
 
 
 @dataclass
@@ -128,7 +137,7 @@ class ShiftGaussian(Strategy):
     n: float = 0.2
     mu: float = 0.6
     sigma: float = 0.2
-    head: str = "auto"
+    head: HeadMode = HeadMode.auto
     name: ClassVar[str] = "shift_gauss"
 
     def __post_init__(self) -> None:
@@ -247,17 +256,32 @@ class BottomK(Strategy):
 
 @dataclass
 class Block(Strategy):
-    """A contiguous band of percentiles ``[start, start + keep)`` (the paper's s0…s80 blocks)."""
+    """A contiguous band of percentiles ``[start, start + keep)`` (the paper's s0…s80 blocks).
+
+    With ``centre`` set, the band is ``[centre − keep/2, centre + keep/2)`` instead (``start`` is
+    then unused), moved inside ``[0, 1]`` where it would run past an end: one config for every
+    ``keep``. ``centre=0.5`` keeps the middle of the ranking (``selection=middle``), the band a
+    team keeps by compressed size or entropy, dropping both the flat and the noisy ends.
+    """
 
     start: float = 0.4
+    centre: Optional[float] = None
     name: ClassVar[str] = "block"
 
     def __post_init__(self) -> None:
         _check_fraction("start", self.start)
+        if self.centre is not None:
+            _check_fraction("centre", self.centre)
+
+    def first_rank(self, n_items: int, k: int) -> int:
+        """The first rank of the band of ``k`` of ``n_items``."""
+        if self.centre is not None:
+            return min(max(round(self.centre * n_items - k / 2), 0), n_items - k)
+        return round(self.start * n_items)
 
     def _pick(self, ratings: Ratings, k: int, seed: int) -> np.ndarray:
         n_items = len(ratings)
-        first = round(self.start * n_items)
+        first = self.first_rank(n_items, k)
         if first + k > n_items:
             raise ConfigError(
                 f"config 'selection.start': block [{self.start}, {self.start} + keep) runs past the last "

@@ -143,7 +143,7 @@ class T2IModule(L.LightningModule):
         keep = {f"proxy.{n}" for n, p in self.proxy.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint["t2i_generator"] = self._gen.get_state()
-        checkpoint["t2i_finetune_mode"] = self.ft.mode
+        checkpoint["t2i_finetune_mode"] = str(self.ft.mode)  # a plain string: weights_only loading takes no Enum
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         own = set(self.state_dict())

@@ -71,3 +71,19 @@ def quiet_trainer(callbacks, max_epochs: int = 1, **kw) -> pl.Trainer:
         accelerator="cpu", devices=1, max_epochs=max_epochs, callbacks=callbacks, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, **kw,
     )
+
+
+class KeyedItems:
+    """A map-style dataset of ``{"key", "x"}`` items over ``self.keys`` (set by subclasses), for callback tests."""
+
+    keys: list[str]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"key": self.keys[i], "x": torch.ones(2)}
+
+
+def collate(batch):
+    return {"key": [b["key"] for b in batch], "x": torch.stack([b["x"] for b in batch])}

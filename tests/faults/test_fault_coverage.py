@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from fault_data import KeyRecorder, quiet_trainer
+from fault_data import KeyedItems, KeyRecorder, collate, quiet_trainer
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_alchemist.callbacks import DataSelectionCallback
@@ -54,7 +54,7 @@ def test_a_few_undecodable_samples_are_not_missing_shards():
         check_ratings_cover(Ratings.from_arrays(half, np.zeros(len(half))), pool())
 
 
-class ShardedKeys(Dataset):
+class ShardedKeys(KeyedItems, Dataset):
     """A map-style dataset with keys grouped in shards (like ``ShardDataset``)."""
 
     def __init__(self) -> None:
@@ -63,16 +63,6 @@ class ShardedKeys(Dataset):
 
     def keys_by_shard(self) -> dict[str, list[str]]:
         return self.by_shard
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"key": self.keys[i], "x": torch.ones(2)}
-
-
-def collate(batch):
-    return {"key": [b["key"] for b in batch], "x": torch.stack([b["x"] for b in batch])}
 
 
 def module() -> KeyRecorder:

@@ -16,7 +16,7 @@ TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
 def train(out, data_cfg):
     cfg = compose("config", [f"out={out}", "rater.proxy=null", "rater.epochs=3", "rater.network.depth=1",
                              "rater.network.width=16", "rater.network.heads=2", "rater.probe_size=16",
-                             "rater.steps_per_epoch=1"])
+                             "rater.steps_per_epoch=1", "rater.score_with=rater", "rater.objective=official", "rater.warmup.steps=0"])
     for key, node in {"data": data_cfg, "model": TOY, "trainer": TRAINER}.items():
         set_group(cfg, key, node)
     return run_train_rater(cfg, keep_checkpoints=1)

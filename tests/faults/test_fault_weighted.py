@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from fault_data import KeyRecorder, quiet_trainer
+from fault_data import KeyedItems, KeyRecorder, collate, quiet_trainer
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_alchemist.callbacks import DataSelectionCallback
@@ -16,19 +16,9 @@ GROUPS, PER = 4, 10  # weights 1, 2, 3, 4 on 10 keys each, interleaved (key i ha
 CHI2_3DOF_P001 = 16.27
 
 
-class Keys(Dataset):
+class Keys(KeyedItems, Dataset):
     def __init__(self, n: int = GROUPS * PER) -> None:
         self.keys = [f"img{i:04d}" for i in range(n)]
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"key": self.keys[i], "x": torch.ones(2)}
-
-
-def collate(batch):
-    return {"key": [b["key"] for b in batch], "x": torch.stack([b["x"] for b in batch])}
 
 
 def hand_written_manifest(path) -> str:

@@ -142,9 +142,9 @@ def train_tokenizer(cfg: VQConfig, images: Tensor, steps: Optional[int] = None, 
         t0 = time.time()
         it = range(steps)
         if progress:
-            from tqdm.auto import tqdm
+            from lightning_alchemist.runtime import progress_bar
 
-            it = tqdm(it, desc="training the tiny VQ tokenizer (cached after this run)", leave=False)
+            it = progress_bar(it, desc="training the tiny VQ tokenizer (cached after this run)", unit="step", leave=False)
         rec_loss = vq_loss = torch.zeros(())
         for step in it:
             x = next(batches)

@@ -44,6 +44,7 @@ VARIANTS = ("official", "direct-loss", "direct-contrast", "direct-penalty", "rat
 # empty-caption partner), e.g. ``direct-contrast-p2``.
 OBJECTIVE_OF = {"loss": "regression", "contrast": "contrast", "penalty": "penalty", "regression": "regression"}
 KEEPS = (0.5, 0.2)
+WARMUP_OVERRIDES: dict[str, Any] = {}  # --warmup KEY=VALUE (WarmupConfig fields)
 GOALS = "keep 0.5: defect share <= half the pool's; noise/chaotic kept <= 10 %, mismatch <= 25 %, plain <= 25 %, clean >= 75 %"
 
 
@@ -87,7 +88,7 @@ def warm(env: dict, steps: int, seed: int, role: str = "val") -> tuple[Any, dict
 
     proxy = build_rater_proxy(env["model_cfg"])
     data, info = (env["val"], env["val_info"]) if role == "val" else (env["pool"], env["pool_info"])
-    wcfg = WarmupConfig(steps=steps, seed=seed)
+    wcfg = WarmupConfig(**{"steps": steps, "seed": seed, **WARMUP_OVERRIDES})
     res = warm_up_proxy(proxy, data, wcfg, info["fingerprint"], role=role)
     proxy.eval()
     return proxy, res.as_dict()
@@ -284,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"of {', '.join(VARIANTS)}, with options")
     parser.add_argument("--warmup-steps", type=int, default=800)
+    parser.add_argument("--warmup", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="other warm-up settings (WarmupConfig fields, e.g. final_factor=0.1)")
     parser.add_argument("--quick", action="store_true", help="smoke run: pool 500, warm-up 40 steps, 10 rater steps")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--tag", default="", help="suffix of the result files (rater_signal<tag>.md)")
@@ -292,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    for item in args.warmup:
+        key, _, value = item.partition("=")
+        WARMUP_OVERRIDES[key] = json.loads(value) if value[:1].isdigit() or value[:1] in "-[{" else value
     if args.quick:
         args.pool, args.warmup_steps = args.pool or 500, 40
     res: dict[str, Any] = {
@@ -301,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_start": round(os.getloadavg()[0], 2),
         "seeds": args.seeds,
         "warmup_steps": args.warmup_steps,
+        "warmup_overrides": dict(WARMUP_OVERRIDES),
         "datasets": {},
     }
     for data_name in args.data:

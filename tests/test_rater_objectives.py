@@ -307,3 +307,14 @@ def test_encoded_loader_epochs_are_seeded_permutations_of_full_batches():
     loader.set_epoch(1)
     assert first != [k for b in loader for k in b["key"]]
     assert len(EncodedLoader(data, 8, shuffle=False, drop_last=False)) == 3
+
+
+def test_warmup_lr_ramps_then_decays_to_final_factor():
+    from lightning_alchemist.rater.warmup import warmup_lr_factor
+
+    cfg = WarmupConfig(steps=120, ramp_steps=20, final_factor=0.1)
+    assert warmup_lr_factor(10, cfg) == pytest.approx(0.5)
+    assert warmup_lr_factor(20, cfg) == pytest.approx(1.0)
+    assert warmup_lr_factor(70, cfg) == pytest.approx(0.55)
+    assert warmup_lr_factor(120, cfg) == pytest.approx(0.1)
+    assert warmup_lr_factor(500, WarmupConfig(steps=500)) == 1.0  # constant by default

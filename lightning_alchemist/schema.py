@@ -143,6 +143,9 @@ class Validated:
     ratings: Optional[Path]
     selection_path: Optional[Path]
     allow_partial_ratings: bool = False
+    # The data's identity (:func:`~lightning_alchemist.data.sources.data_identity`: shard or source file stats,
+    # generator config), computed once by ``validate(check_paths=True)``; it keys every stage's cache.
+    data_id: Optional[dict] = None
 
 
 def _check_devices(trainer: TrainerConfig) -> None:
@@ -210,10 +213,11 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
     evaluation = eval_config(cfg.eval)
     ratings = Path(cfg.ratings) if cfg.get("ratings") else None
     selection_path = Path(cfg.selection_path) if cfg.get("selection_path") else None
+    data_id = None
     if check_paths:
         from lightning_alchemist.data.sources import data_identity
 
-        data_identity(data, seed=int(cfg.seed))  # shard paths resolve: a missing dataset fails here, in one line
+        data_id = data_identity(data, seed=int(cfg.seed))  # shard paths resolve: a missing dataset fails here, in one line
         if selection_path is not None and not selection_path.is_file():
             raise DataError(f"config 'selection_path': no selection manifest at {selection_path}; "
                             "write one with recipes/select_data.py or drop the option")
@@ -223,4 +227,4 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
     return Validated(keep=float(keep), seed=int(cfg.seed), out=Path(cfg.out), data=data, model=model, finetune=finetune,
                      rater=rater, rater_proxy=proxy, strategy=strategy, trainer=trainer, eval=evaluation,
                      ratings=ratings, selection_path=selection_path,
-                     allow_partial_ratings=bool(cfg.get("allow_partial_ratings", False)))
+                     allow_partial_ratings=bool(cfg.get("allow_partial_ratings", False)), data_id=data_id)

@@ -48,6 +48,7 @@ def _count_calls(monkeypatch, owner, name, calls, tag, when=lambda *a, **k: True
 
 def test_pipeline_end_to_end_then_reuses_cached_ratings(tmp_path, monkeypatch):
     import lightning_alchemist.rater.scoring as scoring
+    import lightning_alchemist.data.sources as sources
     import lightning_alchemist.rater.config as rater_config_module
     from lightning_alchemist.data.datamodule import T2IDataModule
     from lightning_alchemist.selection.manifest import Selection
@@ -61,9 +62,11 @@ def test_pipeline_end_to_end_then_reuses_cached_ratings(tmp_path, monkeypatch):
     _count_calls(monkeypatch, Selection, "read", calls, "selection")
     _count_calls(monkeypatch, scoring, "load_rater", calls, "rater")
     _count_calls(monkeypatch, rater_config_module, "rater_config", calls, "rater_config")
+    _count_calls(monkeypatch, sources, "data_identity", calls, "data_identity")
     first = train(compose("config", TOY + [f"out={tmp_path}"]))
-    # One run builds its datamodule once, reads the rater, the ratings and the selection once, validates once.
-    assert calls == {"datamodule": 1, "ratings": 1, "selection": 1, "rater": 1, "rater_config": 1}, calls
+    # One run builds its datamodule once, reads the rater, the ratings and the selection once, validates once,
+    # and takes the data's identity (file stats) once.
+    assert calls == {"datamodule": 1, "ratings": 1, "selection": 1, "rater": 1, "rater_config": 1, "data_identity": 1}, calls
 
     stages = first["stages"]
     assert set(stages) == {"rater", "ratings", "selection"} and not any(s["cached"] for s in stages.values())
@@ -161,10 +164,15 @@ def test_plan_runs_only_the_stages_a_config_needs(tmp_path, overrides, rate, sel
     assert (plan.rate, plan.select) == (rate, select)
 
 
-def test_heuristic_rater_runs_the_pipeline_without_a_model(tmp_path):
+def test_heuristic_rater_runs_the_pipeline_without_a_model(tmp_path, monkeypatch):
     """rater=heuristic: the pool is rated by compressed size (no proxy, no rater training), the middle half kept."""
+    from lightning_alchemist.selection.ratings import Ratings
+
     toy = [o for o in TOY if not o.startswith("rater.")]
+    calls: dict[str, int] = {}
+    _count_calls(monkeypatch, Ratings, "read", calls, "ratings")
     first = _recipe().train(compose("config", toy + [f"out={tmp_path}", "rater=heuristic", "selection=middle"]))
+    assert calls == {"ratings": 1}, calls  # the rating run's own read, handed to the selection
     assert set(first["stages"]) == {"heuristic", "selection"}
     assert first["params"]["rater_proxy"] == "heuristic:compressed_size"
     assert first["selection"]["num_kept"] == 500 and first["selection"]["strategy"] == "block"

@@ -91,17 +91,24 @@ def score_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict, rater
     return cached_stage(cache, "ratings", key, build)
 
 
-def heuristic_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict) -> StageResult:
-    """Model-free ratings of every pool sample (``rater=heuristic``): ``<cache>/heuristic/<fp>/ratings/``."""
+def heuristic_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict) -> tuple[StageResult, Any]:
+    """Model-free ratings of every pool sample (``rater=heuristic``): ``<cache>/heuristic/<fp>/ratings/``.
+
+    Returns the stage and its :class:`Ratings` (those the rating run holds, or read once from a cached stage).
+    """
     from lightning_alchemist.rater.heuristics import run_heuristic
+    from lightning_alchemist.selection.ratings import Ratings
 
     key = {"data": data_id, "heuristic": v.rater.identity()}
+    built: dict[str, Any] = {}
 
     def build(folder: Path) -> dict:
         run = run_heuristic(datamodule.pool, v.rater, folder)
+        built["ratings"] = run.ratings
         return run.summary()
 
-    return cached_stage(cache, "heuristic", key, build)
+    stage = cached_stage(cache, "heuristic", key, build)
+    return stage, built["ratings"] if "ratings" in built else Ratings.read(stage.info["ratings"])
 
 
 def select_stage(v: Validated, cache: Path, ratings: Any, plan: Plan) -> StageResult:
@@ -128,7 +135,6 @@ def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
     import numpy as np
 
     from lightning_alchemist.data.datamodule import build_datamodule
-    from lightning_alchemist.data.sources import data_identity
     from lightning_alchemist.pipeline.report import write_report
     from lightning_alchemist.selection.manifest import Selection
     from lightning_alchemist.selection.ratings import Ratings
@@ -146,14 +152,13 @@ def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
     datamodule = build_datamodule(v.data, seed=v.seed)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    data_id = data_identity(v.data, seed=v.seed)
+    data_id = v.data_id  # stat'ed once by validate (a layout's source files can be many)
     stages: dict[str, StageResult] = {}
     ratings: Optional[Ratings] = None
     if plan.rate and plan.heuristic is not None:
         _banner("rate", f"rating {len(datamodule.pool)} pool samples by {plan.heuristic.score} (no model)")
-        stages["heuristic"] = heuristic_stage(v, datamodule, cache, data_id)
+        stages["heuristic"], ratings = heuristic_stage(v, datamodule, cache, data_id)
         _report_cached(stages["heuristic"])
-        ratings = Ratings.read(stages["heuristic"].info["ratings"])
     elif plan.rate:
         _banner("rater", f"training the rater with proxy '{model_name(v.rater_proxy)}' (cached by fingerprint)")
         stages["rater"] = rater_stage(v, datamodule, cache, data_id)

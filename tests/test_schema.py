@@ -178,3 +178,17 @@ def test_hydra_keys_may_repeat():
     from lightning_alchemist.cli import sweep_variants
 
     assert sweep_variants(["hydra.run.dir=/a", 'hydra.run.dir="/a"', "keep=0.5"]) == [["keep=0.5"]]
+
+
+def test_experiment_sweeps_use_hydra_grammar():
+    """An experiment's ``hydra.sweeper.params`` may use range()/choice(): every value is checked, not a comma split."""
+    from omegaconf import OmegaConf
+
+    from lightning_alchemist.cli import _config_sweeps
+
+    cfg = OmegaConf.create({"hydra": {"sweeper": {"params": {
+        "keep": "range(0.2,0.7,0.2)", "selection": "choice(random,topk)", "seed": "3"}}}})
+    sweeps = _config_sweeps(cfg)
+    assert [round(float(v), 3) for v in sweeps["keep"]] == [0.2, 0.4, 0.6]
+    assert sweeps["selection"] == ["random", "topk"]
+    assert sweeps["seed"] == ["3"]

@@ -177,7 +177,10 @@ def curate(ratings: Ratings, embeddings: Embeddings, cfg: CurationConfig, strate
     dup_of = np.full(n, -1, dtype=np.int64)
     if len(emb_rows) == 0:
         raise ConfigError("curation: no pool sample has an embedding; check curation.embeddings (source, path, column)")
-    vectors = np.asarray(embeddings.vectors[rows_of[emb_rows]], dtype=np.float32)
+    if len(emb_rows) == n and np.array_equal(rows_of, np.arange(n)):
+        vectors = embeddings.vectors  # already in the ratings' order: no copy (a memmap stays on disk)
+    else:
+        vectors = np.asarray(embeddings.vectors[rows_of[emb_rows]], dtype=np.float32)
     k = min(cfg.clusters or auto_clusters(len(emb_rows)), len(emb_rows))
     centroids = fit_kmeans(vectors, k, seed=cseed)
     labels, distances = assign(vectors, centroids)

@@ -95,8 +95,9 @@ def measure(keys: list[str], kept_rows: np.ndarray, kinds: dict[str, str], group
         "multi": round(float((kept_per_group[real] > 1).mean()), 4) if real.any() else None,
         "any": round(float((kept_per_group[real] > 0).mean()), 4) if real.any() else None,
         "kept_share": {k: round(float(kept[kind == k].mean()), 4) for k in sorted(set(kind.tolist()))},
-        "defect_share_wo_dup": round(float((kind[kept] != "clean").sum() - (kind[kept] == "duplicate").sum())
-                                     / max(int(kept.sum()), 1), 4),
+        # the defect share of the rest of the selection: kept samples outside the duplicate kind
+        "defect_share_wo_dup": round(float(((kind != "clean") & (kind != "duplicate") & kept).sum())
+                                     / max(int(((kind != "duplicate") & kept).sum()), 1), 4),
     }
     if dropped_by_dedup is not None:
         outside = gid < 0
@@ -108,10 +109,8 @@ def measure(keys: list[str], kept_rows: np.ndarray, kinds: dict[str, str], group
 
 
 def run_dataset(name: str, keeps: list[float], seeds: list[int], eps_list: list[float], work: Path,
-                extra: Optional[str], overrides: list[str]) -> dict[str, Any]:
-    import pyarrow as pa
-
-    from lightning_alchemist.curation import CurationConfig, EmbeddingsConfig, curate, pool_embeddings
+                extra: Optional[str], overrides: list[str], embed_cfg: Any) -> dict[str, Any]:
+    from lightning_alchemist.curation import CurationConfig, curate, pool_embeddings
     from lightning_alchemist.rater.heuristics import run_heuristic
     from lightning_alchemist.selection.ratings import Ratings
     from lightning_alchemist.selection.strategies import Block, Random, ShiftGaussian
@@ -123,7 +122,7 @@ def run_dataset(name: str, keeps: list[float], seeds: list[int], eps_list: list[
     res: dict[str, Any] = {"pool": len(keys), "prepare_s": round(time.perf_counter() - t0, 1),
                            "copy_groups": len(set(groups.values())), "in_groups": len(groups)}
     t = time.perf_counter()
-    emb = pool_embeddings(dm.pool, EmbeddingsConfig())
+    emb = pool_embeddings(dm.pool, embed_cfg)
     res["embed_s"] = round(time.perf_counter() - t, 2)
     print(f"{name}: {len(keys)} samples, {res['copy_groups']} copy groups; embeddings {res['embed_s']} s", flush=True)
     flat = Ratings.from_arrays(keys, np.zeros(len(keys)))
@@ -154,10 +153,11 @@ def run_dataset(name: str, keeps: list[float], seeds: list[int], eps_list: list[
                 else:
                     out = curate(ratings, emb, cfg, strategy, keep, seed=seed, has_ratings=rater != "random")
                     rows_kept = _rows(keys, out.selection.keys)
-                    stage = out.provenance.column("stage").to_pylist()
+                    stage = np.array(out.provenance.column("stage").to_pylist(), dtype=object)
+                    was_kept = out.provenance.column("kept").to_numpy(zero_copy_only=False)
                     order = _rows(keys, out.provenance.column("key"))
                     dropped = np.zeros(len(keys), dtype=bool)
-                    dropped[order[np.array([s == "dedup" for s in stage])]] = True
+                    dropped[order[(stage == "dedup") & ~was_kept]] = True  # kept rows name the last stage that kept them
                 secs.append(time.perf_counter() - t)
                 runs.append(measure(keys, rows_kept, kinds, groups, dropped))
             per_keep[str(keep)] = {**_mean(runs), "seconds": round(float(np.mean(secs)), 2)}
@@ -192,7 +192,7 @@ def _mean(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def markdown(results: dict[str, Any], command: str) -> str:
     lines = [f"# Curation: near-copies kept and defect shares ({results['date']})", "",
              f"`{command}`", "", f"Machine: {results['machine']}. Seeds {results['seeds']} (means). "
-             "Embeddings: the built-in thumbnail + caption-hash fallback (8x8 colour, d=64).", "",
+             f"Embeddings: the built-in thumbnail + caption-hash fallback ({results['embeddings']}).", "",
              "multi = share of copy groups with more than one member kept (redundancy left; lower is better); "
              "any = share with at least one kept (content kept); collateral = share of samples outside every copy "
              "group that dedup dropped.", ""]
@@ -212,6 +212,14 @@ def markdown(results: dict[str, Any], command: str) -> str:
                              f"{r.get('collateral', '-')} | " + " | ".join(str(r['kept_share'].get(k, '-')) for k in kinds)
                              + f" | {r['seconds']} |")
             lines.append("")
+            coll = [(row, per_keep[keep]) for row, per_keep in res["rows"].items() if "collateral_by_kind" in per_keep[keep]]
+            if coll:
+                ck = list(coll[0][1]["collateral_by_kind"].keys())
+                lines += ["Dropped by dedup outside every copy group, by kind (natural near-copies):", "",
+                          "| selection | dropped | " + " | ".join(ck) + " |", "|---|---:|" + "---:|" * len(ck)]
+                lines += [f"| {row} | {r['dedup_dropped']:.0f} | " + " | ".join(str(r['collateral_by_kind'].get(k, '-')) for k in ck)
+                          + " |" for row, r in coll]
+                lines.append("")
     return "\n".join(lines)
 
 
@@ -220,8 +228,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--data", default="shapes,glyphs")
     parser.add_argument("--keep", default="0.5")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--eps", default="0.05,0.1", help="dedup eps values (the first one is dbp's)")
+    parser.add_argument("--eps", default="0.02,0.05", help="dedup eps values (the first one is dbp's)")
     parser.add_argument("--ratings", action="append", default=[], help="NAME=DIR: a learned rater's ratings for data NAME")
+    parser.add_argument("--embed", action="append", default=[], help="FIELD=VALUE of the fallback's EmbeddingsConfig "
+                        "(dim, thumb, caption_weight, caption_buckets); default: the schema's")
     parser.add_argument("--pool", type=int, default=5000, help="pool size of each embedded dataset (cached ones: 5000)")
     parser.add_argument("--work", default=str(Path(os.environ.get("LIGHTNING_ALCHEMIST_CACHE", Path.home() / ".cache" / "lightning_alchemist"))
                                               / "benchmarks" / "curation"))
@@ -236,9 +246,15 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     eps_list = [float(e) for e in args.eps.split(",")]
     results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                                "seeds": args.seeds, "keeps": keeps, "datasets": {}}
+    from lightning_alchemist.config import to_dataclass
+    from lightning_alchemist.curation import EmbeddingsConfig
+
+    embed_cfg = to_dataclass({k: float(v) if k == "caption_weight" else int(v) for k, v in (e.split("=", 1) for e in args.embed)},
+                             EmbeddingsConfig, "embed")
+    results["embeddings"] = embed_cfg.identity()
     for name in args.data.split(","):
         overrides = [f"data.{name}.num_pool={args.pool}"]
-        results["datasets"][name] = run_dataset(name, keeps, args.seeds, eps_list, Path(args.work), extra.get(name), overrides)
+        results["datasets"][name] = run_dataset(name, keeps, args.seeds, eps_list, Path(args.work), extra.get(name), overrides, embed_cfg)
     command = "python benchmarks/curation.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,7 @@ class CurationConfig:
     clusters: int = 0
     # Near-duplicate removal: drop a member whose cosine to a kept one exceeds 1 - eps; which_to_keep picks the survivor.
     dedup: bool = False
-    eps: float = 0.05
+    eps: float = 0.02  # 0.02: exact copies and faint near-copies on the fallback embeddings (benchmarks/results/curation.md)
     which_to_keep: KeepRule = KeepRule.rating
     # Concept-cluster budgets (DBP): shares softmax(complexity / tau), a floor per cluster (null: keep / k · 0.5).
     budgets: bool = False

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lightning_alchemist.config import DataConfig, as_container, data_config
+from lightning_alchemist.curation.plan import CurationConfig, curation_config
 from lightning_alchemist.errors import ConfigError, DataError
 from lightning_alchemist.metrics.evaluate import EvalConfig, eval_config
 from lightning_alchemist.proxy.lora import FinetuneConfig, finetune_config
@@ -52,6 +53,8 @@ class RootConfig:
     selection: Any = None
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # Curation stages around the selection (dedup, concept-cluster budgets, rebalancing); curation=none runs none.
+    curation: CurationConfig = field(default_factory=CurationConfig)
     experiment: Any = None
     # Reuse artifacts instead of computing them: a ratings folder (skips rater training and
     # scoring) or a selection manifest (skips selection too); recipes/train.py maps selection=PATH here.
@@ -146,6 +149,7 @@ class Validated:
     # The data's identity (:func:`~lightning_alchemist.data.sources.data_identity`: shard or source file stats,
     # generator config), computed once by ``validate(check_paths=True)``; it keys every stage's cache.
     data_id: Optional[dict] = None
+    curation: CurationConfig = field(default_factory=CurationConfig)
 
 
 def _check_devices(trainer: TrainerConfig) -> None:
@@ -211,6 +215,10 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
                           f"{data.image_size}; pick a proxy of the data's size")
     strategy = build_strategy(cfg.selection)
     evaluation = eval_config(cfg.eval)
+    curation = curation_config(cfg.get("curation"))
+    if curation.active and strategy is not None and strategy.name == "curriculum":
+        raise ConfigError("config 'curation': curriculum reorders the whole pool each epoch and cannot pick inside curation "
+                          "stages; pick another selection (e.g. selection=shift_gauss) or curation=none")
     ratings = Path(cfg.ratings) if cfg.get("ratings") else None
     selection_path = Path(cfg.selection_path) if cfg.get("selection_path") else None
     data_id = None
@@ -221,10 +229,14 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
         if selection_path is not None and not selection_path.is_file():
             raise DataError(f"config 'selection_path': no selection manifest at {selection_path}; "
                             "write one with recipes/select_data.py or drop the option")
+        if curation.active and curation.embeddings.source == "sidecar" and not Path(str(curation.embeddings.path)).is_file():
+            raise DataError(f"config 'curation.embeddings.path': no embeddings file at {curation.embeddings.path}; "
+                            "pass a .npz (keys + array) or .parquet (key + list column)")
         if ratings is not None and not ratings.exists():
             raise DataError(f"config 'ratings': no ratings folder at {ratings}; "
                             "write one with recipes/score.py or drop the option to rate here")
     return Validated(keep=float(keep), seed=int(cfg.seed), out=Path(cfg.out), data=data, model=model, finetune=finetune,
                      rater=rater, rater_proxy=proxy, strategy=strategy, trainer=trainer, eval=evaluation,
                      ratings=ratings, selection_path=selection_path,
-                     allow_partial_ratings=bool(cfg.get("allow_partial_ratings", False)), data_id=data_id)
+                     allow_partial_ratings=bool(cfg.get("allow_partial_ratings", False)), data_id=data_id,
+                     curation=curation)

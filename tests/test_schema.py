@@ -93,12 +93,14 @@ def test_yaml_files_only_select_and_override():
     from omegaconf import OmegaConf
 
     from lightning_alchemist.config import DataConfig
+    from lightning_alchemist.curation.plan import CurationConfig
     from lightning_alchemist.metrics.evaluate import EvalConfig
     from lightning_alchemist.proxy.lora import FinetuneConfig
     from lightning_alchemist.rater.config import RaterConfig
     from lightning_alchemist.target.trainer import TrainerConfig
 
-    schemas = {"data": DataConfig, "finetune": FinetuneConfig, "rater": RaterConfig, "trainer": TrainerConfig, "eval": EvalConfig}
+    schemas = {"data": DataConfig, "finetune": FinetuneConfig, "rater": RaterConfig, "trainer": TrainerConfig, "eval": EvalConfig,
+               "curation": CurationConfig}
     for group, cls in schemas.items():
         defaults = cls()
         for path in sorted((CONF_DIR / group).glob("*.yaml")):

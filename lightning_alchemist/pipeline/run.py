@@ -37,13 +37,18 @@ class Plan:
         self.ratings_path = v.ratings
         name = self.strategy.name if self.strategy is not None else "none"
         curriculum = name == "curriculum"  # reweights every epoch, even at keep=1
-        self.select = self.selection_path is None and self.strategy is not None and (self.keep < 1.0 or curriculum)
-        self.rate = self.select and self.ratings_path is None and name not in _RATING_FREE
+        # curation stages (dedup, cluster budgets, rebalancing) around the strategy; dedup runs even at keep=1
+        self.curation = v.curation if v.curation.active and self.selection_path is None else None
+        self.select = self.selection_path is None and (
+            (self.strategy is not None and (self.keep < 1.0 or curriculum)) or self.curation is not None)
+        self.rate = self.select and self.ratings_path is None and name not in _RATING_FREE and name != "none"
         # rater=heuristic: model-free ratings (compressed size, entropy, a metadata column ...) instead of a learned rater
         self.heuristic = v.rater if isinstance(v.rater, HeuristicConfig) else None
-        self.mode = "weighted" if curriculum else "subset"
+        self.mode = "weighted" if curriculum else (self.curation.mode if self.curation is not None else "subset")
         # What the run trained on, for reports and sweep tables: keep=1.0 with any strategy is all data.
         self.name = "given" if self.selection_path else (name if self.select else "none")
+        if self.curation is not None:
+            self.name = f"{self.curation.name}+{name if name != 'none' else 'random'}"
 
     def describe(self) -> str:
         if self.selection_path:
@@ -52,7 +57,9 @@ class Plan:
             return "train on the whole pool (no selection)"
         learned = f"rate the pool by {self.heuristic.score} (heuristic)" if self.heuristic else "train a rater, score the pool"
         src = f"ratings from {self.ratings_path}" if self.ratings_path else ("no ratings needed" if not self.rate else learned)
-        return f"{src}; select {self.name} keep={self.keep}; train on the selection"
+        cur = f"; curate ({self.curation.name}: dedup={self.curation.dedup}, budgets={self.curation.budgets}, " \
+              f"rebalance={self.curation.rebalance})" if self.curation is not None else ""
+        return f"{src}{cur}; select {self.name} keep={self.keep}; train on the selection"
 
 
 def plan_stages(cfg: Any) -> Plan:
@@ -111,18 +118,72 @@ def heuristic_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict) -
     return stage, built["ratings"] if "ratings" in built else Ratings.read(stage.info["ratings"])
 
 
-def select_stage(v: Validated, cache: Path, ratings: Any, plan: Plan) -> StageResult:
-    """Apply the strategy to ``ratings``: ``<cache>/selection/<fp>/selection.parquet`` and its histogram."""
-    from lightning_alchemist.selection.recipe import select_and_write
+def embeddings_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict, ratings_dir: Optional[str]) -> StageResult:
+    """Per-sample curation embeddings, keyed by sample key: ``<cache>/embeddings/<fp>/embeddings.npy`` (+ keys)."""
+    from lightning_alchemist.curation.embeddings import embeddings_from_ratings, load_sidecar, pool_embeddings
 
-    key = {"ratings": ratings.fingerprint, "selection": {"name": plan.strategy.name, **plan.strategy.params()},
-           "keep": plan.keep, "seed": v.seed}
+    cfg = v.curation.embeddings
+    key = {"data": data_id, "embeddings": cfg.identity()}
+    if cfg.source == "ratings":
+        if ratings_dir is None:
+            from lightning_alchemist.errors import ConfigError
+
+            raise ConfigError("config 'curation.embeddings.source': 'ratings' needs ratings from a scorer that wrote an "
+                              "'embedding' column; use source=thumbnail or a sidecar")
+        key["ratings"] = str(ratings_dir)
 
     def build(folder: Path) -> dict:
+        if cfg.source == "sidecar":
+            emb = load_sidecar(cfg.path, cfg.column)
+        elif cfg.source == "ratings":
+            emb = embeddings_from_ratings(ratings_dir, cfg.column)
+        else:
+            emb = pool_embeddings(datamodule.pool, cfg)
+        emb.write(folder)
+        return {"embeddings": str(folder), "rows": len(emb), "dim": emb.dim, "skipped": emb.meta.get("skipped", {})}
+
+    return cached_stage(cache, "embeddings", key, build)
+
+
+def select_stage(v: Validated, cache: Path, ratings: Any, plan: Plan, embeddings: Optional[StageResult] = None,
+                 has_ratings: bool = True) -> StageResult:
+    """Apply the strategy to ``ratings``: ``<cache>/selection/<fp>/selection.parquet`` and its histogram.
+
+    With curation stages (``plan.curation``): dedup → cluster budgets → the strategy inside them → rebalancing
+    weights, on the ``embeddings`` stage's vectors; the folder also holds ``curation.parquet`` (every pool row's
+    provenance) and ``curation.json`` (counts per stage, cluster sizes).
+    """
+    from lightning_alchemist.selection.recipe import select_and_write
+
+    strategy = {"name": plan.strategy.name, **plan.strategy.params()} if plan.strategy is not None else {"name": "none"}
+    key = {"ratings": ratings.fingerprint, "selection": strategy, "keep": plan.keep, "seed": v.seed}
+    if plan.curation is not None:
+        assert embeddings is not None
+        key["curation"] = {**plan.curation.identity(), "embeddings": embeddings.fingerprint, "has_ratings": has_ratings}
+
+    def build(folder: Path) -> dict:
+        if plan.curation is not None:
+            return curate_and_write(ratings, embeddings, plan, v.seed, folder, has_ratings)
         paths = select_and_write(ratings, plan.strategy, plan.keep, v.seed, folder)
         return {k: str(val) for k, val in paths.items()}
 
     return cached_stage(cache, "selection", key, build)
+
+
+def curate_and_write(ratings: Any, embeddings: StageResult, plan: Plan, seed: int, folder: Path, has_ratings: bool) -> dict:
+    """The curation plan on ``ratings`` and the stored embeddings; writes the manifest, provenance and histogram."""
+    from lightning_alchemist.curation.embeddings import Embeddings
+    from lightning_alchemist.curation.plan import curate
+    from lightning_alchemist.selection.plot import plot_selection
+
+    result = curate(ratings, Embeddings.read(embeddings.info["embeddings"]), plan.curation, plan.strategy, plan.keep,
+                    seed=seed, has_ratings=has_ratings)
+    paths = result.write(folder)
+    paths["histogram"] = plot_selection(ratings, result.selection, folder / "selection_histogram.png")
+    counts = result.summary["counts"]
+    print(f"curated {plan.curation.name}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+          + f" -> {paths['selection']}", flush=True)
+    return {**{k: str(val) for k, val in paths.items()}, "counts": counts}
 
 
 def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
@@ -175,9 +236,15 @@ def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
         keys = list(datamodule.pool.keys)
         ratings = Ratings.from_arrays(keys, np.zeros(len(keys), dtype=np.float32))
     selection_path: Optional[Path] = plan.selection_path
+    if plan.curation is not None:
+        _banner("embed", f"curation embeddings ({v.curation.embeddings.source}, cached by fingerprint)")
+        ratings_dir = stages["ratings"].info["ratings"] if "ratings" in stages else plan.ratings_path
+        stages["embeddings"] = embeddings_stage(v, datamodule, cache, data_id, ratings_dir)
+        _report_cached(stages["embeddings"])
     if plan.select:
         _banner("select", f"{plan.name} keep={plan.keep}")
-        stages["selection"] = select_stage(v, cache, ratings, plan)
+        has_ratings = plan.rate or plan.ratings_path is not None  # else constant ratings over the pool's keys
+        stages["selection"] = select_stage(v, cache, ratings, plan, stages.get("embeddings"), has_ratings)
         _report_cached(stages["selection"])
         selection_path = Path(stages["selection"].info["selection"])
     selection = Selection.read(selection_path) if selection_path is not None else None

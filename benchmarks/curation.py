@@ -151,7 +151,7 @@ def run_dataset(name: str, keeps: list[float], seeds: list[int], eps_list: list[
                     rows_kept = _rows(keys, sel.keys)
                     dropped = None
                 else:
-                    out = curate(ratings, emb, cfg, strategy, keep, seed=seed, has_ratings=rater != "random")
+                    out = curate(ratings, emb, cfg, strategy, keep, seed=seed, has_ratings=rater != "random", threads=1)
                     rows_kept = _rows(keys, out.selection.keys)
                     stage = np.array(out.provenance.column("stage").to_pylist(), dtype=object)
                     was_kept = out.provenance.column("kept").to_numpy(zero_copy_only=False)

@@ -115,6 +115,9 @@ def test_dedup_removes_planted_copies_and_keeps_the_configured_one():
     r1 = semdedup(x, cl.labels, cl.k, 0.05, priority("random", cl.distances, seed=3))
     r2 = semdedup(x, cl.labels, cl.k, 0.05, priority("random", cl.distances, seed=3))
     assert np.array_equal(r1.keep, r2.keep) and r1.dropped == res.dropped
+    # clusters larger than max_cluster are split by their own k-means first: the planted copies still go
+    split = semdedup(x, cl.labels, cl.k, 0.05, priority("rating", cl.distances, ratings), max_cluster=20)
+    assert np.array_equal(split.keep, res.keep)
     # eps 0 keeps everything that is not an exact copy
     assert semdedup(x, cl.labels, cl.k, 0.0, priority("central", cl.distances)).dropped == 0
 

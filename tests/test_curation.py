@@ -287,6 +287,18 @@ def test_curate_dbp_budgets_and_rebalance():
     assert np.allclose(totals[totals > 0], totals[totals > 0][0]) and res.summary["mode"] == "weighted"
 
 
+@pytest.mark.parametrize("name", ["shift_gauss", "gsample", "middle", "bottomk", "random"])
+def test_every_strategy_fills_cluster_budgets_exactly(name):
+    from lightning_alchemist.selection.strategies import Block, build_strategy
+
+    strategy = Block(centre=0.5) if name == "middle" else build_strategy({"name": name})
+    ratings, emb, _ = _pool(2)
+    for inside in ("rater", "farthest"):
+        cfg = CurationConfig(name="dbp", dedup=True, budgets=True, clusters=12, inside=inside)
+        res = curate(ratings, emb, cfg, strategy, keep=0.4, seed=1)
+        assert len(res.selection) == round(0.4 * len(ratings)) and res.summary["sizes_kept"] == res.summary["budgets"]
+
+
 def test_curation_config_checks_values_in_one_line():
     from lightning_alchemist.curation import curation_config
 

@@ -145,13 +145,14 @@ class Embeddings:
         """``folder/embeddings.npy`` + ``embeddings_keys.parquet`` + ``embeddings.json`` (each written atomically)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "embeddings.npy.tmp"
-        with open(tmp, "wb") as fh:
+        tag = f".{os.getpid()}.tmp"  # per process: DDP ranks may build the same cached stage side by side
+        with open(folder / f"embeddings.npy{tag}", "wb") as fh:
             np.save(fh, np.ascontiguousarray(self.vectors, dtype=np.float32))
-        os.replace(tmp, folder / "embeddings.npy")
-        pq.write_table(pa.table({"key": self.keys}), folder / "embeddings_keys.parquet.tmp")
-        os.replace(folder / "embeddings_keys.parquet.tmp", folder / "embeddings_keys.parquet")
-        (folder / "embeddings.json").write_text(json.dumps({"rows": len(self), "dim": self.dim, **self.meta}, indent=2, default=str))
+        pq.write_table(pa.table({"key": self.keys}), folder / f"embeddings_keys.parquet{tag}")
+        (folder / f"embeddings.json{tag}").write_text(json.dumps({"rows": len(self), "dim": self.dim, **self.meta},
+                                                                 indent=2, default=str))
+        for name in ("embeddings_keys.parquet", "embeddings.json", "embeddings.npy"):
+            os.replace(folder / f"{name}{tag}", folder / name)
         return folder
 
     @classmethod

@@ -130,11 +130,12 @@ class CurationResult:
         table = table.append_column("cluster", kept.column("cluster")).append_column("stage", kept.column("stage"))
         paths = {"selection": folder / "selection.parquet", "provenance": folder / "curation.parquet",
                  "summary": folder / "curation.json"}
-        for name, tab in (("selection", table), ("provenance", self.provenance)):
-            tmp = paths[name].with_suffix(".parquet.tmp")
-            pq.write_table(tab, tmp)
-            os.replace(tmp, paths[name])
-        paths["summary"].write_text(json.dumps(self.summary, indent=2, default=str))
+        tag = f".{os.getpid()}.tmp"  # per process: DDP ranks may build the same cached stage side by side
+        for name, tab in (("provenance", self.provenance), ("selection", table)):
+            pq.write_table(tab, f"{paths[name]}{tag}")
+            os.replace(f"{paths[name]}{tag}", paths[name])
+        Path(f"{paths['summary']}{tag}").write_text(json.dumps(self.summary, indent=2, default=str))
+        os.replace(f"{paths['summary']}{tag}", paths["summary"])
         return paths
 
 

@@ -151,7 +151,7 @@ def run_dataset(name: str, keeps: list[float], seeds: list[int], eps_list: list[
                     rows_kept = _rows(keys, sel.keys)
                     dropped = None
                 else:
-                    out = curate(ratings, emb, cfg, strategy, keep, seed=seed, has_ratings=rater != "random")
+                    out = curate(ratings, emb, cfg, strategy, keep, seed=seed, has_ratings=rater != "random", threads=1)
                     rows_kept = _rows(keys, out.selection.keys)
                     stage = np.array(out.provenance.column("stage").to_pylist(), dtype=object)
                     was_kept = out.provenance.column("kept").to_numpy(zero_copy_only=False)
@@ -231,7 +231,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--eps", default="0.02,0.05", help="dedup eps values (the first one is dbp's)")
     parser.add_argument("--ratings", action="append", default=[], help="NAME=DIR: a learned rater's ratings for data NAME")
     parser.add_argument("--embed", action="append", default=[], help="FIELD=VALUE of the fallback's EmbeddingsConfig "
-                        "(dim, thumb, caption_weight, caption_buckets); default: the schema's")
+                        "(dim, thumb, blur, caption_weight, caption_buckets); default: the schema's")
     parser.add_argument("--pool", type=int, default=5000, help="pool size of each embedded dataset (cached ones: 5000)")
     parser.add_argument("--work", default=str(Path(os.environ.get("LIGHTNING_ALCHEMIST_CACHE", Path.home() / ".cache" / "lightning_alchemist"))
                                               / "benchmarks" / "curation"))
@@ -249,7 +249,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     from lightning_alchemist.config import to_dataclass
     from lightning_alchemist.curation import EmbeddingsConfig
 
-    embed_cfg = to_dataclass({k: float(v) if k == "caption_weight" else int(v) for k, v in (e.split("=", 1) for e in args.embed)},
+    embed_cfg = to_dataclass({k: float(v) if k in ("caption_weight", "blur") else int(v) for k, v in (e.split("=", 1) for e in args.embed)},
                              EmbeddingsConfig, "embed")
     results["embeddings"] = embed_cfg.identity()
     for name in args.data.split(","):

@@ -15,7 +15,8 @@ rows planted as near-copies (cosine > 0.999) of other rows. The stages are the l
 Reported per size: seconds per stage, the planted copies found, and memory: the peak of the process's anonymous
 resident memory (its own arrays; sampled every 0.1 s) and the peak resident set (``VmHWM``, which also counts the
 memory-mapped file's pages the kernel keeps cached and may drop). Sizes not measured are extrapolated from the
-largest measured one (time ∝ N · √N for k = √N clusters, memory ∝ N), in rows marked *extrapolated*.
+largest measured one (k-means and assignment ∝ N·k, dedup ∝ N²/k, memory above the import baseline ∝ N), in rows
+marked *extrapolated*.
 Writes ``benchmarks/results/curation_scale{tag}.{md,json}``.
 """
 
@@ -82,7 +83,8 @@ def write_embeddings(path: Path, n: int, dim: int, concepts: int, copy_share: fl
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     share = 1.0 / np.arange(1, concepts + 1) ** 1.1  # Zipf-like concept frequencies: a long tail
     share /= share.sum()
-    spread = rng.uniform(0.05, 0.6, concepts).astype(np.float32) / math.sqrt(dim)  # tight to spread concepts
+    # tight to spread concepts: members of the tightest are ~0.92 cosine apart, well below the copies' 0.999
+    spread = rng.uniform(0.3, 1.0, concepts).astype(np.float32) / math.sqrt(dim)
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
     planted = 0
     for start in range(0, n, chunk):
@@ -114,8 +116,14 @@ def run_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     gen_s = time.perf_counter() - t
     x = np.load(path, mmap_mode="r")
     k = args.clusters or auto_clusters(n)
-    row: dict[str, Any] = {"n": n, "dim": args.dim, "clusters": k, "generate_s": round(gen_s, 1), **info}
-    with MemoryPeak() as mem:
+    import sklearn.cluster  # noqa: F401  (imported before the baseline: it is not the data's memory)
+
+    row: dict[str, Any] = {"n": n, "dim": args.dim, "clusters": k, "auto_clusters": not args.clusters,
+                           "generate_s": round(gen_s, 1), **info,
+                           "baseline_anon_mb": round(MemoryPeak.status().get("RssAnon", 0) / 1024)}
+    from lightning_alchemist.curation.plan import blas_threads
+
+    with MemoryPeak() as mem, blas_threads(args.threads):
         t0 = time.perf_counter()
         centroids = fit_kmeans(x, k, seed=args.seed, batch_size=args.batch, passes=args.passes, max_in_memory=0)
         row["kmeans_s"] = round(time.perf_counter() - t0, 1)
@@ -123,7 +131,7 @@ def run_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         labels, dist = assign(x, centroids)
         row["assign_s"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
-        res = semdedup(x, labels, k, args.eps, priority("central", dist))
+        res = semdedup(x, labels, k, args.eps, priority("central", dist), max_cluster=args.max_cluster, seed=args.seed)
         row["dedup_s"] = round(time.perf_counter() - t, 1)
         row["dedup_dropped"] = res.dropped
         t = time.perf_counter()
@@ -150,33 +158,52 @@ def run_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return row
 
 
-def extrapolate(row: dict[str, Any], n: int) -> dict[str, Any]:
-    """Time ∝ N·√N (k = √N clusters of √N members: k-means, assignment and dedup each cost N·√N·d), memory ∝ N."""
+def _group(n: int, k: int, max_cluster: int) -> float:
+    """The size of the groups dedup compares pairwise: a cluster, or its parts when it exceeds ``max_cluster``."""
+    return n / k if n / k <= max_cluster else max_cluster / 2
+
+
+def extrapolate(rows: list[dict[str, Any]], n: int, max_cluster: int) -> dict[str, Any]:
+    """Cost model from the largest measured row: k-means and assignment ∝ N·k, dedup ∝ N·(its group size), budgets
+    ∝ N; memory above the import baseline linear in N, fitted through the two largest measured rows (one: ∝ N)."""
+    from lightning_alchemist.curation.clusters import auto_clusters
+
+    row = max(rows, key=lambda r: r["n"])
     ratio = n / row["n"]
-    k_ratio = math.sqrt(ratio)
-    out = {"n": n, "dim": row["dim"], "clusters": int(round(row["clusters"] * k_ratio)), "extrapolated_from": row["n"]}
-    for key in ("kmeans_s", "assign_s", "dedup_s", "total_s"):
-        out[key] = round(row[key] * ratio * k_ratio, 0)
-    out["budgets_s"] = round(row["budgets_s"] * ratio, 0)
-    out["peak_anon_mb"] = round(row["peak_anon_mb"] * ratio)
-    out["peak_rss_mb"] = round(row["peak_rss_mb"] * ratio)
+    k = auto_clusters(n) if row.get("auto_clusters", True) else row["clusters"]
+    k_ratio = k / row["clusters"]
+    out = {"n": n, "dim": row["dim"], "clusters": k, "extrapolated_from": row["n"]}
+    out["kmeans_s"] = round(row["kmeans_s"] * ratio * k_ratio)
+    out["assign_s"] = round(row["assign_s"] * ratio * k_ratio)
+    out["dedup_s"] = round(row["dedup_s"] * ratio * _group(n, k, max_cluster) / _group(row["n"], row["clusters"], max_cluster))
+    out["budgets_s"] = round(row["budgets_s"] * ratio)
+    out["total_s"] = out["kmeans_s"] + out["assign_s"] + out["dedup_s"] + out["budgets_s"]
+    two = sorted(rows, key=lambda r: r["n"])[-2:]
+    for key in ("peak_anon_mb", "peak_rss_mb"):
+        if len(two) == 2:
+            slope = (two[1][key] - two[0][key]) / (two[1]["n"] - two[0]["n"])
+            out[key] = round(two[1][key] + slope * (n - two[1]["n"]))
+        else:
+            base = row.get("baseline_anon_mb", 0)
+            out[key] = round(base + (row[key] - base) * ratio)
     return out
 
 
 def markdown(res: dict[str, Any], command: str) -> str:
     lines = [f"# Curation at scale: k-means + dedup + budgets ({res['date']})", "", f"`{command}`", "",
-             f"Machine: {res['machine']}; torch/numpy threads as the machine gives them. Synthetic embeddings d={res['dim']}, "
+             f"Machine: {res['machine']}; {res['threads']} BLAS thread(s). Synthetic embeddings d={res['dim']}, "
              f"{res['concepts']} long-tailed concepts, {res['copy_share']:.0%} planted near-copies; eps={res['eps']}, "
-             f"keep={res['keep']}, k-means: {res['passes']} partial_fit passes of {res['batch']}-row chunks, clusters √N "
+             f"keep={res['keep']}, dedup groups at most {res['max_cluster']}, k-means: {res['passes']} partial_fit passes of {res['batch']}-row chunks, clusters √N "
              "(at most 1000) unless --clusters.", "",
              "| N | clusters | k-means s | assign s | dedup s | budgets s | total s | dropped as copies (planted) | "
-             "peak anon MB | peak RSS MB (incl. mapped file) |",
+             "peak anon MB (baseline) | peak RSS MB (incl. mapped file) |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in res["rows"]:
         mark = f" *extrapolated from {r['extrapolated_from']:,}*" if "extrapolated_from" in r else ""
         dropped = f"{r['dedup_dropped']:,} ({r['planted_copies']:,})" if "dedup_dropped" in r else "-"
         lines.append(f"| {r['n']:,}{mark} | {r['clusters']} | {r['kmeans_s']} | {r['assign_s']} | {r['dedup_s']} | "
-                     f"{r['budgets_s']} | {r['total_s']} | {dropped} | {r['peak_anon_mb']} | {r['peak_rss_mb']} |")
+                     f"{r['budgets_s']} | {r['total_s']} | {dropped} | {r['peak_anon_mb']}"
+                     + (f" ({r['baseline_anon_mb']})" if "baseline_anon_mb" in r else "") + f" | {r['peak_rss_mb']} |")
     lines += ["", "Generation of the synthetic file is not counted. Dedup also drops natural near-copies of the "
               "tightest concepts (cosine > 1 − eps), so its count can exceed the planted one."]
     return "\n".join(lines)
@@ -194,7 +221,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--batch", type=int, default=8192)
     parser.add_argument("--eps", type=float, default=0.01)
     parser.add_argument("--keep", type=float, default=0.5)
+    parser.add_argument("--max-cluster", type=int, default=4096, help="dedup splits larger clusters first")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="BLAS threads (1: the shared 2-core machine's rule)")
     parser.add_argument("--work", default="/tmp/curation_scale")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--tag", default="")
@@ -203,7 +232,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     res: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                            "dim": args.dim, "concepts": args.concepts, "copy_share": args.copy_share, "eps": args.eps,
-                           "keep": args.keep, "passes": args.passes, "batch": args.batch, "rows": []}
+                           "keep": args.keep, "max_cluster": args.max_cluster, "threads": args.threads, "passes": args.passes, "batch": args.batch, "rows": []}
     for n in args.sizes:
         row = run_size(n, args, work)
         print(json.dumps(row), flush=True)
@@ -211,7 +240,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     measured = max(res["rows"], key=lambda r: r["n"])
     for n in args.extrapolate or []:
         if n > measured["n"]:
-            res["rows"].append(extrapolate(measured, n))
+            res["rows"].append(extrapolate([r for r in res["rows"] if "extrapolated_from" not in r], n, args.max_cluster))
     command = "python benchmarks/curation_scale.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)

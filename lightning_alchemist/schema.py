@@ -220,6 +220,13 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
         raise ConfigError("config 'curation': curriculum reorders the whole pool each epoch and cannot pick inside curation "
                           "stages; pick another selection (e.g. selection=shift_gauss) or curation=none")
     ratings = Path(cfg.ratings) if cfg.get("ratings") else None
+    if curation.active and curation.embeddings.source == "ratings" and ratings is None:
+        if strategy is None or strategy.name == "random":
+            raise ConfigError("config 'curation.embeddings.source': 'ratings' needs a scored pool, but selection "
+                              f"'{strategy.name if strategy else 'none'}' trains no rater; pick a rated selection or ratings=DIR")
+        if not (isinstance(rater, RaterConfig) and rater.score.store_embedding):
+            raise ConfigError("config 'curation.embeddings.source': 'ratings' reads the pooled features the learned rater's scorer "
+                              "writes: pass rater.score.store_embedding=true (a heuristic rater has none: use source=thumbnail)")
     selection_path = Path(cfg.selection_path) if cfg.get("selection_path") else None
     data_id = None
     if check_paths:

@@ -115,6 +115,9 @@ def test_dedup_removes_planted_copies_and_keeps_the_configured_one():
     r1 = semdedup(x, cl.labels, cl.k, 0.05, priority("random", cl.distances, seed=3))
     r2 = semdedup(x, cl.labels, cl.k, 0.05, priority("random", cl.distances, seed=3))
     assert np.array_equal(r1.keep, r2.keep) and r1.dropped == res.dropped
+    # clusters larger than max_cluster are split by their own k-means first: the planted copies still go
+    split = semdedup(x, cl.labels, cl.k, 0.05, priority("rating", cl.distances, ratings), max_cluster=20)
+    assert np.array_equal(split.keep, res.keep)
     # eps 0 keeps everything that is not an exact copy
     assert semdedup(x, cl.labels, cl.k, 0.0, priority("central", cl.distances)).dropped == 0
 
@@ -169,17 +172,21 @@ def test_fallback_embeddings_are_deterministic_and_catch_copies():
     images = [_scene(i) for i in range(40)]
     captions = [f"scene number {i} with {['red', 'blue', 'green'][i % 3]} squares" for i in range(40)]
     noisy = np.clip(np.asarray(images[0], dtype=np.float32) + np.random.default_rng(0).normal(0, 3, (64, 64, 3)), 0, 255)
-    images += [images[0].copy(), Image.fromarray(noisy.astype(np.uint8))]
-    captions += [captions[0], captions[0]]
+    shifted = Image.fromarray(np.roll(np.asarray(images[1]), 2, axis=1))  # two pixels of jitter
+    images += [images[0].copy(), Image.fromarray(noisy.astype(np.uint8)), shifted]
+    captions += [captions[0], captions[0], captions[1]]
     keys = [f"k{i}" for i in range(len(images))]
     cfg = EmbeddingsConfig(dim=64)
     e1 = thumbnail_embeddings(images, captions, keys, cfg)
     e2 = thumbnail_embeddings(images, captions, keys, cfg)
-    assert np.array_equal(e1.vectors, e2.vectors) and e1.vectors.shape == (42, 64)
+    assert np.array_equal(e1.vectors, e2.vectors) and e1.vectors.shape == (43, 64)
     assert np.allclose(np.linalg.norm(e1.vectors, axis=1), 1.0, atol=1e-5)
     sims = e1.vectors @ e1.vectors.T
     assert sims[0, 40] > 0.9999  # an exact copy under another key
-    assert sims[0, 41] > 0.97    # faint noise
+    assert sims[0, 41] > 0.98    # faint noise
+    assert sims[1, 42] > 0.98    # a shift: the blur before the thumbnail absorbs it
+    sharp = thumbnail_embeddings(images, captions, keys, EmbeddingsConfig(dim=64, blur=0.0)).vectors
+    assert float(sharp[1] @ sharp[42]) < sims[1, 42]
     others = sims[:40, :40][~np.eye(40, dtype=bool)]
     assert others.max() < 0.9
     other_seed = thumbnail_embeddings(images, captions, keys, EmbeddingsConfig(dim=64, seed=1))
@@ -278,6 +285,18 @@ def test_curate_dbp_budgets_and_rebalance():
     labels = np.asarray(prov["cluster"])[np.asarray(prov["kept"])]
     totals = np.bincount(labels, weights=w)
     assert np.allclose(totals[totals > 0], totals[totals > 0][0]) and res.summary["mode"] == "weighted"
+
+
+@pytest.mark.parametrize("name", ["shift_gauss", "gsample", "middle", "bottomk", "random"])
+def test_every_strategy_fills_cluster_budgets_exactly(name):
+    from lightning_alchemist.selection.strategies import Block, build_strategy
+
+    strategy = Block(centre=0.5) if name == "middle" else build_strategy({"name": name})
+    ratings, emb, _ = _pool(2)
+    for inside in ("rater", "farthest"):
+        cfg = CurationConfig(name="dbp", dedup=True, budgets=True, clusters=12, inside=inside)
+        res = curate(ratings, emb, cfg, strategy, keep=0.4, seed=1)
+        assert len(res.selection) == round(0.4 * len(ratings)) and res.summary["sizes_kept"] == res.summary["budgets"]
 
 
 def test_curation_config_checks_values_in_one_line():

@@ -46,6 +46,10 @@ def test_curation_sweeps_check_every_value_and_bad_values_are_one_line():
     with pytest.raises(ConfigError, match=r"curation\.eps") as err:
         check_overrides("config", ["curation=dedup", "curation.eps=0.05,1.5"], CONF_DIR, check=lambda c: validate(c, False))
     assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"rater\.score\.store_embedding=true"):
+        validate(compose("config", ["curation=dedup", "curation.embeddings.source=ratings"]), check_paths=False)
+    validate(compose("config", ["curation=dedup", "curation.embeddings.source=ratings", "rater.score.store_embedding=true"]),
+             check_paths=False)
     with pytest.raises(ConfigError, match="curriculum"):
         validate(compose("config", ["curation=dbp", "selection=curriculum"]), check_paths=False)
 

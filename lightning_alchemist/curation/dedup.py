@@ -87,11 +87,26 @@ def _greedy(block: np.ndarray, kept: np.ndarray, n_kept: int, thr: float) -> tup
     return keep, dup
 
 
+def _split(x: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Sub-cluster ids of the rows of a large cluster: a seeded k-means into parts of about ``size / 2`` rows."""
+    import warnings
+
+    from sklearn.cluster import MiniBatchKMeans
+
+    parts = int(np.ceil(len(x) / max(size // 2, 1)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        km = MiniBatchKMeans(n_clusters=parts, random_state=seed, batch_size=2048, n_init=1, max_iter=20)
+        return km.fit_predict(x)
+
+
 def semdedup(vectors: np.ndarray, labels: np.ndarray, k: int, eps: float, prio: np.ndarray,
-             block: int = 1024) -> DedupResult:
+             block: int = 1024, max_cluster: int = 4096, seed: int = 0) -> DedupResult:
     """Drop near-copies inside each cluster; ``prio`` (higher first) says which member of a group stays.
 
-    ``vectors``: L2-normalised rows (a memmap is fine: one cluster's rows are read at a time).
+    ``vectors``: L2-normalised rows (a memmap is fine: one cluster's rows are read at a time). A cluster of more
+    than ``max_cluster`` rows is first split by a seeded k-means of its own (parts of ~``max_cluster / 2``), so
+    the pairwise work stays ``N · max_cluster`` however few the concept clusters are (near-copies sit together).
     """
     if not 0.0 <= eps < 1.0:
         raise ConfigError(f"config 'curation.eps': got {eps}, expected 0 <= eps < 1 (drop pairs with cosine > 1 - eps)")
@@ -104,22 +119,36 @@ def semdedup(vectors: np.ndarray, labels: np.ndarray, k: int, eps: float, prio: 
         members = order[bounds[j]:bounds[j + 1]]
         if len(members) < 2:
             continue
-        members = members[np.argsort(-prio[members], kind="stable")]
-        x = np.asarray(vectors[np.sort(members)], dtype=np.float32)[np.argsort(np.argsort(members))]
-        kept_vecs = np.empty_like(x)
-        kept_rows = np.empty(len(members), dtype=np.int64)
-        n_kept = 0
-        for start in range(0, len(members), block):
-            blk = x[start:start + block]
-            rows = members[start:start + block]
-            k_mask, dup = _greedy(blk, kept_vecs, n_kept, thr)
-            # a match in the block points past n_kept: map it to the row kept there
-            block_kept_rows = np.concatenate([kept_rows[:n_kept], rows])
-            hit = ~k_mask
-            dup_of[rows[hit]] = block_kept_rows[dup[hit]]
-            keep[rows[hit]] = False
-            m = int(k_mask.sum())
-            kept_vecs[n_kept:n_kept + m] = blk[k_mask]
-            kept_rows[n_kept:n_kept + m] = rows[k_mask]
-            n_kept += m
+        x_all = np.asarray(vectors[members], dtype=np.float32)  # members ascending: sequential reads
+        if len(members) > max_cluster:
+            sub = _split(x_all, max_cluster, seed + j)
+            parts = [np.flatnonzero(sub == s) for s in range(int(sub.max()) + 1)]
+        else:
+            parts = [np.arange(len(members))]
+        for part in parts:
+            if len(part) >= 2:
+                _dedup_group(members[part], x_all[part], prio, thr, block, keep, dup_of)
     return DedupResult(keep, dup_of)
+
+
+def _dedup_group(members: np.ndarray, x: np.ndarray, prio: np.ndarray, thr: float, block: int,
+                 keep: np.ndarray, dup_of: np.ndarray) -> None:
+    """Exact greedy over one group of rows (``x``: their vectors), in priority order; writes ``keep`` and ``dup_of``."""
+    by_prio = np.argsort(-prio[members], kind="stable")
+    members, x = members[by_prio], x[by_prio]
+    kept_vecs = np.empty_like(x)
+    kept_rows = np.empty(len(members), dtype=np.int64)
+    n_kept = 0
+    for start in range(0, len(members), block):
+        blk = x[start:start + block]
+        rows = members[start:start + block]
+        k_mask, dup = _greedy(blk, kept_vecs, n_kept, thr)
+        # a match in the block points past n_kept: map it to the row kept there
+        block_kept_rows = np.concatenate([kept_rows[:n_kept], rows])
+        hit = ~k_mask
+        dup_of[rows[hit]] = block_kept_rows[dup[hit]]
+        keep[rows[hit]] = False
+        m = int(k_mask.sum())
+        kept_vecs[n_kept:n_kept + m] = blk[k_mask]
+        kept_rows[n_kept:n_kept + m] = rows[k_mask]
+        n_kept += m

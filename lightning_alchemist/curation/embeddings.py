@@ -6,7 +6,8 @@ Three sources, in the order a team would prefer them (``reference/curation.md`` 
   or a Parquet file with a ``key`` column and a list column (``embedding``);
 - the **ratings** folder, when the scorer wrote an ``embedding`` list column beside ``rating`` (opt-in);
 - the built-in **thumbnail** fallback for any dataset, no model and no download: an image thumbnail
-  (``thumb × thumb`` colour, box-filtered) and the caption's hashed word uni- and bigrams, joined,
+  (``thumb × thumb`` colour, box-filtered after a Gaussian blur, so a shift of a pixel or two barely moves it)
+  and the caption's hashed word uni- and bigrams, joined,
   projected to ``dim`` by a seeded Gaussian matrix, centred on the pool's mean and L2-normalised.
   It measures low-level similarity, not semantics: exact copies get cosine 1, near-copies (a re-encode,
   faint noise, a pixel of jitter) stay close to 1, different scenes fall well below.
@@ -51,7 +52,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-EMBEDDINGS_VERSION = 1  # bump when the fallback's features change (it keys the cache)
+EMBEDDINGS_VERSION = 2  # bump when the fallback's features change (it keys the cache)
 _TOKEN = re.compile(r"[a-z0-9]+")
 
 
@@ -73,6 +74,9 @@ class EmbeddingsConfig:
     # The fallback: output dimension, thumbnail side (pixels), caption hash buckets, caption share of the joint vector.
     dim: int = 64
     thumb: int = 8
+    # Gaussian blur radius before the thumbnail, in pixels of a 64-px image (scaled with the image): a near-copy
+    # shifted by a pixel or two stays close (measured: benchmarks/results/curation.md); 0: none.
+    blur: float = 3.0
     caption_buckets: int = 4096
     caption_weight: float = 0.3
     seed: int = 0
@@ -83,6 +87,8 @@ class EmbeddingsConfig:
                               f"{', '.join(EmbeddingSource.values())}")
         if self.source == "sidecar" and not self.path:
             raise ConfigError("config 'curation.embeddings.path' is required with source=sidecar: pass the .npz or .parquet file")
+        if self.blur < 0:
+            raise ConfigError(f"config 'curation.embeddings.blur': got {self.blur}, expected >= 0")
         for name in ("dim", "thumb", "caption_buckets"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"config 'curation.embeddings.{name}': got {getattr(self, name)}, expected >= 1")
@@ -93,7 +99,7 @@ class EmbeddingsConfig:
         """What the embeddings depend on (the cache key, with the data's identity)."""
         out: dict[str, Any] = {"source": str(self.source), "version": EMBEDDINGS_VERSION}
         if self.source == "thumbnail":
-            out.update(dim=self.dim, thumb=self.thumb, caption_buckets=self.caption_buckets,
+            out.update(dim=self.dim, thumb=self.thumb, blur=self.blur, caption_buckets=self.caption_buckets,
                        caption_weight=self.caption_weight, seed=self.seed)
         else:
             path = Path(self.path) if self.path else None
@@ -139,13 +145,14 @@ class Embeddings:
         """``folder/embeddings.npy`` + ``embeddings_keys.parquet`` + ``embeddings.json`` (each written atomically)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "embeddings.npy.tmp"
-        with open(tmp, "wb") as fh:
+        tag = f".{os.getpid()}.tmp"  # per process: DDP ranks may build the same cached stage side by side
+        with open(folder / f"embeddings.npy{tag}", "wb") as fh:
             np.save(fh, np.ascontiguousarray(self.vectors, dtype=np.float32))
-        os.replace(tmp, folder / "embeddings.npy")
-        pq.write_table(pa.table({"key": self.keys}), folder / "embeddings_keys.parquet.tmp")
-        os.replace(folder / "embeddings_keys.parquet.tmp", folder / "embeddings_keys.parquet")
-        (folder / "embeddings.json").write_text(json.dumps({"rows": len(self), "dim": self.dim, **self.meta}, indent=2, default=str))
+        pq.write_table(pa.table({"key": self.keys}), folder / f"embeddings_keys.parquet{tag}")
+        (folder / f"embeddings.json{tag}").write_text(json.dumps({"rows": len(self), "dim": self.dim, **self.meta},
+                                                                 indent=2, default=str))
+        for name in ("embeddings_keys.parquet", "embeddings.json", "embeddings.npy"):
+            os.replace(folder / f"{name}{tag}", folder / name)
         return folder
 
     @classmethod
@@ -171,11 +178,16 @@ def normalise_rows(x: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- the built-in fallback
 
 
-def thumbnail_features(image: Any, thumb: int = 8) -> np.ndarray:
-    """A ``thumb × thumb`` RGB thumbnail (box filter: the mean of each cell) in [0, 1], flattened (``3·thumb²``)."""
-    from PIL import Image
+def thumbnail_features(image: Any, thumb: int = 8, blur: float = 0.0) -> np.ndarray:
+    """A ``thumb × thumb`` RGB thumbnail (box filter: the mean of each cell) in [0, 1], flattened (``3·thumb²``).
+
+    ``blur``: a Gaussian blur radius first, in pixels of a 64-px image (scaled to the image's width).
+    """
+    from PIL import Image, ImageFilter
 
     im = image.convert("RGB") if image.mode != "RGB" else image
+    if blur > 0:
+        im = im.filter(ImageFilter.GaussianBlur(blur * im.size[0] / 64))
     small = im.resize((thumb, thumb), Image.Resampling.BOX)
     return np.asarray(small, dtype=np.float32).reshape(-1) / 255.0
 
@@ -208,7 +220,7 @@ def thumbnail_embeddings(images: Sequence[Any], captions: Sequence[str], keys: S
                          cfg: Optional[EmbeddingsConfig] = None) -> Embeddings:
     """The fallback embeddings of in-memory PIL images and captions (see the module docstring)."""
     cfg = cfg or EmbeddingsConfig()
-    feats = [thumbnail_features(im, cfg.thumb) for im in images]
+    feats = [thumbnail_features(im, cfg.thumb, cfg.blur) for im in images]
     return _project(np.stack(feats) if feats else np.zeros((0, 3 * cfg.thumb**2), np.float32), list(captions), keys, cfg)
 
 
@@ -263,7 +275,7 @@ def pool_embeddings(pool: Any, cfg: Optional[EmbeddingsConfig] = None, progress:
             try:
                 with Image.open(io.BytesIO(data)) as im:
                     im.load()
-                    thumbs[i] = thumbnail_features(im, cfg.thumb)
+                    thumbs[i] = thumbnail_features(im, cfg.thumb, cfg.blur)
                 ok[i] = True
             except Exception:  # PIL raises many types for corrupt files
                 reason = "corrupt_image"

@@ -38,7 +38,7 @@ from lightning_alchemist.selection.manifest import Selection
 from lightning_alchemist.selection.ratings import Ratings
 from lightning_alchemist.selection.strategies import Random, Strategy
 
-__all__ = ["CurationConfig", "CurationResult", "Inside", "curate", "curation_config"]
+__all__ = ["CurationConfig", "CurationResult", "Inside", "blas_threads", "curate", "curation_config"]
 
 
 class Inside(Choice):
@@ -130,11 +130,12 @@ class CurationResult:
         table = table.append_column("cluster", kept.column("cluster")).append_column("stage", kept.column("stage"))
         paths = {"selection": folder / "selection.parquet", "provenance": folder / "curation.parquet",
                  "summary": folder / "curation.json"}
-        for name, tab in (("selection", table), ("provenance", self.provenance)):
-            tmp = paths[name].with_suffix(".parquet.tmp")
-            pq.write_table(tab, tmp)
-            os.replace(tmp, paths[name])
-        paths["summary"].write_text(json.dumps(self.summary, indent=2, default=str))
+        tag = f".{os.getpid()}.tmp"  # per process: DDP ranks may build the same cached stage side by side
+        for name, tab in (("provenance", self.provenance), ("selection", table)):
+            pq.write_table(tab, f"{paths[name]}{tag}")
+            os.replace(f"{paths[name]}{tag}", paths[name])
+        Path(f"{paths['summary']}{tag}").write_text(json.dumps(self.summary, indent=2, default=str))
+        os.replace(f"{paths['summary']}{tag}", paths["summary"])
         return paths
 
 
@@ -151,14 +152,34 @@ def _pick(strategy: Strategy, ratings: Ratings, rows: np.ndarray, k: int, seed: 
     return rows[np.sort(picked)]
 
 
+def blas_threads(threads: Optional[int]) -> Any:
+    """A context bounding the BLAS/OpenMP pools (k-means, the blocked similarities) to ``threads``; None: unchanged.
+
+    On a shared machine an oversubscribed BLAS pool makes the small matrix products of dedup ~10x slower.
+    """
+    import contextlib
+
+    if not threads:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=int(threads))
+
+
 def curate(ratings: Ratings, embeddings: Embeddings, cfg: CurationConfig, strategy: Optional[Strategy], keep: float,
-           seed: int = 0, has_ratings: bool = True) -> CurationResult:
+           seed: int = 0, has_ratings: bool = True, threads: Optional[int] = None) -> CurationResult:
     """Run the configured stages on the pool ``ratings`` covers (see the module docstring).
 
     ``strategy``: picks inside the survivors (or inside each cluster's budget); None = random.
     ``has_ratings``: False when ``ratings`` are constants (a rating-free strategy): ``which_to_keep=rating``
-    then falls back to the most central member.
+    then falls back to the most central member. ``threads``: bound on the BLAS threads (the run's thread count).
     """
+    with blas_threads(threads):
+        return _curate(ratings, embeddings, cfg, strategy, keep, seed, has_ratings)
+
+
+def _curate(ratings: Ratings, embeddings: Embeddings, cfg: CurationConfig, strategy: Optional[Strategy], keep: float,
+            seed: int, has_ratings: bool) -> CurationResult:
     from lightning_alchemist.selection.strategies import num_kept
 
     if strategy is None:
@@ -192,7 +213,7 @@ def curate(ratings: Ratings, embeddings: Embeddings, cfg: CurationConfig, strate
     counts: dict[str, int] = {"pool": n, "no_embedding": int(n - len(emb_rows))}
     if cfg.dedup:
         prio = priority(str(cfg.which_to_keep), distances, ratings.ratings[emb_rows] if has_ratings else None, cseed)
-        res = semdedup(vectors, labels, k, cfg.eps, prio)
+        res = semdedup(vectors, labels, k, cfg.eps, prio, seed=cseed)
         alive &= res.keep
         dropped = emb_rows[~res.keep]
         stage[dropped] = "dedup"

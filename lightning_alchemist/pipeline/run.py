@@ -163,21 +163,22 @@ def select_stage(v: Validated, cache: Path, ratings: Any, plan: Plan, embeddings
 
     def build(folder: Path) -> dict:
         if plan.curation is not None:
-            return curate_and_write(ratings, embeddings, plan, v.seed, folder, has_ratings)
+            return curate_and_write(ratings, embeddings, plan, v.seed, folder, has_ratings, v.trainer.num_threads)
         paths = select_and_write(ratings, plan.strategy, plan.keep, v.seed, folder)
         return {k: str(val) for k, val in paths.items()}
 
     return cached_stage(cache, "selection", key, build)
 
 
-def curate_and_write(ratings: Any, embeddings: StageResult, plan: Plan, seed: int, folder: Path, has_ratings: bool) -> dict:
+def curate_and_write(ratings: Any, embeddings: StageResult, plan: Plan, seed: int, folder: Path, has_ratings: bool,
+                     threads: Optional[int] = None) -> dict:
     """The curation plan on ``ratings`` and the stored embeddings; writes the manifest, provenance and histogram."""
     from lightning_alchemist.curation.embeddings import Embeddings
     from lightning_alchemist.curation.plan import curate
     from lightning_alchemist.selection.plot import plot_selection
 
     result = curate(ratings, Embeddings.read(embeddings.info["embeddings"]), plan.curation, plan.strategy, plan.keep,
-                    seed=seed, has_ratings=has_ratings)
+                    seed=seed, has_ratings=has_ratings, threads=threads)
     paths = result.write(folder)
     paths["histogram"] = plot_selection(ratings, result.selection, folder / "selection_histogram.png")
     counts = result.summary["counts"]

@@ -100,6 +100,9 @@ class ScoreConfig:
     # Also store ``rating_batch``, the batch-relative weight of each sample in its scoring batch
     # (depends on batch neighbours: for inspection/parity only, never a rating).
     store_batch_rating: bool = False
+    # Also store each sample's pooled rater features as an ``embedding`` list column (opt-in; read by
+    # curation.embeddings.source=ratings for near-duplicate removal and concept clusters).
+    store_embedding: bool = False
 
 
 @dataclass

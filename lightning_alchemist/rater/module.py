@@ -315,6 +315,8 @@ class RaterModule(pl.LightningModule):
             "shard": list(batch["shard"]),
             "rating": out.logits.float().cpu(),
         }
+        if getattr(self.cfg.score, "store_embedding", False):
+            result["embedding"] = out.pooled.float().cpu()
         if self.cfg.score.store_batch_rating:
             w, _ = batch_weights(out.logits, out.group, self.cfg.group_head, self.cfg.legacy_alchemist_weights)
             result["rating_batch"] = w.float().cpu()

@@ -49,7 +49,10 @@ def write_ratings_file(path: Path, columns: Mapping[str, Sequence[Any]], fingerp
     arrays = {"key": pa.array(list(columns["key"]), type=pa.string())}
     for name, values in columns.items():
         if name != "key":
-            arrays[name] = pa.array(np.asarray(values, dtype=np.float32))
+            arr = np.asarray(values, dtype=np.float32)
+            # a vector per row (the pooled features of store_embedding): a fixed-size list column
+            arrays[name] = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), arr.shape[1]) if arr.ndim == 2 \
+                else pa.array(arr)
     import torch
 
     meta = {FINGERPRINT_KEY: fingerprint.encode(), THREADS_KEY: str(torch.get_num_threads()).encode(), **dict(metadata or {})}

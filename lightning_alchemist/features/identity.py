@@ -1,0 +1,25 @@
+"""What names a proxy's frozen encoders (part of every feature and encode cache's fingerprint)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+__all__ = ["encoder_digest"]
+
+
+def encoder_digest(proxy: Any) -> str:
+    """sha256 of the proxy's frozen modules (``frozen_attrs``; the whole proxy if it names none).
+
+    Two proxies with equal digests give equal encodes, whatever their trainable parts or fine-tuning.
+    """
+    from lightning_alchemist.rater.fingerprint import module_digest  # a leaf module; imported late (no cycle)
+
+    names = list(getattr(proxy, "frozen_attrs", ()) or ())
+    h = hashlib.sha256(type(proxy).__qualname__.encode())
+    if not names:
+        h.update(module_digest(proxy).encode())
+    for name in names:
+        h.update(name.encode())
+        h.update(module_digest(getattr(proxy, name)).encode())
+    return h.hexdigest()

@@ -137,7 +137,7 @@ def test_use_features_refuses_other_encoders(encoded, dm):
         assert not on and dm.view is None
 
 
-def test_scoring_reads_the_cache_and_rates_the_same(encoded, dm, tmp_path):
+def test_scoring_reads_the_cache_and_rates_the_same(encoded, dm, tmp_path, monkeypatch):
     from lightning_alchemist.rater.config import RaterConfig
     from lightning_alchemist.rater.direct import ProxyScorer
     from lightning_alchemist.rater.recipe import score_pool
@@ -147,7 +147,74 @@ def test_scoring_reads_the_cache_and_rates_the_same(encoded, dm, tmp_path):
     store = FeatureStore(root, info["fingerprint"])
     scorer = ProxyScorer(build_proxy(STAR), RaterConfig(objective="regression"))
     a = score_pool(scorer, dm, tmp_path / "online", devices=CPU)
+    calls = _count_views(monkeypatch)
     b = score_pool(scorer, dm, tmp_path / "cached", devices=CPU, features=store)
+    assert calls == [len(dm.pool)]
     ra, rb = Ratings.read(a["ratings"]), Ratings.read(b["ratings"])
     assert list(ra.keys) == list(rb.keys) and len(ra.keys) == len(dm.pool)
     torch.testing.assert_close(torch.as_tensor(rb.ratings), torch.as_tensor(ra.ratings), rtol=0, atol=1e-5)
+
+
+def _train(dm, out, store=None):
+    from lightning_alchemist.target.train import train_target
+    from lightning_alchemist.target.trainer import TrainerConfig
+
+    trainer = TrainerConfig(max_steps=6, val_check_interval=3, limit_val_batches=2, enable_progress_bar=False,
+                            enable_checkpointing=False, encode_cache_mb=0)
+    return train_target(STAR, {"mode": "full", "caption_dropout": 0.1}, trainer, dm, out, seed=3, features=store)
+
+
+def test_target_trained_from_the_cache_is_the_same(encoded, dm, tmp_path):
+    """Bit for bit: the same batches, token ids and text states; the teacher input is rebuilt from the ids in the
+    training batch exactly as the online encode builds it."""
+    root, info = encoded
+    store = FeatureStore(root, info["fingerprint"])
+    online = _train(dm, tmp_path / "a")
+    cached = _train(dm, tmp_path / "b", store)
+    assert cached.features and not online.features and cached.steps == online.steps == 6
+    a, b = online.module.proxy.var.state_dict(), cached.module.proxy.var.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:3]
+    assert cached.val_loss == online.val_loss
+
+
+def _count_views(monkeypatch) -> list:
+    from lightning_alchemist.features import dataset as fd
+
+    calls: list = []
+    original = fd.FeatureView.__call__
+    monkeypatch.setattr(fd.FeatureView, "__call__", lambda self, ds: calls.append(len(ds)) or original(self, ds))
+    return calls
+
+
+def test_rater_trained_from_the_cache_is_the_same(encoded, dm, tmp_path, monkeypatch):
+    """The rater's (pool, val) batches come from the cache: same samples, same encodes, same trained rater."""
+    from lightning_alchemist.rater.recipe import train_rater
+    from lightning_alchemist.rater.scoring import load_rater
+
+    root, info = encoded
+    store = FeatureStore(root, info["fingerprint"])
+    from lightning_alchemist.rater.config import rater_config
+
+    rcfg = rater_config(dict(objective="official", score_with="rater", epochs=1, steps_per_epoch=3, probe_size=0,
+                       network={"depth": 1, "width": 16, "heads": 2, "head_hidden": 8}, warmup={"steps": 0}))
+    dev = {"accelerator": "cpu", "enable_progress_bar": False}
+    a = load_rater(train_rater(dm, STAR, rcfg, tmp_path / "a", devices=dev))
+    calls = _count_views(monkeypatch)
+    b = load_rater(train_rater(dm, STAR, rcfg, tmp_path / "b", devices=dev, features=store))
+    assert sorted(calls) == sorted([len(dm.pool), len(dm.val)])  # both sides of the paired loader read the cache
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa), [k for k in sa if not torch.equal(sa[k], sb[k])][:3]
+
+
+def test_split_encodes_from_the_cache_match_and_share_the_fingerprint(encoded, dm, proxy, tmp_path):
+    """The warm-up's encoded split (``cached_encodes``) read from the feature cache: same rows, same fingerprint."""
+    from lightning_alchemist.rater.encodes import cached_encodes
+
+    root, info = encoded
+    store = FeatureStore(root, info["fingerprint"])
+    online, a = cached_encodes(proxy, dm.val, cache_dir=tmp_path)
+    cached, b = cached_encodes(proxy, dm.val, cache_dir=tmp_path / "unused", features=store)
+    assert b.get("features") and a["fingerprint"] == b["fingerprint"] and not (tmp_path / "unused").exists()
+    assert cached.keys == online.keys and set(cached.tensors) == set(online.tensors)
+    for name, t in online.tensors.items():
+        torch.testing.assert_close(cached.tensors[name], t, rtol=0, atol=1e-6)

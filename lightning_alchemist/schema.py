@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 from lightning_alchemist.config import DataConfig, as_container, data_config
 from lightning_alchemist.errors import ConfigError, DataError
+from lightning_alchemist.features.config import FeaturesConfig, features_config
 from lightning_alchemist.metrics.evaluate import EvalConfig, eval_config
 from lightning_alchemist.proxy.lora import FinetuneConfig, finetune_config
 from lightning_alchemist.rater.config import RaterConfig
@@ -52,6 +53,9 @@ class RootConfig:
     selection: Any = None
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # The encode-once feature cache (features.use=auto|on|off): frozen-encoder outputs computed once per
+    # dataset and read by rater training, scoring and target training; off for augmentations that must run online.
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
     experiment: Any = None
     # Reuse artifacts instead of computing them: a ratings folder (skips rater training and
     # scoring) or a selection manifest (skips selection too); recipes/train.py maps selection=PATH here.
@@ -146,6 +150,7 @@ class Validated:
     # The data's identity (:func:`~lightning_alchemist.data.sources.data_identity`: shard or source file stats,
     # generator config), computed once by ``validate(check_paths=True)``; it keys every stage's cache.
     data_id: Optional[dict] = None
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
 
 
 def _check_devices(trainer: TrainerConfig) -> None:
@@ -211,6 +216,10 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
                           f"{data.image_size}; pick a proxy of the data's size")
     strategy = build_strategy(cfg.selection)
     evaluation = eval_config(cfg.eval)
+    features = features_config(cfg.get("features"))
+    if features.use == "on" and data.style != "map":
+        raise ConfigError("config 'features.use=on': the feature cache serves map-style data, but data.style=iterable; "
+                          "pass data.style=map or features.use=auto (streams then encode online)")
     ratings = Path(cfg.ratings) if cfg.get("ratings") else None
     selection_path = Path(cfg.selection_path) if cfg.get("selection_path") else None
     data_id = None
@@ -227,4 +236,4 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
     return Validated(keep=float(keep), seed=int(cfg.seed), out=Path(cfg.out), data=data, model=model, finetune=finetune,
                      rater=rater, rater_proxy=proxy, strategy=strategy, trainer=trainer, eval=evaluation,
                      ratings=ratings, selection_path=selection_path,
-                     allow_partial_ratings=bool(cfg.get("allow_partial_ratings", False)), data_id=data_id)
+                     allow_partial_ratings=bool(cfg.get("allow_partial_ratings", False)), data_id=data_id, features=features)

@@ -218,3 +218,21 @@ def test_split_encodes_from_the_cache_match_and_share_the_fingerprint(encoded, d
     assert cached.keys == online.keys and set(cached.tensors) == set(online.tensors)
     for name, t in online.tensors.items():
         torch.testing.assert_close(cached.tensors[name], t, rtol=0, atol=1e-6)
+
+
+def test_features_config_composes_and_validates(tmp_path):
+    from helpers import compose
+
+    from lightning_alchemist.errors import ConfigError
+    from lightning_alchemist.features.config import FeaturesConfig
+    from lightning_alchemist.schema import validate
+
+    assert validate(compose("config", [f"out={tmp_path}"]), check_paths=False).features == FeaturesConfig()
+    v = validate(compose("config", ["features.use=off", "features.batch_size=8"]), check_paths=False)
+    assert v.features.use == "off" and v.features.batch_size == 8
+    with pytest.raises(ConfigError, match="features.use"):
+        compose("config", ["features.use=sometimes"])
+    with pytest.raises(ConfigError, match="data.style=iterable"):
+        validate(compose("config", ["features.use=on", "data.style=iterable"]), check_paths=False)
+    with pytest.raises(ConfigError, match="features.batch_size"):
+        validate(compose("config", ["features.batch_size=0"]), check_paths=False)

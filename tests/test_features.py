@@ -236,3 +236,25 @@ def test_features_config_composes_and_validates(tmp_path):
         validate(compose("config", ["features.use=on", "data.style=iterable"]), check_paths=False)
     with pytest.raises(ConfigError, match="features.batch_size"):
         validate(compose("config", ["features.batch_size=0"]), check_paths=False)
+
+
+@pytest.mark.ddp
+def test_ddp_two_cpu_processes_write_each_key_once(tmp_path, small_shapes_cfg, dm):
+    import json
+    import re
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    root = tmp_path / "features"
+    script = Path(__file__).resolve().parent / "features_ddp_script.py"
+    proc = subprocess.run([sys.executable, str(script), str(root), json.dumps({**small_shapes_cfg, "num_workers": 0}), json.dumps(STAR)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = re.findall(r"rank-done rows=(\d+) written=(\d+) store=(\d+)", proc.stdout)
+    assert len(done) == 2, proc.stdout
+    total = len(dm.pool) + len(dm.val)
+    assert all(int(rows) > 0 for rows, _, _ in done) and sum(int(rows) for rows, _, _ in done) == total  # both ranks worked
+    assert all(int(store) == total for _, _, store in done)  # after the barrier every rank reads every key
+    keys = _all_keys(root)
+    assert len(keys) == len(set(keys)) == total

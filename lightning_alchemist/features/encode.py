@@ -51,6 +51,8 @@ class FeatureEncoder(pl.LightningModule):
     def __init__(self, proxy: Any) -> None:
         super().__init__()
         self.proxy = proxy.requires_grad_(False).eval()
+        # a rank whose shards of a split are all finished (or a split with fewer shards than ranks) has nothing to do
+        self.allow_zero_length_dataloader_with_multiple_devices = True
 
     def train(self, mode: bool = True) -> "FeatureEncoder":
         return super().train(False)  # the encoders never train (no dropout, frozen norms)

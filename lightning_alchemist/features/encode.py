@@ -185,7 +185,7 @@ def encode_features(proxy: Any, datamodule: Any, root: str | Path, data_id: Any 
     if data_id is None:
         from lightning_alchemist.rater.encodes import dataset_identity
 
-        data_id = {s: dataset_identity(getattr(datamodule, s)) for s in splits}
+        data_id = {s: dataset_identity(getattr(datamodule, s)) for s in SPLITS}  # the data's, whichever splits are encoded
     encoders = encoder_digest(proxy)
     fp = features_fingerprint(encoders, data_id, getattr(datamodule.cfg, "image_size", None))
     skip = {(s, name) for s in splits for name in finished_feature_shards(root / s, fp)}

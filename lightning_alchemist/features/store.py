@@ -36,8 +36,12 @@ def _to_numpy(t: Tensor) -> tuple[np.ndarray, str]:
     dtype = str(t.dtype).replace("torch.", "")
     if t.dtype == torch.bfloat16:
         return t.view(torch.int16).numpy(), dtype
-    if t.dtype == torch.int64 and (t.numel() == 0 or (int(t.min()) >= -(2**31) and int(t.max()) < 2**31)):
-        return t.to(torch.int32).numpy(), dtype  # token ids: half the bytes, the same values
+    if t.dtype in (torch.int64, torch.int32) and t.numel():
+        lo, hi = int(t.min()), int(t.max())
+        for small in (torch.int16, torch.int32):  # token ids (vocab 4096: int16): a quarter of the bytes, the same values
+            info = torch.iinfo(small)
+            if info.min <= lo and hi <= info.max and info.bits < torch.iinfo(t.dtype).bits:
+                return t.to(small).numpy(), dtype
     return t.numpy(), dtype
 
 

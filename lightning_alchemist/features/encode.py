@@ -207,7 +207,8 @@ def encode_features(proxy: Any, datamodule: Any, root: str | Path, data_id: Any 
     else:
         is_zero = all(os.environ.get(v, "0") == "0" for v in ("RANK", "LOCAL_RANK", "NODE_RANK"))
     seconds = time.perf_counter() - t0
-    info = {"fingerprint": fp, "encoders": encoders, "version": FEATURES_VERSION}
+    info = {"fingerprint": fp, "encoders": encoders, "version": FEATURES_VERSION,
+            "data": hashlib.sha256(json.dumps(data_id, sort_keys=True, default=str).encode()).hexdigest()[:16]}
     if is_zero:
         tmp = root / "features.json.tmp"
         root.mkdir(parents=True, exist_ok=True)

@@ -83,6 +83,10 @@ def features_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict, mo
         return None, None
     if proxy is None:
         proxy = build_rater_proxy(as_container(fit_to_data(model_cfg, datamodule.cfg)))
+    if not getattr(proxy, "frozen_attrs", ()):
+        # its digest covers every weight, trainable ones too: no other stage's proxy would match the cache
+        log.info("features: %s names no frozen_attrs; no encode stage (every stage encodes online)", type(proxy).__name__)
+        return None, None
     digest = encoder_digest(proxy)
     key = {"data": data_id, "encoders": digest, "image_size": v.data.image_size}
 

@@ -234,8 +234,17 @@ def run_train_rater(cfg: Any, keep_checkpoints: int = 2) -> Path:
 
     v = validate(cfg)
     set_threads(v.trainer.num_threads)
-    return train_rater(build_datamodule(v.data, seed=v.seed), v.rater_proxy, v.rater, v.out, seed=v.seed,
-                       devices=device_kwargs(v.trainer), keep_checkpoints=keep_checkpoints)
+    datamodule = build_datamodule(v.data, seed=v.seed)
+    features = None
+    if v.features.use != "off" and v.data.style == "map":
+        # the encode stage the pipeline runs (cached under OUT/cache/features): encode once, then train from it
+        from lightning_alchemist.pipeline.run import features_stage
+
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        _, features = features_stage(v, datamodule, v.out / "cache", v.data_id, v.rater_proxy)
+    return train_rater(datamodule, v.rater_proxy, v.rater, v.out, seed=v.seed,
+                       devices=device_kwargs(v.trainer), keep_checkpoints=keep_checkpoints, features=features)
 
 
 def rater_path_override(argv: list[str]) -> list[str]:

@@ -21,9 +21,10 @@ from typing import Any
 
 _EXPORTS = {
     "FeaturesConfig": "config", "FeaturesUse": "config", "features_config": "config",
-    "FeatureStore": "store", "finished_feature_shards": "store", "write_feature_shard": "store",
+    "FeatureStore": "store", "find_store": "store", "finished_feature_shards": "store", "write_feature_shard": "store",
     "FeatureDataset": "dataset", "collate_features": "dataset", "use_features": "dataset",
     "FeatureEncoder": "encode", "FeatureWriter": "encode", "encode_features": "encode", "features_fingerprint": "encode",
+    "data_fingerprint": "encode",
     "encoder_digest": "identity",
 }
 

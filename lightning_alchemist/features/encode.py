@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from lightning_alchemist.features.identity import encoder_digest
 from lightning_alchemist.features.store import FeatureStore, finished_feature_shards, write_feature_shard
 
-__all__ = ["FEATURES_VERSION", "FeatureEncoder", "FeatureWriter", "encode_features", "features_fingerprint"]
+__all__ = ["FEATURES_VERSION", "FeatureEncoder", "FeatureWriter", "data_fingerprint", "encode_features", "features_fingerprint"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,11 @@ def features_fingerprint(encoders: str, data: Any, image_size: Optional[int] = N
     """16 hex digits naming a feature cache: the frozen encoders' digest, the data's identity, the preprocessing."""
     payload = {"v": FEATURES_VERSION, "encoders": encoders, "data": data, "image_size": image_size}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def data_fingerprint(data_id: Any) -> str:
+    """16 hex digits naming a data identity (recorded in ``features.json``, so a later stage can find the cache)."""
+    return hashlib.sha256(json.dumps(data_id, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _shard_name(path: str) -> str:
@@ -208,7 +213,7 @@ def encode_features(proxy: Any, datamodule: Any, root: str | Path, data_id: Any 
         is_zero = all(os.environ.get(v, "0") == "0" for v in ("RANK", "LOCAL_RANK", "NODE_RANK"))
     seconds = time.perf_counter() - t0
     info = {"fingerprint": fp, "encoders": encoders, "version": FEATURES_VERSION,
-            "data": hashlib.sha256(json.dumps(data_id, sort_keys=True, default=str).encode()).hexdigest()[:16]}
+            "data": data_fingerprint(data_id)}
     if is_zero:
         tmp = root / "features.json.tmp"
         root.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from lightning_alchemist.errors import AlchemistError
 
-__all__ = ["FeatureStore", "finished_feature_shards", "write_feature_shard", "KEYS_FILE", "META_KEY"]
+__all__ = ["FeatureStore", "find_store", "finished_feature_shards", "write_feature_shard", "KEYS_FILE", "META_KEY"]
 
 log = logging.getLogger(__name__)
 
@@ -202,3 +202,17 @@ class FeatureStore:
         state = self.__dict__.copy()
         state["_arrays"], state["_pid"] = {}, -1  # memory maps do not pickle (spawned workers)
         return state
+
+
+def find_store(root: str | Path, encoders: str, data: str) -> Optional[FeatureStore]:
+    """The finished feature cache under ``root`` (``<out>/cache/features``) written by ``encoders`` for ``data``
+    (a :func:`~lightning_alchemist.features.encode.data_fingerprint`), or None."""
+    root = Path(root)
+    for info_path in sorted(root.glob("*/features.json")) if root.is_dir() else []:
+        try:
+            info = json.loads(info_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if info.get("encoders") == encoders and info.get("data") == data:
+            return FeatureStore(info_path.parent, fingerprint=info.get("fingerprint"))
+    return None

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from lightning_alchemist.config import DataConfig, as_container
+from lightning_alchemist.features.config import FeaturesConfig
 from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.runtime import set_threads
 from lightning_alchemist.rater.config import RaterConfig, rater_config
@@ -210,7 +211,8 @@ def score_pool(rater: Any, datamodule: Any, out: str | Path, devices: Optional[M
 
     ``features``: a feature store of the rater's proxy encoders over this data, read instead of decoding images.
 
-    Returns the scorer's summary (``fingerprint``, ``rows``, written and skipped shards) plus ``ratings``, the folder.
+    Returns the scorer's summary (``fingerprint``, ``rows``, written and skipped shards) plus ``ratings``, the folder,
+    and ``features``, whether the feature cache was read.
     """
     from lightning_alchemist.rater.scoring import load_rater, score
 
@@ -218,13 +220,13 @@ def score_pool(rater: Any, datamodule: Any, out: str | Path, devices: Optional[M
     ratings_dir = Path(out) / "ratings"
     from lightning_alchemist.features.dataset import use_features
 
-    with use_features(datamodule, features, module.proxy, stage="score"):
+    with use_features(datamodule, features, module.proxy, stage="score") as cached:
         info = score(module, datamodule, ratings_dir, trainer_kwargs=dict(devices or {}), overwrite=overwrite)
     print(
         f"scored {info['rows']} samples into {len(info['written_shards'])} shard files "
         f"(skipped {len(info['skipped_shards'])} finished) -> {ratings_dir} [fingerprint {info['fingerprint']}]"
     )
-    return {**info, "ratings": str(ratings_dir)}
+    return {**info, "ratings": str(ratings_dir), "features": bool(cached)}
 
 
 def run_train_rater(cfg: Any, keep_checkpoints: int = 2) -> Path:
@@ -265,6 +267,9 @@ class ScoreRecipeConfig:
     seed: int = 0
     overwrite: bool = False  # rescore shards written by another rater/config instead of refusing
     data: DataConfig = field(default_factory=DataConfig)
+    # off: decode and encode every sample; auto: read the feature cache under OUT/cache/features when one was
+    # written for this data by the rater's encoders (recipes/train_rater.py or the pipeline writes it)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
     # Where to run (Lightning Trainer arguments: accelerator, devices, strategy, num_nodes, precision,
     # enable_progress_bar) and num_threads; a rating does not depend on any of them.
     trainer: dict[str, Any] = field(default_factory=dict)
@@ -281,5 +286,20 @@ def run_score(cfg: Any) -> dict[str, Any]:
     if not conf.rater_ckpt:
         raise ConfigError("config 'rater' is required: pass rater=DIR/rater.ckpt (written by recipes/train_rater.py)")
     set_threads(conf.trainer.get("num_threads"))
-    return score_pool(conf.rater_ckpt, build_datamodule(conf.data, seed=conf.seed), conf.out,
-                      devices=device_kwargs(conf.trainer), overwrite=conf.overwrite)
+    rater: Any = conf.rater_ckpt
+    features = None
+    if conf.features.use != "off":
+        from lightning_alchemist.data.sources import data_identity
+        from lightning_alchemist.features.encode import data_fingerprint
+        from lightning_alchemist.features.identity import encoder_digest
+        from lightning_alchemist.features.store import find_store
+        from lightning_alchemist.rater.scoring import load_rater
+
+        rater = load_rater(conf.rater_ckpt)
+        features = find_store(Path(conf.out) / "cache" / "features", encoder_digest(rater.proxy),
+                              data_fingerprint(data_identity(conf.data, seed=conf.seed)))
+        if features is None and conf.features.use == "on":
+            raise ConfigError(f"config 'features.use=on': no feature cache for this data and rater under {Path(conf.out) / 'cache' / 'features'}; "
+                              "run recipes/train_rater.py with the same out, data and seed first, or pass features.use=auto")
+    return score_pool(rater, build_datamodule(conf.data, seed=conf.seed), conf.out,
+                      devices=device_kwargs(conf.trainer), overwrite=conf.overwrite, features=features)

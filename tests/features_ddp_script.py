@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from lightning_alchemist.data.datamodule import T2IDataModule  # noqa: E402
-from lightning_alchemist.features import encode_features  # noqa: E402
+from lightning_alchemist.features import FeatureStore, encode_features  # noqa: E402
 from lightning_alchemist.proxy.factory import build_proxy  # noqa: E402
 
 
@@ -32,7 +32,8 @@ def main() -> None:
     if args.devices > 1:
         kwargs["strategy"] = "ddp"
     info = encode_features(proxy, dm, args.root, trainer_kwargs=kwargs, batch_size=50)
-    print(f"rank-done rows={info['rows']} written={len(info['written'])} store={len(info['store'])}", flush=True)
+    store = FeatureStore(args.root, info["fingerprint"])
+    print(f"rank-done rows={info['rows']} written={len(info['written'])} store={len(store)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
 from lightning_alchemist.features.identity import encoder_digest
-from lightning_alchemist.features.store import FeatureStore, finished_feature_shards, write_feature_shard
+from lightning_alchemist.features.store import KEYS_FILE, finished_feature_shards, shard_bytes_per_sample, write_feature_shard
 
 __all__ = ["FEATURES_VERSION", "FeatureEncoder", "FeatureWriter", "data_fingerprint", "encode_features", "features_fingerprint"]
 
@@ -177,7 +177,8 @@ def encode_features(proxy: Any, datamodule: Any, root: str | Path, data_id: Any 
         trainer_kwargs: Lightning device arguments (``devices``, ``strategy``, ``accelerator``, ``enable_progress_bar``).
 
     Returns:
-        ``{"root", "fingerprint", "encoders", "written", "skipped", "rows", "bytes_per_sample"}`` (``written``/``rows``: this rank's).
+        ``{"root", "fingerprint", "encoders", "written", "skipped", "rows", "bytes_per_sample", "seconds"}`` (``written``/``rows``:
+        this rank's); read the cache with ``FeatureStore(root, fingerprint)``.
     """
     import time
 
@@ -219,13 +220,11 @@ def encode_features(proxy: Any, datamodule: Any, root: str | Path, data_id: Any 
         root.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(info, indent=2))
         os.replace(tmp, root / "features.json")
-    store = FeatureStore(root, fingerprint=fp)
-    store.encoders = encoders
-    per = store.bytes_per_sample() if len(store) else 0
+    finished = sorted(p for s in splits for p in (root / s).glob("*/" + KEYS_FILE))
+    per = shard_bytes_per_sample(finished[0].parent) if finished else 0
     rows = writer.rows_written
     if is_zero:
         print(f"encoded {rows} samples into {len(writer.written)} shard folders (skipped {len(skip)} finished) in {seconds:.1f} s"
               f" ({rows / max(seconds, 1e-9):.0f} samples/s); {per} bytes a sample -> {root} [fingerprint {fp}]", flush=True)
     return {"root": str(root), "fingerprint": fp, "encoders": encoders, "written": ["/".join(k) for k in writer.written],
-            "skipped": ["/".join(k) for k in sorted(skip)], "rows": rows, "bytes_per_sample": per, "seconds": round(seconds, 3),
-            "store": store}
+            "skipped": ["/".join(k) for k in sorted(skip)], "rows": rows, "bytes_per_sample": per, "seconds": round(seconds, 3)}

@@ -192,16 +192,21 @@ class FeatureStore:
 
     def bytes_per_sample(self) -> int:
         """Stored bytes of one sample (all tensors)."""
-        total = 0
-        for name in self.names:
-            arr = self._array(0, name)
-            total += int(arr.dtype.itemsize * int(np.prod(arr.shape[1:])))
-        return total
+        return shard_bytes_per_sample(self._folders[0]) if self._folders else 0
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_arrays"], state["_pid"] = {}, -1  # memory maps do not pickle (spawned workers)
         return state
+
+
+def shard_bytes_per_sample(folder: str | Path) -> int:
+    """Stored bytes of one sample of a shard folder (every tensor's row), read from the ``.npy`` headers."""
+    total = 0
+    for path in sorted(Path(folder).glob("*.npy")):
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        total += int(arr.dtype.itemsize * int(np.prod(arr.shape[1:])))
+    return total
 
 
 def find_store(root: str | Path, encoders: str, data: str) -> Optional[FeatureStore]:

@@ -91,9 +91,8 @@ def features_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict, mo
     key = {"data": data_id, "encoders": digest, "image_size": v.data.image_size}
 
     def build(folder: Path) -> dict:
-        info = encode_features(proxy, datamodule, folder, data_id=data_id, batch_size=v.features.batch_size,
+        return encode_features(proxy, datamodule, folder, data_id=data_id, batch_size=v.features.batch_size,
                                trainer_kwargs=device_kwargs(v.trainer))
-        return {k: val for k, val in info.items() if k != "store"}
 
     stage = cached_stage(cache, "features", key, build)
     store = FeatureStore(stage.path, fingerprint=stage.info["fingerprint"])

@@ -15,6 +15,11 @@ Parts (``--parts``, default all):
   (``benchmarks/selection_scale.py``'s measurement).
 - ``selection``: ``benchmarks/selection_scale.py``'s cases (read, ShiftGaussian, epoch order) with
   timings and peak memory at 1M, 10M and 30M ratings.
+- ``features`` (issue 14, encode once): the encode stage's throughput vs the encoders' bare forward over
+  the same pool (decode + ``proxy.encode``, nothing written); a first_order rater step (``--objective``,
+  default ``official``, the meta-gradient rule) from cached features vs a plain target step from cached
+  features; scoring from cached features vs a bare decode of the same shards; a target step with vs
+  without the cache. All four side by side in one run.
 
 Prints a table with the targets beside the measured values and writes
 ``benchmarks/results/overhead.{md,json}`` (or ``--out``) with date, machine and load.
@@ -37,7 +42,7 @@ from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 
-PARTS = ("meta", "scoring", "callback", "selection")
+PARTS = ("meta", "scoring", "callback", "selection", "features")
 VARIANTS = ("first_order", "penalty", "unrolled")
 MODELS = ("star_tiny", "star_40m", "flux_tiny")
 TARGETS = {
@@ -45,6 +50,9 @@ TARGETS = {
     "scoring": (">= 0.8x the bare decode rate", lambda r: r >= 0.8),
     "callback": ("<= 2 %", lambda r: r <= 2.0),
     "selection_30m": ("<= 3 s", lambda r: r <= 3.0),
+    "features_rater": ("<= 1.6x a plain step", lambda r: r <= 1.6),
+    "features_scoring": (">= 1.0x the bare decode rate", lambda r: r >= 1.0),
+    "features_encode": (">= 0.9x the bare encoder forward", lambda r: r >= 0.9),
 }
 # --quick: a small shapes pool (cached after the first run) and few steps.
 QUICK_SHAPES = ["data.shapes.num_pool=1000", "data.shapes.num_val=200", "data.shapes.shard_size=500"]
@@ -306,11 +314,16 @@ def measure_scoring(args: argparse.Namespace) -> dict:
             "ratio": round(max(scored) / max(bare), 3), "breakdown_ms": scoring_breakdown(args, rater, cfg)}
 
 
-def scoring_breakdown(args: argparse.Namespace, rater: Any, cfg: Any, batches: int = 6) -> dict:
-    """ms per batch of scoring's pieces (median, first batch dropped): decode + collate, frozen encode, rater."""
+def scoring_breakdown(args: argparse.Namespace, rater: Any, cfg: Any, batches: int = 6, store: Any = None) -> dict:
+    """ms per batch of scoring's pieces (median, first batch dropped): decode + collate, frozen encode, rater.
+
+    With a feature ``store``: read + collate of cached features, their expansion (``from_features``), rater.
+    """
     import torch
 
     from lightning_alchemist.data.datamodule import build_datamodule
+    from lightning_alchemist.features.dataset import FeatureView
+    from lightning_alchemist.proxy.base import encoded_batch
 
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
@@ -318,6 +331,8 @@ def scoring_breakdown(args: argparse.Namespace, rater: Any, cfg: Any, batches: i
     rater.to(device)
     dm = build_datamodule(cfg.data, seed=0)
     dm.setup("predict")
+    if store is not None:
+        dm.view = FeatureView(store)
     phases: dict[str, list[float]] = {}
     it = iter(dm.predict_dataloader())
     for _ in range(batches + 1):
@@ -326,16 +341,20 @@ def scoring_breakdown(args: argparse.Namespace, rater: Any, cfg: Any, batches: i
         if batch is None:
             break
         batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        if "features" in batch:
+            batch["features"] = {k: v.to(device) for k, v in batch["features"].items()}
         sync()
         t1 = time.perf_counter()
         with torch.no_grad(), amp():
-            enc = rater.proxy.encode(batch)
+            enc = encoded_batch(rater.proxy, batch)
             sync()
             t2 = time.perf_counter()
             rater.rate(rater.proxy.rater_inputs(enc))
             sync()
         t3 = time.perf_counter()
-        for name, value in (("decode + collate", t1 - t), ("proxy frozen encode", t2 - t1), ("rater forward", t3 - t2)):
+        names = (("cache read + collate", "expand cached features (from_features)") if store is not None
+                 else ("decode + collate", "proxy frozen encode"))
+        for name, value in ((names[0], t1 - t), (names[1], t2 - t1), ("rater forward", t3 - t2)):
             phases.setdefault(name, []).append(value * 1e3)
     return {k: round(statistics.median(v[1:] or v), 2) for k, v in phases.items()}
 
@@ -351,6 +370,93 @@ def measure_selection(args: argparse.Namespace) -> list[dict]:
 
     sizes = args.sizes or ([1_000_000] if args.quick else [1_000_000, 10_000_000, 30_000_000])
     return run_cases(sizes, ["read_ratings", "shift_gauss", "epoch_order"], args.data)
+
+
+def measure_features(args: argparse.Namespace) -> dict:
+    """The encode-once cache's four ratios, interleaved over ``repeats`` (best kept), on one pool."""
+
+    import torch
+
+    from lightning_alchemist.config import as_container
+    from lightning_alchemist.data.datamodule import build_datamodule
+    from lightning_alchemist.features import FeatureStore, encode_features, use_features
+    from lightning_alchemist.rater.scoring import score
+
+    torch.manual_seed(0)
+    cfg = compose(args, f"rater.objective={args.objective}", "rater.score_with=rater", "rater.warmup.steps=0")
+    model_cfg = as_container(cfg.model)
+    dm = build_datamodule(cfg.data, seed=0)
+    dm.prepare_data()
+    dm.setup("fit")
+    pool_n = len(dm.pool)
+    out: dict[str, Any] = {"pool": pool_n, "val": len(dm.val), "batch_size": args.batch_size, "objective": args.objective}
+    with tempfile.TemporaryDirectory() as tmp:
+        # 4. the encode stage vs the encoders' bare forward (decode + encode of the same predict loader, nothing written)
+        bare, stage = [], []
+        for rep in range(args.repeats):
+            proxy = _proxy(model_cfg).eval()
+            start = time.perf_counter()
+            n = 0
+            with torch.no_grad():
+                for batch in dm.predict_dataloader():
+                    proxy.encode(batch)
+                    n += len(batch["key"])
+            bare.append(n / (time.perf_counter() - start))
+            info = encode_features(proxy, dm, Path(tmp) / f"f{rep}", splits=("pool",), trainer_kwargs=trainer_kwargs(args))
+            stage.append(info["rows"] / info["seconds"])
+            print(f"  encode[{rep}] bare forward {bare[-1]:7.0f}/s   encode stage {stage[-1]:7.0f}/s   ({n} samples; "
+                  f"load {os.getloadavg()[0]:.1f})", flush=True)
+        out["encode"] = {"bare_per_s": round(max(bare)), "stage_per_s": round(max(stage)), "ratio": round(max(stage) / max(bare), 3),
+                         "bytes_per_sample": info["bytes_per_sample"]}
+        root = Path(tmp) / "f0"
+        encode_features(_proxy(model_cfg), dm, root, splits=("val",), trainer_kwargs=trainer_kwargs(args))
+        store = FeatureStore(root)
+        store.encoders = info["encoders"]
+        # 1 + 3. a rater step (cached) vs a plain target step (cached and online)
+        runs: dict[str, list[float]] = {"rater (cached)": [], "plain (cached)": [], "plain (online)": []}
+        for rep in range(args.repeats):
+            for name in runs:
+                if name.startswith("rater"):
+                    module, data = _rater_module(cfg, "first_order")
+                    inner, proxy = data.data, module.proxy
+                else:
+                    module, data = _plain_module(cfg)
+                    inner, proxy = data, module.proxy
+                with use_features(inner, store if "cached" in name else None, proxy, stage=name) as on:
+                    assert on == ("cached" in name), name
+                    res = _time_steps(args, module, data, args.steps, args.warmup)
+                runs[name].append(res["median_ms"])
+                print(f"  steps[{rep}] {name:15s} {res['median_ms']:8.1f} ms/step (median of {res['steps']}; "
+                      f"load {os.getloadavg()[0]:.1f})", flush=True)
+        best = {k: min(v) for k, v in runs.items()}
+        out["step_ms"] = {k: round(v, 2) for k, v in best.items()}
+        out["rater_vs_plain"] = round(best["rater (cached)"] / best["plain (cached)"], 3)
+        out["rater_vs_plain_online"] = round(best["rater (cached)"] / best["plain (online)"], 3)
+        out["target_cached_vs_online"] = round(best["plain (cached)"] / best["plain (online)"], 3)
+        # 2. scoring from cached features vs a bare decode of the same shards
+        rater, _ = _rater_module(cfg, "first_order")
+        rater.eval()
+        decode, scored, read = [], [], []
+        for rep in range(args.repeats):
+            start = time.perf_counter()
+            n = sum(len(b["key"]) for b in dm.predict_dataloader())
+            decode.append(n / (time.perf_counter() - start))
+            with use_features(dm, store, rater.proxy, stage="read"):  # the cache's own share: read + collate, no model
+                start = time.perf_counter()
+                n = sum(len(b["key"]) for b in dm.predict_dataloader())
+                read.append(n / (time.perf_counter() - start))
+            start = time.perf_counter()
+            with use_features(dm, store, rater.proxy, stage="score"):
+                info = score(rater, dm, Path(tmp) / f"ratings{rep}", trainer_kwargs=trainer_kwargs(args))
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+            scored.append(info["rows"] / (time.perf_counter() - start))
+            print(f"  scoring[{rep}] bare decode {decode[-1]:7.0f}/s   cache read {read[-1]:7.0f}/s   score (cached) {scored[-1]:7.0f}/s   "
+                  f"({info['rows']} samples; load {os.getloadavg()[0]:.1f})", flush=True)
+        out["scoring"] = {"decode_per_s": round(max(decode)), "score_per_s": round(max(scored)),
+                          "ratio": round(max(scored) / max(decode), 3), "samples": info["rows"], "read_per_s": round(max(read)),
+                          "breakdown_ms": scoring_breakdown(args, rater, cfg, store=store)}
+    return out
 
 
 def verdict(key: str, value: Optional[float]) -> str:
@@ -388,6 +494,26 @@ def report(args: argparse.Namespace, results: dict, meta: dict) -> str:
             lines.append(f"| {r['case']} at {r['n']:,} ratings (peak {r['peak_mb']} MB) | "
                          f"{r['seconds'] if r['seconds'] is not None else 'error'} s | | | "
                          f"{verdict(key, r['seconds']) if key else (r['error'] or '')} |")
+    f = results.get("features")
+    if f:
+        e, st, sc = f["encode"], f["step_ms"], f["scoring"]
+        lines += [f"| encode stage ({args.model}, {f['pool']} pool samples, {e['bytes_per_sample']} bytes a sample written) | "
+                  f"{e['stage_per_s']}/s | {e['bare_per_s']}/s (decode + encoder forward, nothing written) | {e['ratio']:.2f}x | "
+                  f"{verdict('features_encode', e['ratio'])} |",
+                  f"| rater step, first_order ({f['objective']}), cached features (batch {f['batch_size']} pool + {f['batch_size']} val) | "
+                  f"{st['rater (cached)']:.1f} ms | {st['plain (cached)']:.1f} ms (plain target step, cached features) | "
+                  f"{f['rater_vs_plain']:.2f}x | {verdict('features_rater', f['rater_vs_plain'])} |",
+                  f"| the same rater step vs a plain target step that encodes online | {st['rater (cached)']:.1f} ms | "
+                  f"{st['plain (online)']:.1f} ms | {f['rater_vs_plain_online']:.2f}x | (compared) |",
+                  f"| scoring from cached features ({sc['samples']} samples) | {sc['score_per_s']}/s | {sc['decode_per_s']}/s "
+                  f"(bare decode + collate) | {sc['ratio']:.2f}x | {verdict('features_scoring', sc['ratio'])} |",
+                  f"| reading cached features alone (read + collate, no model) | {sc['read_per_s']}/s | {sc['decode_per_s']}/s "
+                  f"(bare decode + collate) | {sc['read_per_s'] / max(sc['decode_per_s'], 1):.2f}x | (compared) |",
+                  f"| target step with the cache | {st['plain (cached)']:.1f} ms | {st['plain (online)']:.1f} ms (without) | "
+                  f"{f['target_cached_vs_online']:.2f}x | (compared: lower is faster) |"]
+        if sc.get("breakdown_ms"):
+            lines += ["", f"Scoring from cached features, per batch of {args.batch_size} (median ms, outside Lightning): "
+                      + ", ".join(f"{k} {v}" for k, v in sc["breakdown_ms"].items()) + "."]
     if s and s.get("breakdown_ms"):
         lines += ["", f"Scoring, per batch of {args.batch_size} (median ms, outside Lightning): "
                   + ", ".join(f"{k} {v}" for k, v in s["breakdown_ms"].items()) + "."]
@@ -409,6 +535,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--model", choices=MODELS, default="star_tiny", help="the proxy (a conf/model entry)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: bf16 autocast (needs a GPU)")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    p.add_argument("--objective", default="official", help="the rater objective of the features part's rater step and scoring")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=None, help="timed steps per run (default 30; --quick 8)")
     p.add_argument("--warmup", type=int, default=3)
@@ -443,7 +570,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
             "command": "python benchmarks/overhead.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "load_start": os.getloadavg()[0]}
     results: dict[str, Any] = {}
-    steps = {"meta": measure_meta, "scoring": measure_scoring, "callback": measure_callback, "selection": measure_selection}
+    steps = {"meta": measure_meta, "scoring": measure_scoring, "callback": measure_callback, "selection": measure_selection,
+             "features": measure_features}
     for part in args.parts:
         print(f"[{part}]", flush=True)
         start = time.perf_counter()

@@ -22,6 +22,7 @@ from typing import Any, Optional
 from lightning_alchemist.config import DataConfig, as_container, data_config
 from lightning_alchemist.curation.plan import CurationConfig, curation_config
 from lightning_alchemist.errors import ConfigError, DataError
+from lightning_alchemist.features.config import FeaturesConfig, features_config
 from lightning_alchemist.metrics.evaluate import EvalConfig, eval_config
 from lightning_alchemist.proxy.lora import FinetuneConfig, finetune_config
 from lightning_alchemist.rater.config import RaterConfig
@@ -55,6 +56,9 @@ class RootConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     # Curation stages around the selection (dedup, concept-cluster budgets, rebalancing); curation=none runs none.
     curation: CurationConfig = field(default_factory=CurationConfig)
+    # The encode-once feature cache (features.use=auto|on|off): frozen-encoder outputs computed once per
+    # dataset and read by rater training, scoring and target training; off for augmentations that must run online.
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
     experiment: Any = None
     # Reuse artifacts instead of computing them: a ratings folder (skips rater training and
     # scoring) or a selection manifest (skips selection too); recipes/train.py maps selection=PATH here.
@@ -150,6 +154,7 @@ class Validated:
     # generator config), computed once by ``validate(check_paths=True)``; it keys every stage's cache.
     data_id: Optional[dict] = None
     curation: CurationConfig = field(default_factory=CurationConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
 
 
 def _check_devices(trainer: TrainerConfig) -> None:
@@ -219,6 +224,10 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
     if curation.active and strategy is not None and strategy.name == "curriculum":
         raise ConfigError("config 'curation': curriculum reorders the whole pool each epoch and cannot pick inside curation "
                           "stages; pick another selection (e.g. selection=shift_gauss) or curation=none")
+    features = features_config(cfg.get("features"))
+    if features.use == "on" and data.style != "map":
+        raise ConfigError("config 'features.use=on': the feature cache serves map-style data, but data.style=iterable; "
+                          "pass data.style=map or features.use=auto (streams then encode online)")
     ratings = Path(cfg.ratings) if cfg.get("ratings") else None
     if curation.active and curation.embeddings.source == "ratings" and ratings is None:
         if strategy is None or strategy.name == "random":
@@ -246,4 +255,4 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
                      rater=rater, rater_proxy=proxy, strategy=strategy, trainer=trainer, eval=evaluation,
                      ratings=ratings, selection_path=selection_path,
                      allow_partial_ratings=bool(cfg.get("allow_partial_ratings", False)), data_id=data_id,
-                     curation=curation)
+                     curation=curation, features=features)

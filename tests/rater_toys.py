@@ -27,6 +27,8 @@ NOISE_WORDS = ["lorem", "ipsum", "dolor", "sit", "amet", "elit", "sed", "magna",
 class ToyProxy(T2IProxy):
     """Frozen patch/word encoders; a trainable MLP predicts the image tokens from the caption."""
 
+    frozen_attrs = ("word_emb",)  # the only weights encode() reads (seeded): its digest names the encodes
+
     def __init__(self, image_size: int = 8, patch: int = 4, text_dim: int = 16, vocab: int = 64, hidden: int = 64, seed: int = 0) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(seed)

@@ -42,3 +42,24 @@ def test_report_marks_met_and_missed_targets():
     assert "2.50x" in first_order and "MISSED" in first_order
     assert "met" in next(line for line in lines if "scoring" in line)
     assert "MISSED" in next(line for line in lines if "30,000,000" in line)
+
+
+def test_report_shows_the_feature_cache_ratios_with_their_goals():
+    bench = _load()
+    args = bench.parse_args(["--quick", "--parts", "features"])
+    meta = {"date": "d", "machine": "m", "command": "c", "load_start": 1.0, "load_end": 1.0}
+    results = {"features": {
+        "pool": 1000, "val": 200, "batch_size": 32, "objective": "official",
+        "encode": {"bare_per_s": 100, "stage_per_s": 95, "ratio": 0.95, "bytes_per_sample": 4316},
+        "step_ms": {"rater (cached)": 200.0, "plain (cached)": 100.0, "plain (online)": 150.0},
+        "rater_vs_plain": 2.0, "rater_vs_plain_online": 1.33, "target_cached_vs_online": 0.67,
+        "scoring": {"decode_per_s": 1000, "score_per_s": 1100, "ratio": 1.1, "samples": 1000, "read_per_s": 5000,
+                    "breakdown_ms": {"cache read + collate": 1.0, "rater forward": 9.0}}}}
+    text = bench.report(args, results, meta)
+    rows = text.splitlines()
+    assert "met" in next(r for r in rows if r.startswith("| encode stage"))
+    assert "MISSED" in next(r for r in rows if "cached features (batch 32" in r)
+    assert "met" in next(r for r in rows if r.startswith("| scoring from cached"))
+    assert "0.67x" in next(r for r in rows if r.startswith("| target step with the cache"))
+    assert "5.00x" in next(r for r in rows if r.startswith("| reading cached features alone"))
+    assert "cache read + collate 1.0" in text

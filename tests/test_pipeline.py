@@ -69,7 +69,9 @@ def test_pipeline_end_to_end_then_reuses_cached_ratings(tmp_path, monkeypatch):
     assert calls == {"datamodule": 1, "ratings": 1, "selection": 1, "rater": 1, "rater_config": 1, "data_identity": 1}, calls
 
     stages = first["stages"]
-    assert set(stages) == {"rater", "ratings", "selection"} and not any(s["cached"] for s in stages.values())
+    # encode once (the rater proxy is the target: one feature cache serves rating, scoring and training)
+    assert set(stages) == {"features", "rater", "ratings", "selection"} and not any(s["cached"] for s in stages.values())
+    assert first["train"].get("features") is True
     rater_ckpt = Path(stages["rater"]["path"]) / "rater.ckpt"
     ratings = sorted((Path(stages["ratings"]["path"]) / "ratings").glob("*.parquet"))
     manifest = Path(stages["selection"]["path"]) / "selection.parquet"
@@ -95,7 +97,7 @@ def test_pipeline_end_to_end_then_reuses_cached_ratings(tmp_path, monkeypatch):
     # A second run at another keep reuses the rater and the ratings (asserted by flag and by file times).
     times = [p.stat().st_mtime_ns for p in [rater_ckpt, *ratings]]
     second = train(compose("config", TOY + [f"out={tmp_path}", "keep=0.2"]))
-    assert second["stages"]["rater"]["cached"] and second["stages"]["ratings"]["cached"]
+    assert second["stages"]["rater"]["cached"] and second["stages"]["ratings"]["cached"] and second["stages"]["features"]["cached"]
     assert not second["stages"]["selection"]["cached"] and second["selection"]["num_kept"] == 200
     assert [p.stat().st_mtime_ns for p in [rater_ckpt, *ratings]] == times
 

@@ -164,7 +164,7 @@ def test_encoded_set_take_marks_batches_and_cache_is_reused(tmp_path):
 
     data = ListData(samples)
 
-    def proxy(seed: int = 0) -> ToyProxy:  # ToyProxy names no frozen_attrs: all its weights name the encodes
+    def proxy(seed: int = 0) -> ToyProxy:  # its frozen word embedding (seeded) names the encodes
         torch.manual_seed(0)
         return ToyProxy(seed=seed)
 

@@ -75,6 +75,8 @@ def test_default_rater_warms_up_then_scores_directly(tmp_path, small_shapes, sma
     scorer = load_rater(ckpt)
     assert isinstance(scorer, ProxyScorer) and scorer.cfg.objective == "contrast"
     assert scorer.info["warmup"]["steps_run"] == 6
+    # encode once: the recipe's encode stage wrote the feature cache and the warm-up read its split from it
+    assert scorer.info["encodes_val"].get("features") and list((out / "cache" / "features").glob("*/stage.json"))
     # the warm-up curve (held-out loss at steps 3 and 6) where the report reads rater curves
     rows = list(csv.DictReader(open(out / "rater_logs" / "version_0" / "metrics.csv")))
     assert [r["step"] for r in rows] == ["3", "6"] and all(float(r["warmup/holdout_loss"]) > 0 for r in rows)
@@ -82,6 +84,7 @@ def test_default_rater_warms_up_then_scores_directly(tmp_path, small_shapes, sma
     info = run_score(compose_with("score", rater_path_override([f"rater={ckpt}", f"out={out}"]), data=small_shapes_cfg, trainer=TRAINER))
     ratings = Ratings.read(out / "ratings", expected_keys=list(small_shapes.pool.keys))
     assert info["rows"] == len(small_shapes.pool) and np.isfinite(ratings.ratings).all()
+    assert info["features"]  # the score recipe found the feature cache train_rater wrote for this data and proxy
     assert ratings.ranking["objective"] == "contrast" and ratings.ranking["head"] == "clean"
 
 

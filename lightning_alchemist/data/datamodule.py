@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import lightning as L
 import torch
@@ -60,6 +60,9 @@ class T2IDataModule(L.LightningDataModule):
         self.seed = seed
         self.duplicates = str(duplicates if duplicates is not None else self.cfg.duplicates)
         self.skip_shards: set[str] = set()
+        #: Serves map-style splits another way: ``view(dataset) -> (dataset, collate_fn)`` (the feature
+        #: cache installs one, :func:`lightning_alchemist.features.use_features`); None: decoded images.
+        self.view: Optional[Callable[[Any], tuple[Any, Callable]]] = None
         self._source: Optional[DataSource] = None
         self._pool: Optional[ShardDataset] = None
         self._val: Optional[ShardDataset] = None
@@ -137,15 +140,22 @@ class T2IDataModule(L.LightningDataModule):
         # Seeded workers: the worker seeds come from this generator, so a rerun with the same seed
         # (and worker count) reads the same data in the same order.
         kwargs.setdefault("generator", torch.Generator().manual_seed(self.seed))
+        dataset, collate = self.serve(dataset)
         return DataLoader(
             dataset,
             batch_size=kwargs.pop("batch_size", self.cfg.batch_size),
             num_workers=self.cfg.num_workers,
-            collate_fn=collate_samples,
+            collate_fn=collate,
             persistent_workers=self.cfg.num_workers > 0,
             worker_init_fn=seed_worker if self.cfg.num_workers > 0 else None,
             **kwargs,
         )
+
+    def serve(self, dataset: Any) -> tuple[Any, Callable]:
+        """``(dataset, collate_fn)`` a loader over a map-style split uses: through :attr:`view` when one is set."""
+        if self.view is not None and isinstance(dataset, ShardDataset):
+            return self.view(dataset)
+        return dataset, collate_samples
 
     def _world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)

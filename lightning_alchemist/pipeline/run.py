@@ -1,6 +1,7 @@
-"""The whole pipeline: rate → score → select → train → evaluate → report.
+"""The whole pipeline: encode → rate → score → select → train → evaluate → report.
 
-Rating, scoring and selection are cached under ``<out>/cache`` by fingerprints of their inputs and
+The encode stage writes each sample's frozen-encoder outputs once (``features.use``, default ``auto``);
+rater training, scoring and target training read them. Encoding, rating, scoring and selection are cached under ``<out>/cache`` by fingerprints of their inputs and
 config (:mod:`lightning_alchemist.pipeline.cache`), so a sweep over ``keep`` or ``selection`` trains
 the rater and scores the pool once. Training, evaluation and the report go to the job's run dir.
 """
@@ -19,7 +20,7 @@ from lightning_alchemist.rater.heuristics import HeuristicConfig
 from lightning_alchemist.runtime import set_threads
 from lightning_alchemist.schema import Validated, model_name, validate
 
-__all__ = ["Plan", "plan_stages", "run_pipeline"]
+__all__ = ["Plan", "features_stage", "plan_stages", "run_pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,42 @@ def _banner(step: str, text: str) -> None:
     print(f"\n==> [{step}] {text}", flush=True)
 
 
-def rater_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict) -> StageResult:
+def features_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict, model_cfg: Any,
+                   proxy: Any = None) -> tuple[Optional[StageResult], Any]:
+    """Encode every pool and validation sample once with ``model_cfg``'s frozen encoders: ``<cache>/features/<fp>/``.
+
+    Returns ``(stage, store)``: the cached stage and its :class:`~lightning_alchemist.features.store.FeatureStore`,
+    or ``(None, None)`` with ``features.use=off`` or streamed data. The fingerprint names the data and the
+    encoders' weights, so a target whose frozen encoders equal the rater proxy's reuses the same features.
+    """
+    from lightning_alchemist.features.encode import encode_features
+    from lightning_alchemist.features.identity import encoder_digest
+    from lightning_alchemist.features.store import FeatureStore
+    from lightning_alchemist.proxy.factory import fit_to_data
+    from lightning_alchemist.rater.recipe import build_rater_proxy, device_kwargs
+
+    if v.features.use == "off" or v.data.style != "map":
+        return None, None
+    if proxy is None:
+        proxy = build_rater_proxy(as_container(fit_to_data(model_cfg, datamodule.cfg)))
+    if not getattr(proxy, "frozen_attrs", ()):
+        # its digest covers every weight, trainable ones too: no other stage's proxy would match the cache
+        log.info("features: %s names no frozen_attrs; no encode stage (every stage encodes online)", type(proxy).__name__)
+        return None, None
+    digest = encoder_digest(proxy)
+    key = {"data": data_id, "encoders": digest, "image_size": v.data.image_size}
+
+    def build(folder: Path) -> dict:
+        return encode_features(proxy, datamodule, folder, data_id=data_id, batch_size=v.features.batch_size,
+                               trainer_kwargs=device_kwargs(v.trainer))
+
+    stage = cached_stage(cache, "features", key, build)
+    store = FeatureStore(stage.path, fingerprint=stage.info["fingerprint"])
+    store.encoders = digest
+    return stage, store
+
+
+def rater_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict, features: Any = None) -> StageResult:
     """Train the rater with its proxy on the pool: ``<cache>/rater/<fp>/rater.ckpt``."""
     from lightning_alchemist.rater.recipe import device_kwargs, train_rater
 
@@ -79,20 +115,21 @@ def rater_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict) -> St
            "proxy": as_container(v.rater_proxy), "seed": v.seed}
 
     def build(folder: Path) -> dict:
-        path = train_rater(datamodule, v.rater_proxy, v.rater, folder, seed=v.seed, devices=device_kwargs(v.trainer))
+        path = train_rater(datamodule, v.rater_proxy, v.rater, folder, seed=v.seed, devices=device_kwargs(v.trainer),
+                           features=features)
         return {"checkpoint": str(path)}
 
     return cached_stage(cache, "rater", key, build)
 
 
-def score_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict, rater: StageResult) -> StageResult:
+def score_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict, rater: StageResult, features: Any = None) -> StageResult:
     """Score every pool sample with the rater: ``<cache>/ratings/<fp>/ratings/``."""
     from lightning_alchemist.rater.recipe import device_kwargs, score_pool
 
     key = {"data": data_id, "rater": rater.fingerprint}
 
     def build(folder: Path) -> dict:
-        info = score_pool(rater.info["checkpoint"], datamodule, folder, devices=device_kwargs(v.trainer))
+        info = score_pool(rater.info["checkpoint"], datamodule, folder, devices=device_kwargs(v.trainer), features=features)
         return {"ratings": info["ratings"], "rows": info["rows"], "fingerprint": info["fingerprint"]}
 
     return cached_stage(cache, "ratings", key, build)
@@ -217,16 +254,18 @@ def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
     data_id = v.data_id  # stat'ed once by validate (a layout's source files can be many)
     stages: dict[str, StageResult] = {}
     ratings: Optional[Ratings] = None
+    rater_features = None
     if plan.rate and plan.heuristic is not None:
         _banner("rate", f"rating {len(datamodule.pool)} pool samples by {plan.heuristic.score} (no model)")
         stages["heuristic"], ratings = heuristic_stage(v, datamodule, cache, data_id)
         _report_cached(stages["heuristic"])
     elif plan.rate:
+        rater_features = _encode(v, datamodule, cache, data_id, v.rater_proxy, stages, "features")
         _banner("rater", f"training the rater with proxy '{model_name(v.rater_proxy)}' (cached by fingerprint)")
-        stages["rater"] = rater_stage(v, datamodule, cache, data_id)
+        stages["rater"] = rater_stage(v, datamodule, cache, data_id, features=rater_features)
         _report_cached(stages["rater"])
         _banner("score", f"scoring {len(datamodule.pool)} pool samples")
-        stages["ratings"] = score_stage(v, datamodule, cache, data_id, stages["rater"])
+        stages["ratings"] = score_stage(v, datamodule, cache, data_id, stages["rater"], features=rater_features)
         _report_cached(stages["ratings"])
         ratings = Ratings.read(stages["ratings"].info["ratings"])
     elif plan.ratings_path is not None and plan.select:
@@ -249,10 +288,15 @@ def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
         _report_cached(stages["selection"])
         selection_path = Path(stages["selection"].info["selection"])
     selection = Selection.read(selection_path) if selection_path is not None else None
+    same = "features" in stages and as_container(v.model) == as_container(v.rater_proxy)
+    target_features = rater_features if same else None
+    if not same and _target_encodes(v, datamodule):
+        target_features = _encode(v, datamodule, cache, data_id, v.model, stages, "features_target")
     _banner("train", f"target {model_name(v.model)} ({v.finetune.mode}) on "
                      f"{'the selection' if selection is not None else 'the whole pool'}")
     target = train_target(v.model, v.finetune, v.trainer, datamodule, run_dir, seed=v.seed,
-                          selection=selection, mode=plan.mode, allow_partial_ratings=v.allow_partial_ratings)
+                          selection=selection, mode=plan.mode, allow_partial_ratings=v.allow_partial_ratings,
+                          features=target_features)
     print(f"val/loss {target.val_loss:.4f} after {target.steps} steps ({target.seconds:.0f} s)", flush=True)
     if not target.is_global_zero:  # under DDP the other ranks stop here: rank 0 evaluates and reports
         return {}
@@ -265,6 +309,33 @@ def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
         ratings=rated, selection=selection, selection_path=selection_path, stages=stages, seconds=time.time() - t_start,
         eval_dir=run_dir / "eval",
     )
+
+
+def _encode(v: Validated, datamodule: Any, cache: Path, data_id: dict, model_cfg: Any, stages: dict, name: str) -> Any:
+    """The encode stage for ``model_cfg``'s frozen encoders (recorded in ``stages[name]``); its store, or None when off."""
+    if v.features.use == "off" or v.data.style != "map":
+        return None
+    _banner("encode", f"encoding {len(datamodule.pool)} pool + {len(datamodule.val)} validation samples with "
+                      f"'{model_name(model_cfg)}''s frozen encoders, once (cached by fingerprint)")
+    stage, store = features_stage(v, datamodule, cache, data_id, model_cfg)
+    if stage is not None:
+        stages[name] = stage
+        _report_cached(stage)
+    return store
+
+
+def _target_encodes(v: Validated, datamodule: Any) -> bool:
+    """Whether the target alone is worth an encode stage: ``features.use=on``, or ``auto`` when it sees every pool
+    sample at least once (encoding the whole pool for a target that sees half of it costs more than it saves)."""
+    from lightning_alchemist.target.trainer import total_steps
+
+    if v.features.use == "off" or v.data.style != "map":
+        return False
+    if v.features.use == "on":
+        return True
+    devices = v.trainer.devices if isinstance(v.trainer.devices, int) and v.trainer.devices > 0 else 1
+    seen = total_steps(v.trainer, v.data.batch_size) * v.data.batch_size * devices * max(int(v.trainer.num_nodes), 1)
+    return seen >= len(datamodule.pool)
 
 
 def _report_cached(stage: StageResult) -> None:

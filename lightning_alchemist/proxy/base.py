@@ -98,6 +98,24 @@ class T2IProxy(nn.Module, ABC):
             raise NotImplementedError(f"{type(self).__name__} does not name its trainable module (trainable_attr)")
         return getattr(self, self.trainable_attr)
 
+    def to_features(self, encoded: Encoded) -> dict[str, Tensor]:
+        """What the feature cache stores of an encoded batch: batch-first tensors ``[B, ...]``.
+
+        The default keeps every batch-first tensor of ``encoded``; a proxy whose encodes hold parts
+        derived cheaply from others (STAR: the teacher-forcing input from the token ids) stores less.
+        """
+        keys = encoded.get("key")
+        n = len(keys) if keys is not None else None
+        out = {}
+        for name, value in encoded.items():
+            if isinstance(value, Tensor) and value.ndim >= 1 and (n is None or value.shape[0] == n):
+                out[name] = value
+        return out
+
+    def from_features(self, features: dict[str, Tensor]) -> Encoded:
+        """An ``Encoded`` batch from stored :meth:`to_features` tensors (on this proxy's device)."""
+        return dict(features)
+
     def null_text(self, batch_size: int) -> dict[str, Tensor]:
         """Text entries (``text``, ``text_mask``, ``pooled``) of the empty caption, for CFG and caption dropout."""
         raise NotImplementedError(f"{type(self).__name__} has no empty-caption encoding")
@@ -116,3 +134,22 @@ class T2IProxy(nn.Module, ABC):
     def generate(self, prompts: list[str], generator: Optional[torch.Generator] = None, **kwargs: Any) -> Tensor:
         """Sample images ``[N, 3, H, W]`` in [-1, 1] for ``prompts``."""
         raise NotImplementedError(f"{type(self).__name__} cannot generate images")
+
+
+def encoded_batch(proxy: T2IProxy, batch: Batch) -> Encoded:
+    """The proxy's encodes of a data batch, without running the encoders when the batch brings them.
+
+    A batch marked ``encoded`` (e.g. rows of an encoded split) passes through; a batch read from the
+    feature cache (``batch["features"]``, see :mod:`lightning_alchemist.features`) is expanded by
+    :meth:`T2IProxy.from_features`; any other batch runs :meth:`T2IProxy.encode` without grad.
+    """
+    if batch.get("encoded"):
+        return batch
+    features = batch.get("features")
+    if features is not None:
+        with torch.no_grad():
+            enc = dict(proxy.from_features(features))
+        enc["key"] = list(batch.get("key") or [])
+        return enc
+    with torch.no_grad():
+        return proxy.encode(batch)

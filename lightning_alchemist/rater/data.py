@@ -44,13 +44,15 @@ class RaterDataModule(pl.LightningDataModule):
         world, rank = self._world()
         cfg = self.data.cfg
         sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        # the feature cache, when a stage installed it, serves the same indices (same batches) without decoding
+        dataset, collate = self.data.serve(dataset) if hasattr(self.data, "serve") else (dataset, collate_samples)
         return DataLoader(
             dataset,
             batch_size=cfg.batch_size,
             sampler=sampler,
             drop_last=True,
             num_workers=cfg.num_workers,
-            collate_fn=collate_samples,
+            collate_fn=collate,
             persistent_workers=cfg.num_workers > 0,
         )
 

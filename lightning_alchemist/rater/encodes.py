@@ -22,9 +22,9 @@ from torch import Tensor
 
 from lightning_alchemist.paths import cache_root, file_lock
 from lightning_alchemist.proxy.base import Encoded, T2IProxy
-from lightning_alchemist.rater.fingerprint import module_digest
+from lightning_alchemist.features.identity import encoder_digest  # re-exported: the one digest of frozen encoders
 
-__all__ = ["EncodedLoader", "EncodedSet", "cached_encodes", "dataset_identity", "encode_dataset", "encoder_digest"]
+__all__ = ["EncodedLoader", "EncodedSet", "cached_encodes", "dataset_identity", "encode_dataset", "encoder_digest", "encodes_from_features"]
 
 log = logging.getLogger(__name__)
 
@@ -101,18 +101,6 @@ class EncodedLoader:
             yield self.data.take(order[b * self.batch_size : (b + 1) * self.batch_size])
 
 
-def encoder_digest(proxy: T2IProxy) -> str:
-    """sha256 of the proxy's frozen modules (``frozen_attrs``; the whole proxy if it names none)."""
-    names = list(getattr(proxy, "frozen_attrs", ()) or ())
-    h = hashlib.sha256(type(proxy).__qualname__.encode())
-    if not names:
-        h.update(module_digest(proxy).encode())
-    for name in names:
-        h.update(name.encode())
-        h.update(module_digest(getattr(proxy, name)).encode())
-    return h.hexdigest()
-
-
 def dataset_identity(dataset: Any) -> dict[str, Any]:
     """What names a map-style dataset's content: its keys, shard files (size, mtime) and image size."""
     keys = list(getattr(dataset, "keys", []) or [])
@@ -128,6 +116,24 @@ def dataset_identity(dataset: Any) -> dict[str, Any]:
     decoder = getattr(dataset, "decoder", None)
     size = getattr(decoder, "image_size", None) or getattr(getattr(decoder, "cfg", None), "image_size", None)
     return {"n": len(keys), "keys": h, "shards": stats, "image_size": size}
+
+
+def encodes_from_features(proxy: T2IProxy, store: Any, dataset: Any, batch_size: int = 256) -> EncodedSet:
+    """A dataset's encodes read from a feature store (keys absent from it, i.e. undecodable, are skipped and counted)."""
+    keys = [k for k in dataset.keys if k in store]
+    shards: list[str] = []
+    if hasattr(dataset, "shard_index_of"):
+        present = set(keys)
+        shards = [dataset.urls[dataset.shard_index_of(i)] for i, k in enumerate(dataset.keys) if k in present]
+    device = next((b.device for b in proxy.buffers()), torch.device("cpu"))
+    parts: dict[str, list[Tensor]] = {}
+    with torch.no_grad():
+        for s in range(0, len(keys), batch_size):
+            rows = {n: t.to(device) for n, t in store.rows(keys[s : s + batch_size]).items()}
+            for name, value in proxy.from_features(rows).items():
+                if isinstance(value, Tensor) and value.ndim >= 1:
+                    parts.setdefault(name, []).append(value.detach().cpu())
+    return EncodedSet(keys, {n: torch.cat(v) for n, v in parts.items()}, shards, len(dataset) - len(keys))
 
 
 def encode_dataset(proxy: T2IProxy, dataset: Any, batch_size: int = 64, progress: bool = False,
@@ -178,19 +184,30 @@ def cached_encodes(
     batch_size: int = 64,
     progress: bool = False,
     collate_fn: Optional[Callable[[list], dict]] = None,
+    features: Any = None,
 ) -> tuple[EncodedSet, dict[str, Any]]:
     """The dataset's encodes under the proxy's frozen encoders, from the cache or encoded now.
+
+    ``features``: a :class:`~lightning_alchemist.features.store.FeatureStore` written by the same encoders;
+    when it holds the dataset's keys, the encodes are read from it (no image is decoded, nothing is written here).
+    The fingerprint is the same either way, so caches keyed by it (the proxy warm-up) are shared.
 
     Returns ``(encodes, info)`` with ``info = {"path", "fingerprint", "cached", "seconds"}``.
     """
     import time
 
     ident = dict(identity) if identity is not None else dataset_identity(dataset)
-    payload = {"v": ENCODES_VERSION, "encoders": encoder_digest(proxy), "data": ident}
+    digest = encoder_digest(proxy)
+    payload = {"v": ENCODES_VERSION, "encoders": digest, "data": ident}
     fp = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "encodes"
     path = root / f"{fp}.pt"
     t0 = time.perf_counter()
+    if features is not None and getattr(features, "encoders", None) == digest:
+        enc = encodes_from_features(proxy, features, dataset)
+        if len(enc):
+            return enc, {"path": str(features.root), "fingerprint": fp, "cached": True, "seconds": time.perf_counter() - t0,
+                         "features": True}
     with file_lock(path.with_suffix(".lock")):
         if path.is_file():
             blob = torch.load(path, map_location="cpu", weights_only=True)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_alchemist.config import as_container
-from lightning_alchemist.proxy.base import Batch, RaterInputs, T2IProxy
+from lightning_alchemist.proxy.base import Batch, RaterInputs, T2IProxy, encoded_batch
 from lightning_alchemist.rater.config import OptimConfig, RaterConfig, rater_config
 from lightning_alchemist.rater.heads import batch_weights, weight_entropy
 from lightning_alchemist.rater.meta import MetaContext, build_meta_gradient, weighted_pool_loss
@@ -39,11 +39,9 @@ __all__ = ["RaterModule", "encode_batch", "infer_rater_dims", "spearman"]
 
 
 def encode_batch(proxy: T2IProxy, batch: Batch) -> dict[str, Any]:
-    """The proxy's encodes of ``batch``; a batch already encoded (``batch["encoded"]``) passes through."""
-    if batch.get("encoded"):
-        return batch
-    with torch.no_grad():
-        return proxy.encode(batch)
+    """The proxy's encodes of ``batch``; a batch already encoded (``batch["encoded"]``) passes through and one
+    read from the feature cache is expanded (:func:`~lightning_alchemist.proxy.base.encoded_batch`)."""
+    return encoded_batch(proxy, batch)
 
 
 def infer_rater_dims(proxy: T2IProxy, batch: Batch) -> tuple[int, int]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from lightning_alchemist.config import DataConfig, as_container
+from lightning_alchemist.features.config import FeaturesConfig
 from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.runtime import set_threads
 from lightning_alchemist.rater.config import RaterConfig, rater_config
@@ -90,13 +91,14 @@ def _warmup_line(info: dict) -> str:
     return f"warm-up {w.get('steps_run')} steps, best {w.get('best_step')} (held-out loss {w.get('best_holdout_loss', float('nan')):.3f}), {how}"
 
 
-def warm_up_stage(rcfg: Any, model_cfg: Any, datamodule: Any, seed: int = 0) -> tuple[Any, Any, dict]:
+def warm_up_stage(rcfg: Any, model_cfg: Any, datamodule: Any, seed: int = 0, features: Any = None) -> tuple[Any, Any, dict]:
     """The proxy warmed up on the validation split (``rater.warmup``; cached), and for the penalty
     objective a reference warmed up the same way on the pool. Returns ``(proxy, reference, info)``.
 
     The splits are encoded once with the proxy's frozen encoders (cached,
     :func:`~lightning_alchemist.rater.encodes.cached_encodes`). With ``warmup.steps: 0`` the proxy
-    comes back as built (the official cold start) and no split is encoded.
+    comes back as built (the official cold start) and no split is encoded. ``features``: a feature store
+    (:mod:`lightning_alchemist.features`) of the same encoders, read instead of encoding the splits.
     """
     from lightning_alchemist.rater.encodes import cached_encodes
     from lightning_alchemist.rater.warmup import warm_up_proxy
@@ -109,7 +111,7 @@ def warm_up_stage(rcfg: Any, model_cfg: Any, datamodule: Any, seed: int = 0) -> 
         datamodule.prepare_data()
         datamodule.setup("fit")
     if rcfg.warmup.steps > 0:
-        val, vinfo = cached_encodes(proxy, datamodule.val)
+        val, vinfo = cached_encodes(proxy, datamodule.val, features=features)
         info["warmup"] = warm_up_proxy(proxy, val, wcfg, vinfo["fingerprint"], role="val").as_dict()
         info["encodes_val"] = vinfo
         log.info("rater proxy: %s", _warmup_line(info))
@@ -117,13 +119,14 @@ def warm_up_stage(rcfg: Any, model_cfg: Any, datamodule: Any, seed: int = 0) -> 
         if rcfg.warmup.steps <= 0:
             raise ConfigError("config 'rater.objective=penalty' warms a reference up on the pool: set rater.warmup.steps > 0")
         reference = build_rater_proxy(model_cfg)
-        pool, pinfo = cached_encodes(reference, datamodule.pool)
+        pool, pinfo = cached_encodes(reference, datamodule.pool, features=features)
         info["reference"] = warm_up_proxy(reference, pool, wcfg, pinfo["fingerprint"], role="pool").as_dict()
     return proxy, reference, info
 
 
 def train_rater(datamodule: Any, proxy_cfg: Any, rater_cfg: Optional[RaterConfig] = None, out: str | Path = "outputs",
-                seed: int = 0, devices: Optional[Mapping[str, Any]] = None, keep_checkpoints: int = 2) -> Path:
+                seed: int = 0, devices: Optional[Mapping[str, Any]] = None, keep_checkpoints: int = 2,
+                features: Any = None) -> Path:
     """Train the rater with a proxy built from ``proxy_cfg`` on ``datamodule``'s pool and validation split.
 
     Args:
@@ -134,6 +137,8 @@ def train_rater(datamodule: Any, proxy_cfg: Any, rater_cfg: Optional[RaterConfig
         seed: the run's seed (plus ``rater_cfg.seed``).
         devices: Lightning device arguments (:func:`device_kwargs`).
         keep_checkpoints: epoch checkpoints kept under ``OUT/rater_checkpoints`` (the latest; plus ``last.ckpt``).
+        features: a :class:`~lightning_alchemist.features.store.FeatureStore` of the proxy's frozen encoders over this
+            data: the warm-up and the rater's steps read it instead of decoding images and running the encoders.
 
     Returns:
         The path of ``OUT/rater.ckpt``.
@@ -152,7 +157,7 @@ def train_rater(datamodule: Any, proxy_cfg: Any, rater_cfg: Optional[RaterConfig
     out = Path(out)
     # The proxy's tokenizer fits this pool (not shapes), trained once and cached by the data's identity.
     model_node = as_container(fit_to_data(proxy_cfg, datamodule.cfg))
-    proxy, reference, info = warm_up_stage(rcfg, model_node, datamodule, run_seed)
+    proxy, reference, info = warm_up_stage(rcfg, model_node, datamodule, run_seed, features=features)
     spec = {"model": model_node, "finetune": None}
     if rcfg.score_with == "proxy":
         from lightning_alchemist.rater.direct import ProxyScorer
@@ -189,7 +194,10 @@ def train_rater(datamodule: Any, proxy_cfg: Any, rater_cfg: Optional[RaterConfig
         callbacks=[*progress, rater_checkpoint_callback(out / "rater_checkpoints", keep_checkpoints)],
         **kwargs,
     )
-    trainer.fit(module, datamodule=data)
+    from lightning_alchemist.features.dataset import use_features
+
+    with use_features(datamodule, features, proxy, stage="rater"):
+        trainer.fit(module, datamodule=data)
     path = out / "rater.ckpt"
     trainer.save_checkpoint(str(path))
     if trainer.is_global_zero:
@@ -198,21 +206,27 @@ def train_rater(datamodule: Any, proxy_cfg: Any, rater_cfg: Optional[RaterConfig
 
 
 def score_pool(rater: Any, datamodule: Any, out: str | Path, devices: Optional[Mapping[str, Any]] = None,
-               overwrite: bool = False) -> dict[str, Any]:
+               overwrite: bool = False, features: Any = None) -> dict[str, Any]:
     """Score every pool sample of ``datamodule`` with ``rater`` (a RaterModule or a ``rater.ckpt`` path) into ``OUT/ratings``.
 
-    Returns the scorer's summary (``fingerprint``, ``rows``, written and skipped shards) plus ``ratings``, the folder.
+    ``features``: a feature store of the rater's proxy encoders over this data, read instead of decoding images.
+
+    Returns the scorer's summary (``fingerprint``, ``rows``, written and skipped shards) plus ``ratings``, the folder,
+    and ``features``, whether the feature cache was read.
     """
     from lightning_alchemist.rater.scoring import load_rater, score
 
     module = load_rater(rater) if isinstance(rater, (str, Path)) else rater
     ratings_dir = Path(out) / "ratings"
-    info = score(module, datamodule, ratings_dir, trainer_kwargs=dict(devices or {}), overwrite=overwrite)
+    from lightning_alchemist.features.dataset import use_features
+
+    with use_features(datamodule, features, module.proxy, stage="score") as cached:
+        info = score(module, datamodule, ratings_dir, trainer_kwargs=dict(devices or {}), overwrite=overwrite)
     print(
         f"scored {info['rows']} samples into {len(info['written_shards'])} shard files "
         f"(skipped {len(info['skipped_shards'])} finished) -> {ratings_dir} [fingerprint {info['fingerprint']}]"
     )
-    return {**info, "ratings": str(ratings_dir)}
+    return {**info, "ratings": str(ratings_dir), "features": bool(cached)}
 
 
 def run_train_rater(cfg: Any, keep_checkpoints: int = 2) -> Path:
@@ -222,8 +236,17 @@ def run_train_rater(cfg: Any, keep_checkpoints: int = 2) -> Path:
 
     v = validate(cfg)
     set_threads(v.trainer.num_threads)
-    return train_rater(build_datamodule(v.data, seed=v.seed), v.rater_proxy, v.rater, v.out, seed=v.seed,
-                       devices=device_kwargs(v.trainer), keep_checkpoints=keep_checkpoints)
+    datamodule = build_datamodule(v.data, seed=v.seed)
+    features = None
+    if v.features.use != "off" and v.data.style == "map":
+        # the encode stage the pipeline runs (cached under OUT/cache/features): encode once, then train from it
+        from lightning_alchemist.pipeline.run import features_stage
+
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        _, features = features_stage(v, datamodule, v.out / "cache", v.data_id, v.rater_proxy)
+    return train_rater(datamodule, v.rater_proxy, v.rater, v.out, seed=v.seed,
+                       devices=device_kwargs(v.trainer), keep_checkpoints=keep_checkpoints, features=features)
 
 
 def rater_path_override(argv: list[str]) -> list[str]:
@@ -244,6 +267,9 @@ class ScoreRecipeConfig:
     seed: int = 0
     overwrite: bool = False  # rescore shards written by another rater/config instead of refusing
     data: DataConfig = field(default_factory=DataConfig)
+    # off: decode and encode every sample; auto: read the feature cache under OUT/cache/features when one was
+    # written for this data by the rater's encoders (recipes/train_rater.py or the pipeline writes it)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
     # Where to run (Lightning Trainer arguments: accelerator, devices, strategy, num_nodes, precision,
     # enable_progress_bar) and num_threads; a rating does not depend on any of them.
     trainer: dict[str, Any] = field(default_factory=dict)
@@ -260,5 +286,20 @@ def run_score(cfg: Any) -> dict[str, Any]:
     if not conf.rater_ckpt:
         raise ConfigError("config 'rater' is required: pass rater=DIR/rater.ckpt (written by recipes/train_rater.py)")
     set_threads(conf.trainer.get("num_threads"))
-    return score_pool(conf.rater_ckpt, build_datamodule(conf.data, seed=conf.seed), conf.out,
-                      devices=device_kwargs(conf.trainer), overwrite=conf.overwrite)
+    rater: Any = conf.rater_ckpt
+    features = None
+    if conf.features.use != "off":
+        from lightning_alchemist.data.sources import data_identity
+        from lightning_alchemist.features.encode import data_fingerprint
+        from lightning_alchemist.features.identity import encoder_digest
+        from lightning_alchemist.features.store import find_store
+        from lightning_alchemist.rater.scoring import load_rater
+
+        rater = load_rater(conf.rater_ckpt)
+        features = find_store(Path(conf.out) / "cache" / "features", encoder_digest(rater.proxy),
+                              data_fingerprint(data_identity(conf.data, seed=conf.seed)))
+        if features is None and conf.features.use == "on":
+            raise ConfigError(f"config 'features.use=on': no feature cache for this data and rater under {Path(conf.out) / 'cache' / 'features'}; "
+                              "run recipes/train_rater.py with the same out, data and seed first, or pass features.use=auto")
+    return score_pool(rater, build_datamodule(conf.data, seed=conf.seed), conf.out,
+                      devices=device_kwargs(conf.trainer), overwrite=conf.overwrite, features=features)

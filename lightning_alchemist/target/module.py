@@ -19,7 +19,7 @@ from torch import Tensor
 
 from lightning_alchemist.config import as_container
 from lightning_alchemist.errors import ConfigError
-from lightning_alchemist.proxy.base import Batch, Encoded, T2IProxy
+from lightning_alchemist.proxy.base import Batch, Encoded, T2IProxy, encoded_batch
 from lightning_alchemist.proxy.factory import build_proxy, model_config
 from lightning_alchemist.proxy.lora import FinetuneConfig, finetune_config
 
@@ -64,6 +64,8 @@ class T2IModule(L.LightningModule):
     # ------------------------------------------------------------------ encoding (+ per-key cache)
 
     def encode(self, batch: Batch) -> Encoded:
+        if batch.get("encoded") or batch.get("features") is not None:  # encoded already (the feature cache)
+            return encoded_batch(self.proxy, batch)
         keys = list(batch.get("key") or [])
         if not self._cache_limit or not keys or any(k not in self._cache for k in keys):
             enc = self.proxy.encode(batch)

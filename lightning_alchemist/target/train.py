@@ -27,6 +27,7 @@ class TargetResult:
     checkpoint: Optional[str]
     selection_stats: dict[str, Any]
     is_global_zero: bool = True
+    features: bool = False  # trained from the feature cache
 
 
 def model_image_size(mcfg: Any) -> int:
@@ -39,7 +40,8 @@ def model_image_size(mcfg: Any) -> int:
 
 
 def train_target(model: Any, finetune: Any, trainer: TrainerConfig, datamodule: Any, out: Path, seed: int = 0,
-                 selection: Any = None, mode: str = "subset", allow_partial_ratings: bool = False) -> TargetResult:
+                 selection: Any = None, mode: str = "subset", allow_partial_ratings: bool = False,
+                 features: Any = None) -> TargetResult:
     """Fit the target model on ``datamodule`` under ``out/train``; validate on the clean held-out split.
 
     Args:
@@ -50,6 +52,9 @@ def train_target(model: Any, finetune: Any, trainer: TrainerConfig, datamodule: 
         selection: a :class:`Selection` or a ``selection.parquet``: the training dataloader sees only the selected samples
             (``mode="subset"``) or draws ∝ their weights (``"weighted"``), through :class:`DataSelectionCallback`.
         allow_partial_ratings: accept a selection drawn from ratings that miss part of the pool.
+        features: a :class:`~lightning_alchemist.features.store.FeatureStore` of the target's frozen encoders over this
+            data: training and validation read it (the same batches, no decoding, no encoder forward); ignored when
+            its encoders differ from the target's.
     """
     import lightning as L
 
@@ -70,10 +75,13 @@ def train_target(model: Any, finetune: Any, trainer: TrainerConfig, datamodule: 
         callbacks.append(select_cb)
     batch_size = datamodule.cfg.batch_size
     fit = build_trainer(trainer, out, batch_size=batch_size, callbacks=callbacks)
+    from lightning_alchemist.features.dataset import use_features
+
     t0 = time.time()
-    fit.fit(module, datamodule=datamodule)
-    seconds = time.time() - t0
-    val = fit.validate(module, datamodule=datamodule, verbose=False)
+    with use_features(datamodule, features, module.proxy, stage="train") as cached:
+        fit.fit(module, datamodule=datamodule)
+        seconds = time.time() - t0
+        val = fit.validate(module, datamodule=datamodule, verbose=False)
     val_loss = float(val[0]["val/loss"]) if val else float("nan")
     log_dir = fit.loggers[0].log_dir if fit.loggers else str(out)
     ckpt = Path(out) / "train" / "checkpoints" / "last.ckpt"
@@ -82,5 +90,5 @@ def train_target(model: Any, finetune: Any, trainer: TrainerConfig, datamodule: 
         samples_seen=int(fit.global_step) * batch_size * max(int(fit.world_size), 1), seconds=seconds,
         log_dir=str(log_dir), checkpoint=str(ckpt) if ckpt.exists() else None,
         selection_stats=dict(select_cb.stats) if select_cb is not None else {},
-        is_global_zero=bool(fit.is_global_zero),
+        is_global_zero=bool(fit.is_global_zero), features=bool(cached),
     )

@@ -106,6 +106,24 @@ class StarProxy(T2IProxy):
                 "text_mask": ts.mask, "pooled": ts.pooled,
                 "final": final.flatten(2).transpose(1, 2)}
 
+    def to_features(self, encoded: Encoded) -> dict[str, Tensor]:
+        """The token ids and text states: the teacher-forcing input and ``final`` follow from the ids
+        (a codebook lookup and the φ convolutions), at a fraction of their size."""
+        return {name: encoded[name] for name in ("idx", "text", "text_mask", "pooled")}
+
+    @torch.no_grad()
+    def from_features(self, features: dict[str, Tensor]) -> Encoded:
+        if "teacher" in features:  # a full encoding (stored by the default hook)
+            return dict(features)
+        q = self.tokenizer.quantize
+        device = self._levels.device
+        idx = features["idx"].to(device, torch.long)
+        parts = list(idx.split([p * p for p in q.v_patch_nums], dim=1))
+        final = q.idx_to_fhat(parts)
+        return {"idx": idx, "teacher": q.idx_to_var_input(parts), "text": features["text"].to(device),
+                "text_mask": features["text_mask"].to(device), "pooled": features["pooled"].to(device),
+                "final": final.flatten(2).transpose(1, 2)}
+
     def logits(self, encoded: Encoded, generator: Optional[torch.Generator] = None) -> Tensor:
         return self.var(encoded["teacher"], encoded["text"], encoded["text_mask"], encoded["pooled"], generator)
 

@@ -1,0 +1,40 @@
+"""Encode-stage driver for the DDP test (2 CPU processes, gloo): every rank encodes its own shards.
+
+usage: python tests/features_ddp_script.py ROOT DATA_JSON [--devices N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from lightning_alchemist.data.datamodule import T2IDataModule  # noqa: E402
+from lightning_alchemist.features import FeatureStore, encode_features  # noqa: E402
+from lightning_alchemist.proxy.factory import build_proxy  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("root")
+    parser.add_argument("data")
+    parser.add_argument("model")
+    parser.add_argument("--devices", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    proxy = build_proxy(json.loads(args.model)).eval()
+    dm = T2IDataModule(json.loads(args.data))
+    kwargs = {"accelerator": "cpu", "devices": args.devices, "enable_progress_bar": False}
+    if args.devices > 1:
+        kwargs["strategy"] = "ddp"
+    info = encode_features(proxy, dm, args.root, trainer_kwargs=kwargs, batch_size=50)
+    store = FeatureStore(args.root, info["fingerprint"])
+    print(f"rank-done rows={info['rows']} written={len(info['written'])} store={len(store)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

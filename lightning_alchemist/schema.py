@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lightning_alchemist.config import DataConfig, as_container, data_config
+from lightning_alchemist.curation.captions import CaptionsConfig, captions_config
 from lightning_alchemist.errors import ConfigError, DataError
 from lightning_alchemist.metrics.evaluate import EvalConfig, eval_config
 from lightning_alchemist.proxy.lora import FinetuneConfig, finetune_config
@@ -52,6 +53,8 @@ class RootConfig:
     selection: Any = None
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # Caption variants for target training (captions=none|templates|flux_reason): sources and their probabilities.
+    captions: CaptionsConfig = field(default_factory=CaptionsConfig)
     experiment: Any = None
     # Reuse artifacts instead of computing them: a ratings folder (skips rater training and
     # scoring) or a selection manifest (skips selection too); recipes/train.py maps selection=PATH here.
@@ -146,6 +149,7 @@ class Validated:
     # The data's identity (:func:`~lightning_alchemist.data.sources.data_identity`: shard or source file stats,
     # generator config), computed once by ``validate(check_paths=True)``; it keys every stage's cache.
     data_id: Optional[dict] = None
+    captions: CaptionsConfig = field(default_factory=CaptionsConfig)
 
 
 def _check_devices(trainer: TrainerConfig) -> None:
@@ -211,6 +215,7 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
                           f"{data.image_size}; pick a proxy of the data's size")
     strategy = build_strategy(cfg.selection)
     evaluation = eval_config(cfg.eval)
+    captions = captions_config(cfg.get("captions"))
     ratings = Path(cfg.ratings) if cfg.get("ratings") else None
     selection_path = Path(cfg.selection_path) if cfg.get("selection_path") else None
     data_id = None
@@ -227,4 +232,5 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
     return Validated(keep=float(keep), seed=int(cfg.seed), out=Path(cfg.out), data=data, model=model, finetune=finetune,
                      rater=rater, rater_proxy=proxy, strategy=strategy, trainer=trainer, eval=evaluation,
                      ratings=ratings, selection_path=selection_path,
-                     allow_partial_ratings=bool(cfg.get("allow_partial_ratings", False)), data_id=data_id)
+                     allow_partial_ratings=bool(cfg.get("allow_partial_ratings", False)), data_id=data_id,
+                     captions=captions)

@@ -8,7 +8,7 @@ import pytest
 
 from helpers import CONF_DIR, compose
 
-GROUPS = ("data", "model", "finetune", "rater", "selection", "trainer", "eval", "experiment")
+GROUPS = ("data", "model", "finetune", "rater", "selection", "trainer", "eval", "captions", "experiment")
 
 
 def _options(group: str) -> list[str]:
@@ -24,6 +24,7 @@ VALIDATORS = {
     "selection": "lightning_alchemist.selection.strategies:build_strategy",
     "trainer": "lightning_alchemist.target.trainer:trainer_config",
     "eval": "lightning_alchemist.metrics.evaluate:eval_config",
+    "captions": "lightning_alchemist.curation.captions:captions_config",
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import lightning as L
 import torch
@@ -63,6 +63,8 @@ class T2IDataModule(L.LightningDataModule):
         self._source: Optional[DataSource] = None
         self._pool: Optional[ShardDataset] = None
         self._val: Optional[ShardDataset] = None
+        # Caption variants chosen per training batch (``use_captions``); None: the shards' captions.
+        self.captions: Optional[Callable[[dict[str, Any], int], dict[str, Any]]] = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -130,6 +132,23 @@ class T2IDataModule(L.LightningDataModule):
     def pool_shards(self) -> list[ShardInfo]:
         """The pool's shards with their pool-sample counts."""
         return list(self.pool.shards)
+
+    # ------------------------------------------------------------------ caption variants
+
+    def use_captions(self, chooser: Optional[Callable[[dict[str, Any], int], dict[str, Any]]]) -> None:
+        """Replace each training batch's captions by ``chooser(batch, epoch)`` (e.g. a
+        :class:`~lightning_alchemist.curation.captions.CaptionChooser`); ``None`` restores the shards' captions.
+
+        Applied in :meth:`on_before_batch_transfer`, in the training process (not in loader workers), so the
+        choice sees the trainer's epoch; validation, scoring and prediction batches keep their captions.
+        """
+        self.captions = chooser
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        trainer = getattr(self, "trainer", None)
+        if self.captions is not None and trainer is not None and trainer.training and isinstance(batch, dict):
+            batch = self.captions(batch, int(trainer.current_epoch))
+        return batch
 
     # ------------------------------------------------------------------ loaders
 

@@ -223,6 +223,9 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
         from lightning_alchemist.data.sources import data_identity
 
         data_id = data_identity(data, seed=int(cfg.seed))  # shard paths resolve: a missing dataset fails here, in one line
+        if data.clusters and not Path(data.clusters).is_file():
+            raise DataError(f"config 'data.clusters': no Parquet file at {data.clusters}; pass a file of key, cluster "
+                            "(e.g. a curation selection.parquet) or drop the option")
         if selection_path is not None and not selection_path.is_file():
             raise DataError(f"config 'selection_path': no selection manifest at {selection_path}; "
                             "write one with recipes/select_data.py or drop the option")

@@ -210,6 +210,8 @@ def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
         chooser = CaptionChooser(v.captions, CaptionTable.read(built.path) if built is not None else None, seed=v.seed)
     # Only target training sees the variants (the rater above learned and scored on the shards' captions).
     datamodule.use_captions(chooser)
+    if v.data.batching == "mixed" and not v.data.clusters and selection_path is not None:
+        datamodule.clusters = str(selection_path)  # a curation manifest carries each sample's cluster
     _banner("train", f"target {model_name(v.model)} ({v.finetune.mode}) on "
                      f"{'the selection' if selection is not None else 'the whole pool'}")
     target = train_target(v.model, v.finetune, v.trainer, datamodule, run_dir, seed=v.seed,

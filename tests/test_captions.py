@@ -324,3 +324,39 @@ def test_caption_yaml_files_only_select_and_override():
         for key in node:
             if key != "name":
                 assert node[key] != getattr(defaults, key), f"{path.name}: 'captions.{key}' repeats the dataclass default"
+
+
+def test_the_target_encode_cache_follows_the_caption_not_only_the_key():
+    import torch
+    from proxy_batches import make_batch
+
+    from lightning_alchemist.target.module import T2IModule
+
+    module = T2IModule({"family": "star", "tokenizer": {"auto_train": False}}, {"mode": "full"}, encode_cache_mb=8).eval()
+    batch = make_batch()
+    first = module.encode(batch)
+    again = module.encode({**batch, "image": torch.zeros_like(batch["image"])})  # same captions: served from the cache
+    torch.testing.assert_close(again["teacher"], first["teacher"])
+    variant = {**batch, "caption": [c.replace("small", "little") + " (variant)" for c in batch["caption"]]}
+    fresh = module.encode(variant)  # the same keys with other captions: encoded again, not served stale
+    assert not torch.equal(fresh["pooled"], first["pooled"])
+    torch.testing.assert_close(fresh["pooled"], module.proxy.encode(variant)["pooled"])
+
+
+def test_the_pipeline_captions_stage_builds_once_under_the_cache(small_shapes_cfg, tmp_path):
+    from lightning_alchemist.data.datamodule import T2IDataModule
+    from lightning_alchemist.pipeline.run import captions_stage
+
+    overrides = [f"out={tmp_path}", "captions=templates", f"data.cache_dir={small_shapes_cfg['cache_dir']}",
+                 "data.image_size=32", "data.num_workers=0"]
+    overrides += [f"data.shapes.{k}={v}" for k, v in small_shapes_cfg["shapes"].items()]
+    v = validate(compose("config", overrides))
+    dm = T2IDataModule(v.data, seed=v.seed)
+    dm.setup("fit")
+    first = captions_stage(v, dm, tmp_path / "cache", v.data_id)
+    assert not first.cached and first.path.parent.parent == tmp_path / "cache"
+    assert (first.path / "captions.parquet").is_file() and first.info["rows"]["template"] > len(dm.pool)
+    again = captions_stage(v, dm, tmp_path / "cache", v.data_id)
+    assert again.cached and again.path == first.path
+    v_none = validate(compose("config", overrides[:1] + overrides[2:]))
+    assert captions_stage(v_none, dm, tmp_path / "cache", v.data_id) is None

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lightning_alchemist.config import to_dataclass
@@ -336,11 +337,12 @@ def _column_values_from_json(dataset: Any, columns: Sequence[str]) -> Iterable[d
         yield {c: meta.get(c) for c in columns}
 
 
-def _flux_reason_columns(data_cfg: Any, columns: Sequence[str], keys: set[str]) -> dict[str, dict[str, Any]]:
-    """``{key: {column: value}}`` for the pool's keys, read from the FLUX-Reason parquet files (id + the columns only)."""
+def _flux_reason_rows(data_cfg: Any, columns: Sequence[str], position: dict[str, int]) -> Iterable[tuple[int, dict[str, Any]]]:
+    """``(pool position, {column: value})`` streamed from the FLUX-Reason parquet files (id + the columns only, by
+    record batch); each pool key once (its first row, as the conversion keeps it)."""
     from lightning_alchemist.data.layouts.flux_reason import parquet_files
 
-    out: dict[str, dict[str, Any]] = {}
+    done: set[int] = set()
     for path in parquet_files(data_cfg):
         pf = pq.ParquetFile(path)
         names = pf.schema_arrow.names
@@ -350,10 +352,40 @@ def _flux_reason_columns(data_cfg: Any, columns: Sequence[str], keys: set[str]) 
         for batch in pf.iter_batches(batch_size=max(int(data_cfg.flux_reason.batch_rows), 1), columns=["id", *have]):
             cols = batch.to_pydict()
             for i, key in enumerate(cols["id"]):
-                key = str(key)
-                if key in keys and key not in out:
-                    out[key] = {c: cols[c][i] for c in have}
-    return out
+                pos = position.get(str(key))
+                if pos is not None and pos not in done:
+                    done.add(pos)
+                    yield pos, {c: cols[c][i] for c in have}
+
+
+class _SidecarWriter:
+    """Rows of ``(key, source, caption)`` written to a Parquet file in bounded chunks (pools of millions)."""
+
+    SCHEMA = pa.schema([("key", pa.string()), ("source", pa.string()), ("caption", pa.large_string())])
+
+    def __init__(self, path: str, meta: dict[str, Any], chunk: int = 100_000) -> None:
+        schema = self.SCHEMA.with_metadata({b"lightning_alchemist.captions": json.dumps(meta, sort_keys=True).encode()})
+        self.writer = pq.ParquetWriter(path, schema)
+        self.chunk = chunk
+        self.rows: tuple[list[str], list[str], list[str]] = ([], [], [])
+        self.counts: Counter[str] = Counter()
+
+    def add(self, key: str, source: str, text: str) -> None:
+        for column, value in zip(self.rows, (key, source, text)):
+            column.append(value)
+        self.counts[source] += 1
+        if len(self.rows[0]) >= self.chunk:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows[0]:
+            self.writer.write_table(pa.Table.from_arrays([pa.array(c, t.type) for c, t in zip(self.rows, self.SCHEMA)],
+                                                         schema=self.writer.schema))
+            self.rows = ([], [], [])
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
 
 
 def build_caption_variants(dataset: Any, cfg: CaptionsConfig, out: str | os.PathLike, data_cfg: Any = None) -> BuildSummary:
@@ -366,85 +398,82 @@ def build_caption_variants(dataset: Any, cfg: CaptionsConfig, out: str | os.Path
         out: a folder under the run's cache (the sidecar never goes beside the user's data).
         data_cfg: the ``data`` config; with ``data=flux_reason`` columns come from its parquet files.
 
-    A missing, non-string or empty value, and a rewrite equal to the original, are skipped and counted by reason.
+    A missing, non-string or empty value, a value repeating the original or another source's, and a sample no
+    template rule changes are skipped and counted by reason. Rows are written in bounded chunks to a temp file,
+    renamed when complete: a killed build leaves no half sidecar.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    keys: list[str] = list(dataset.keys)
-    originals: list[str] = list(dataset.captions)
-    rows_key: list[str] = []
-    rows_src: list[str] = []
-    rows_txt: list[str] = []
+    keys: Sequence[str] = dataset.keys
+    originals: Sequence[str] = dataset.captions
     skipped: Counter[str] = Counter()
-
-    def add(key: str, source: str, text: Any, original: str) -> None:
-        if not isinstance(text, str) or not text.strip():
-            skipped[f"{source}:empty"] += 1
-            return
-        text = text.strip()
-        if text == original:
-            skipped[f"{source}:same_as_original"] += 1
-            return
-        rows_key.append(key)
-        rows_src.append(source)
-        rows_txt.append(text)
-
-    if cfg.columns:
-        if data_cfg is not None and getattr(data_cfg, "name", None) == "flux_reason":
-            table = _flux_reason_columns(data_cfg, cfg.columns, set(keys))
-            values: Iterable[dict[str, Any]] = (table.get(k, {}) for k in keys)
-        else:
-            values = _column_values_from_json(dataset, cfg.columns)
-        for key, original, vals in zip(keys, originals, values):
-            seen = {original}
-            for col in cfg.columns:
-                value = vals.get(col)
-                if isinstance(value, str) and value.strip() in seen and value.strip() != original:
-                    skipped[f"{col}:duplicate"] += 1
-                    continue
-                add(key, col, value, original)
-                if isinstance(value, str):
-                    seen.add(value.strip())
-    if cfg.templates:
-        rewriter = TemplateRewriter()
-        for key, original in zip(keys, originals):
-            made: set[str] = set()
-            for v in range(cfg.templates):
-                text = rewriter.rewrite(original, key, v)
-                if text is None:
-                    skipped[f"{TEMPLATE}:no_rule_applies"] += 1
-                    continue
-                if text in made:
-                    skipped[f"{TEMPLATE}:duplicate"] += 1
-                    continue
-                made.add(text)
-                add(key, TEMPLATE, text, original)
-    if cfg.rewriter:
-        fn = resolve_callable(cfg.rewriter)
-        step = cfg.rewriter_batch
-        for start in range(0, len(keys), step):
-            chunk = originals[start : start + step]
-            try:
-                result = list(fn(list(chunk)))
-            except Exception as err:  # the user's code: name it, do not bury it in a traceback from here
-                raise DataError(f"captions.rewriter {cfg.rewriter!r} failed on captions {start}..{start + len(chunk) - 1} "
-                                f"({type(err).__name__}: {err}); fix the function or drop captions.rewriter") from err
-            if len(result) != len(chunk):
-                raise DataError(f"captions.rewriter {cfg.rewriter!r} returned {len(result)} captions for {len(chunk)}; "
-                                "it must return one caption (or None) per input caption, in order")
-            for key, original, text in zip(keys[start : start + step], chunk, result):
-                add(key, REWRITE, text, original)
-    table = pa.table({"key": pa.array(rows_key, pa.string()), "source": pa.array(rows_src, pa.string()),
-                      "caption": pa.array(rows_txt, pa.large_string())})
-    meta = {"sources": cfg.sources(), "samples": len(keys), "identity": cfg.build_identity()}
-    table = table.replace_schema_metadata({b"lightning_alchemist.captions": json.dumps(meta, sort_keys=True).encode()})
-    path = out / SIDECAR
     fd, tmp = tempfile.mkstemp(dir=out, suffix=".parquet.tmp")
     os.close(fd)
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)  # atomic: a killed build leaves no half sidecar
-    counts = Counter(rows_src)
-    summary = BuildSummary(str(path), len(keys), {s: counts.get(s, 0) for s in cfg.sources()}, dict(sorted(skipped.items())))
+    writer = _SidecarWriter(tmp, {"sources": cfg.sources(), "samples": len(keys), "identity": cfg.build_identity()})
+
+    def add(key: str, source: str, text: Any, original: str) -> bool:
+        if not isinstance(text, str) or not text.strip():
+            skipped[f"{source}:empty"] += 1
+            return False
+        text = text.strip()
+        if text == original.strip():
+            skipped[f"{source}:same_as_original"] += 1
+            return False
+        writer.add(key, source, text)
+        return True
+
+    try:
+        if cfg.columns:
+            if data_cfg is not None and getattr(data_cfg, "name", None) == "flux_reason":
+                position = {k: i for i, k in enumerate(keys)}
+                rows: Iterable[tuple[int, dict[str, Any]]] = _flux_reason_rows(data_cfg, cfg.columns, position)
+            else:
+                rows = enumerate(_column_values_from_json(dataset, cfg.columns))
+            for pos, vals in rows:
+                key, original = keys[pos], originals[pos]
+                seen: set[str] = set()
+                for col in cfg.columns:
+                    value = vals.get(col)
+                    if isinstance(value, str) and value.strip() in seen:
+                        skipped[f"{col}:duplicate"] += 1
+                        continue
+                    if add(key, col, value, original):
+                        seen.add(value.strip())
+        if cfg.templates:
+            rewriter = TemplateRewriter()
+            for key, original in zip(keys, originals):
+                made: set[str] = set()
+                for v in range(cfg.templates):
+                    text = rewriter.rewrite(original, key, v)
+                    if text is None:
+                        skipped[f"{TEMPLATE}:no_rule_applies"] += 1
+                    elif text in made:
+                        skipped[f"{TEMPLATE}:duplicate"] += 1
+                    elif add(key, TEMPLATE, text, original):
+                        made.add(text)
+        if cfg.rewriter:
+            fn = resolve_callable(cfg.rewriter)
+            step = cfg.rewriter_batch
+            for start in range(0, len(keys), step):
+                chunk = list(originals[start : start + step])
+                try:
+                    result = list(fn(list(chunk)))
+                except Exception as err:  # the user's code: name it, do not bury it in a traceback from here
+                    raise DataError(f"captions.rewriter {cfg.rewriter!r} failed on captions {start}..{start + len(chunk) - 1} "
+                                    f"({type(err).__name__}: {err}); fix the function or drop captions.rewriter") from err
+                if len(result) != len(chunk):
+                    raise DataError(f"captions.rewriter {cfg.rewriter!r} returned {len(result)} captions for {len(chunk)}; "
+                                    "it must return one caption (or None) per input caption, in order")
+                for key, original, text in zip(keys[start : start + step], chunk, result):
+                    add(key, REWRITE, text, original)
+        writer.close()
+    except BaseException:
+        writer.writer.close()
+        os.unlink(tmp)
+        raise
+    path = out / SIDECAR
+    os.replace(tmp, path)
+    summary = BuildSummary(str(path), len(keys), {s: writer.counts.get(s, 0) for s in cfg.sources()}, dict(sorted(skipped.items())))
     if skipped:
         log.info("caption variants: %s", ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items())))
     return summary
@@ -471,10 +500,10 @@ class CaptionTable:
         order = np.argsort(hashes, kind="stable")
         self.hashes = hashes[order]
         self.keys = keys.combine_chunks().take(pa.array(order)) if len(keys) else pa.array([], pa.string())
-        sources = table.column("source").cast(pa.string()).to_pylist()
-        self.sources: list[str] = sorted(set(sources))
-        code = {s: i for i, s in enumerate(self.sources)}
-        self.codes = np.asarray([code[s] for s in sources], dtype=np.int16)[order]
+        source = table.column("source").cast(pa.string())
+        self.sources: list[str] = sorted(pc.unique(source).to_pylist())
+        codes = pc.index_in(source, value_set=pa.array(self.sources, pa.string())).to_numpy()
+        self.codes = np.asarray(codes, dtype=np.int16)[order]
         self.captions = table.column("caption").combine_chunks().take(pa.array(order)) if len(keys) else pa.array([], pa.string())
 
     @classmethod

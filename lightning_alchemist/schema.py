@@ -218,6 +218,10 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
     captions = captions_config(cfg.get("captions"))
     ratings = Path(cfg.ratings) if cfg.get("ratings") else None
     selection_path = Path(cfg.selection_path) if cfg.get("selection_path") else None
+    if data.batching == "mixed" and not data.clusters and selection_path is None:
+        # (a selection manifest may carry a 'cluster' column; the pipeline hands it to the datamodule)
+        raise ConfigError("config 'data.batching': 'mixed' needs cluster ids: pass data.clusters=FILE.parquet (columns key, "
+                          "cluster) or selection=MANIFEST.parquet with a 'cluster' column")
     data_id = None
     if check_paths:
         from lightning_alchemist.data.sources import data_identity

@@ -211,5 +211,7 @@ def test_batching_config_composes_and_fails_in_one_line(tmp_path):
     for override, key in [("data.batching=sorted", "data.batching")]:
         with pytest.raises(ConfigError, match=key):
             compose("config", [override], check=validate)
+    with pytest.raises(ConfigError, match="needs cluster ids"):
+        compose("config", ["data.batching=mixed"], check=lambda c: validate(c, check_paths=False))
     with pytest.raises(ConfigError, match="data.style=map"):
         compose("config", ["data.batching=mixed", "data.style=iterable"], check=lambda c: validate(c, check_paths=False))

@@ -90,8 +90,12 @@ def test_truncation_cuts_at_sentence_boundaries_only():
         assert split_sentences(out) == sentences[:n] and 1 <= n < len(sentences)
         kept[n] += 1
     assert set(kept) == set(range(1, len(sentences)))  # every cut length occurs
-    # a single-sentence caption is never cut
+    # a single-sentence caption is never cut; nor one shorter than min_sentences
     assert chooser.choose(["k"], ["a small red circle on the left on a white background"], 0)[0].endswith("background")
+    strict = CaptionChooser(captions_config({"truncate": 1.0, "min_sentences": 3}), None, seed=3)
+    two = "A red circle. A blue square."
+    assert all(strict.choose([f"k{i}"], [two], 0)[0] == two for i in range(50))
+    assert strict.counts["truncated"] == 0
 
 
 # ---------------------------------------------------------------------------------------------- the choice

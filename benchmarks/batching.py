@@ -39,6 +39,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--thumb", type=int, default=8, help="thumbnail side (the cheap embedding)")
     p.add_argument("--scale", type=int, default=10_000_000, help="items of the large mixing-cost measurement (0: skip)")
     p.add_argument("--no-train", action="store_true", help="skip the target trainings")
+    p.add_argument("--render", default=None, help="only re-write batching.md from a saved batching.json")
     p.add_argument("--work", default=str(ROOT / "outputs" / "batching"), help="training artifacts")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="where the tables go")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.max_steps=200 data.shapes.num_pool=5000")
@@ -138,6 +139,10 @@ def mean_std(values: list[float]) -> str:
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.render:  # re-write the Markdown of saved results
+        results = json.loads(Path(args.render).read_text())
+        (Path(args.out) / "batching.md").write_text(render(results))
+        return results
     import torch
 
     torch.set_num_threads(1)
@@ -180,17 +185,19 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                 results["train"].append(run)
                 print("train", run, flush=True)
 
+    results["model"], results["batch_size"], results["thumb"] = getattr(v.model, "name", "model"), v.data.batch_size, args.thumb
     results["command"] = "python benchmarks/batching.py " + " ".join(sys.argv[1:] if argv is None else argv)
     results["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "batching.json").write_text(json.dumps(results, indent=2))
-    (out / "batching.md").write_text(render(results, v))
+    (out / "batching.md").write_text(render(results))
     print(f"wrote {out / 'batching.md'}")
     return results
 
 
-def render(r: dict[str, Any], v: Any) -> str:
+def render(r: dict[str, Any]) -> str:
+    """The Markdown report of a results dict (also from a saved ``batching.json``: ``--render``)."""
     lines = [f"# Batching mixed across clusters vs shuffling ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
              f"{r['machine']})", "", f"Command: `{r['command']}`", "",
              "Mean distinct clusters per batch (3 epochs; min: the worst batch). Bound: the most an epoch covering "
@@ -201,7 +208,8 @@ def render(r: dict[str, Any], v: Any) -> str:
         lines.append(f"| long tail (size ∝ 1/rank) | {s['n']} | {s['clusters']} | {s['batch']} | {s['shuffled']:.2f} | "
                      f"{s['mixed']:.2f} | {s['bound']:.2f} | {s['shuffled_min']:.0f} / {s['mixed_min']:.0f} |")
     s = r["shapes"]
-    lines.append(f"| shapes, k-means of {r.get('thumb', 8)}x8 thumbnails | {s['n']} | {s['clusters']} | {s['batch']} | "
+    side = r.get("thumb", 8)
+    lines.append(f"| shapes, k-means of {side}x{side} thumbnails | {s['n']} | {s['clusters']} | {s['batch']} | "
                  f"{s['shuffled']:.2f} | {s['mixed']:.2f} | {s['bound']:.2f} | {s['shuffled_min']:.0f} / {s['mixed_min']:.0f} |")
     lines += ["", f"shapes clusters: sizes {s['smallest']}..{s['largest']}; thumbnails {s['embed_s']} s, k-means {s['kmeans_s']} s.",
               "", "Cost of one epoch's order (numpy, one thread; 10,000 long-tail clusters):", "",
@@ -213,13 +221,19 @@ def render(r: dict[str, Any], v: Any) -> str:
         for run in r["train"]:
             by.setdefault(run["batching"], []).append(run)
         steps = r["train"][0]["steps"]
-        lines += ["", f"Target `{getattr(v.model, 'name', 'model')}` on the whole shapes pool, {steps} steps of "
-                      f"{v.data.batch_size} (equal compute), validation loss on the clean held-out split:", "",
+        lines += ["", f"Target `{r.get('model', 'star_tiny')}` on the whole shapes pool, {steps} steps of "
+                      f"{r.get('batch_size', 32)} (equal compute), validation loss on the clean held-out split:", "",
                   "| batching | val_loss (mean ± std) | per seed | seconds |", "|---|---:|---|---:|"]
         for name, runs in by.items():
             per = ", ".join(f"{x['val_loss']:.4f}" for x in runs)
             lines.append(f"| {name} | {mean_std([x['val_loss'] for x in runs])} | {per} | "
                          f"{statistics.fmean(x['seconds'] for x in runs):.0f} |")
+        pairs = {x["seed"]: x["val_loss"] for x in by.get("mixed", [])}
+        diffs = [pairs[x["seed"]] - x["val_loss"] for x in by.get("shuffle", []) if x["seed"] in pairs]
+        if diffs:
+            better = sum(d < 0 for d in diffs)
+            lines += ["", f"Paired by seed (same initialisation and noise, only the order differs): mixed − shuffled = "
+                          f"{mean_std(diffs)}; mixed lower in {better} of {len(diffs)} seeds."]
     return "\n".join(lines) + "\n"
 
 

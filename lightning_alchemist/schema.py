@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 from lightning_alchemist.config import DataConfig, as_container, data_config
 from lightning_alchemist.curation.plan import CurationConfig, curation_config
+from lightning_alchemist.curation.captions import CaptionsConfig, captions_config
 from lightning_alchemist.errors import ConfigError, DataError
 from lightning_alchemist.features.config import FeaturesConfig, features_config
 from lightning_alchemist.metrics.evaluate import EvalConfig, eval_config
@@ -59,6 +60,8 @@ class RootConfig:
     # The encode-once feature cache (features.use=auto|on|off): frozen-encoder outputs computed once per
     # dataset and read by rater training, scoring and target training; off for augmentations that must run online.
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    # Caption variants for target training (captions=none|templates|flux_reason): sources and their probabilities.
+    captions: CaptionsConfig = field(default_factory=CaptionsConfig)
     experiment: Any = None
     # Reuse artifacts instead of computing them: a ratings folder (skips rater training and
     # scoring) or a selection manifest (skips selection too); recipes/train.py maps selection=PATH here.
@@ -155,6 +158,7 @@ class Validated:
     data_id: Optional[dict] = None
     curation: CurationConfig = field(default_factory=CurationConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    captions: CaptionsConfig = field(default_factory=CaptionsConfig)
 
 
 def _check_devices(trainer: TrainerConfig) -> None:
@@ -228,6 +232,7 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
     if features.use == "on" and data.style != "map":
         raise ConfigError("config 'features.use=on': the feature cache serves map-style data, but data.style=iterable; "
                           "pass data.style=map or features.use=auto (streams then encode online)")
+    captions = captions_config(cfg.get("captions"))
     ratings = Path(cfg.ratings) if cfg.get("ratings") else None
     if curation.active and curation.embeddings.source == "ratings" and ratings is None:
         if strategy is None or strategy.name == "random":
@@ -237,11 +242,18 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
             raise ConfigError("config 'curation.embeddings.source': 'ratings' reads the pooled features the learned rater's scorer "
                               "writes: pass rater.score.store_embedding=true (a heuristic rater has none: use source=thumbnail)")
     selection_path = Path(cfg.selection_path) if cfg.get("selection_path") else None
+    if data.batching == "mixed" and not data.clusters and selection_path is None:
+        # (a selection manifest may carry a 'cluster' column; the pipeline hands it to the datamodule)
+        raise ConfigError("config 'data.batching': 'mixed' needs cluster ids: pass data.clusters=FILE.parquet (columns key, "
+                          "cluster) or selection=MANIFEST.parquet with a 'cluster' column")
     data_id = None
     if check_paths:
         from lightning_alchemist.data.sources import data_identity
 
         data_id = data_identity(data, seed=int(cfg.seed))  # shard paths resolve: a missing dataset fails here, in one line
+        if data.clusters and not Path(data.clusters).is_file():
+            raise DataError(f"config 'data.clusters': no Parquet file at {data.clusters}; pass a file of key, cluster "
+                            "(e.g. a curation selection.parquet) or drop the option")
         if selection_path is not None and not selection_path.is_file():
             raise DataError(f"config 'selection_path': no selection manifest at {selection_path}; "
                             "write one with recipes/select_data.py or drop the option")
@@ -255,4 +267,4 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
                      rater=rater, rater_proxy=proxy, strategy=strategy, trainer=trainer, eval=evaluation,
                      ratings=ratings, selection_path=selection_path,
                      allow_partial_ratings=bool(cfg.get("allow_partial_ratings", False)), data_id=data_id,
-                     curation=curation, features=features)
+                     curation=curation, features=features, captions=captions)

@@ -8,7 +8,7 @@ import pytest
 
 from helpers import CONF_DIR, compose
 
-GROUPS = ("data", "model", "finetune", "rater", "selection", "curation", "trainer", "eval", "experiment")
+GROUPS = ("data", "model", "finetune", "rater", "selection", "curation", "trainer", "eval", "captions", "experiment")
 
 
 def _options(group: str) -> list[str]:
@@ -25,6 +25,7 @@ VALIDATORS = {
     "curation": "lightning_alchemist.curation.plan:curation_config",
     "trainer": "lightning_alchemist.target.trainer:trainer_config",
     "eval": "lightning_alchemist.metrics.evaluate:eval_config",
+    "captions": "lightning_alchemist.curation.captions:captions_config",
 }
 
 

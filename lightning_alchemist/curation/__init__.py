@@ -1,4 +1,5 @@
-"""Curation beyond one score: embeddings, near-duplicate removal, concept-cluster budgets, rebalancing.
+"""Curation beyond one score: embeddings, near-duplicate removal, concept-cluster budgets, rebalancing;
+caption variants in :mod:`.captions` (imported on use).
 
 Imports only ``selection`` and ``data`` (never the rater or proxy models); scikit-learn's k-means is
 imported when a clustering runs. :func:`~lightning_alchemist.curation.plan.curate` chains the stages.

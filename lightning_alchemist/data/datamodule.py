@@ -66,6 +66,10 @@ class T2IDataModule(L.LightningDataModule):
         self._source: Optional[DataSource] = None
         self._pool: Optional[ShardDataset] = None
         self._val: Optional[ShardDataset] = None
+        # Caption variants chosen per training batch (``use_captions``); None: the shards' captions.
+        self.captions: Optional[Callable[[dict[str, Any], int], dict[str, Any]]] = None
+        # Cluster ids for data.batching=mixed: ids per pool position, or a Parquet file / table of key, cluster.
+        self.clusters: Any = self.cfg.clusters
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -134,6 +138,23 @@ class T2IDataModule(L.LightningDataModule):
         """The pool's shards with their pool-sample counts."""
         return list(self.pool.shards)
 
+    # ------------------------------------------------------------------ caption variants
+
+    def use_captions(self, chooser: Optional[Callable[[dict[str, Any], int], dict[str, Any]]]) -> None:
+        """Replace each training batch's captions by ``chooser(batch, epoch)`` (e.g. a
+        :class:`~lightning_alchemist.curation.captions.CaptionChooser`); ``None`` restores the shards' captions.
+
+        Applied in :meth:`on_before_batch_transfer`, in the training process (not in loader workers), so the
+        choice sees the trainer's epoch; validation, scoring and prediction batches keep their captions.
+        """
+        self.captions = chooser
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        trainer = getattr(self, "trainer", None)
+        if self.captions is not None and trainer is not None and trainer.training and isinstance(batch, dict):
+            batch = self.captions(batch, int(trainer.current_epoch))
+        return batch
+
     # ------------------------------------------------------------------ loaders
 
     def _loader(self, dataset: Any, **kwargs: Any) -> DataLoader:
@@ -171,6 +192,8 @@ class T2IDataModule(L.LightningDataModule):
         """
         if self.cfg.style == "map":
             generator = torch.Generator().manual_seed(self.seed)
+            if self.cfg.batching == "mixed":
+                return self._loader(self.pool, sampler=self.mixed_sampler(), shuffle=False, drop_last=True, generator=generator)
             return self._loader(self.pool, shuffle=True, drop_last=True, generator=generator)
         world, _ = self._world()
         workers = max(self.cfg.num_workers, 1)
@@ -185,6 +208,27 @@ class T2IDataModule(L.LightningDataModule):
         per_worker = math.ceil(len(self.pool) / world / workers)
         stream = self.train_stream(cycle=True).with_epoch(per_worker)
         return self._loader(stream)
+
+    def mixed_sampler(self, clusters: Any = None) -> Any:
+        """A :class:`~lightning_alchemist.sampling.mixed.ClusterMixedSampler` over the whole pool for this rank.
+
+        ``clusters``: ids per pool position, or a Parquet file / table of ``key, cluster``; default :attr:`clusters`
+        (``data.clusters``, or what the pipeline set, e.g. a selection manifest with a ``cluster`` column).
+        """
+        import numpy as np
+
+        from lightning_alchemist.sampling.mixed import ClusterMixedSampler, cluster_ids
+        from lightning_alchemist.sampling.samplers import WeightedSubsetSampler
+
+        source = clusters if clusters is not None else self.clusters
+        if source is None:
+            from lightning_alchemist.errors import ConfigError
+
+            raise ConfigError("config 'data.batching': 'mixed' needs cluster ids: pass data.clusters=FILE.parquet "
+                              "(columns key, cluster), or train on a selection manifest with a 'cluster' column")
+        world, rank = self._world()
+        base = WeightedSubsetSampler(np.arange(len(self.pool)), seed=self.seed)
+        return ClusterMixedSampler(base, cluster_ids(self.pool.keys, source), num_replicas=world, rank=rank, drop_last=True)
 
     def train_stream(self, cycle: bool = False, shuffle: bool = True) -> Any:
         """The pool as a webdataset pipeline (the streaming style), e.g. for a custom loader."""

@@ -224,6 +224,20 @@ def curate_and_write(ratings: Any, embeddings: StageResult, plan: Plan, seed: in
     return {**{k: str(val) for k, val in paths.items()}, "counts": counts}
 
 
+def captions_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict) -> Optional[StageResult]:
+    """Build the pool's caption variants once: ``<cache>/captions/<fp>/captions.parquet`` (``None``: no stored source)."""
+    from lightning_alchemist.curation.captions import build_caption_variants
+
+    if not v.captions.sources():
+        return None
+    key = {"data": data_id, "captions": v.captions.build_identity()}
+
+    def build(folder: Path) -> dict:
+        return build_caption_variants(datamodule.pool, v.captions, folder, data_cfg=v.data).as_dict()
+
+    return cached_stage(cache, "captions", key, build)
+
+
 def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
     """Run every stage ``cfg`` needs; returns the metrics written to ``run_dir/report/metrics.json``.
 
@@ -288,9 +302,28 @@ def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
         _report_cached(stages["selection"])
         selection_path = Path(stages["selection"].info["selection"])
     selection = Selection.read(selection_path) if selection_path is not None else None
-    same = "features" in stages and as_container(v.model) == as_container(v.rater_proxy)
+    chooser = None
+    if v.captions.enabled:
+        from lightning_alchemist.curation.captions import CaptionChooser, CaptionTable
+
+        _banner("captions", f"caption variants '{v.captions.name}': {', '.join(v.captions.sources()) or 'originals'}"
+                            f" (truncate {v.captions.truncate})")
+        built = captions_stage(v, datamodule, cache, data_id)
+        if built is not None:
+            stages["captions"] = built
+            _report_cached(built)
+            print(f"caption variants stored: {built.info.get('rows')} (skipped: {built.info.get('skipped') or 'none'})",
+                  flush=True)
+        chooser = CaptionChooser(v.captions, CaptionTable.read(built.path) if built is not None else None, seed=v.seed)
+    # Only target training sees the variants (the rater above learned and scored on the shards' captions).
+    datamodule.use_captions(chooser)
+    if v.data.batching == "mixed" and not v.data.clusters and selection_path is not None:
+        datamodule.clusters = str(selection_path)  # a curation manifest carries each sample's cluster
+    # Caption variants change a sample's text every epoch: the target then encodes online (cached text states
+    # are of the shards' captions).
+    same = "features" in stages and as_container(v.model) == as_container(v.rater_proxy) and chooser is None
     target_features = rater_features if same else None
-    if not same and _target_encodes(v, datamodule):
+    if not same and chooser is None and _target_encodes(v, datamodule):
         target_features = _encode(v, datamodule, cache, data_id, v.model, stages, "features_target")
     _banner("train", f"target {model_name(v.model)} ({v.finetune.mode}) on "
                      f"{'the selection' if selection is not None else 'the whole pool'}")
@@ -298,6 +331,8 @@ def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
                           selection=selection, mode=plan.mode, allow_partial_ratings=v.allow_partial_ratings,
                           features=target_features)
     print(f"val/loss {target.val_loss:.4f} after {target.steps} steps ({target.seconds:.0f} s)", flush=True)
+    if chooser is not None:
+        print("captions trained on: " + ", ".join(f"{k} {v_:.1%}" for k, v_ in chooser.shares().items()), flush=True)
     if not target.is_global_zero:  # under DDP the other ranks stop here: rank 0 evaluates and reports
         return {}
     _banner("evaluate", "generating for the fixed prompts; alignment, FID")

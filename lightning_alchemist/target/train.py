@@ -70,8 +70,10 @@ def train_target(model: Any, finetune: Any, trainer: TrainerConfig, datamodule: 
     callbacks = []
     select_cb = None
     if selection is not None:
+        dcfg = datamodule.cfg
         select_cb = DataSelectionCallback(selection if not isinstance(selection, Path) else str(selection), mode=mode, seed=seed,
-                                          allow_partial_ratings=allow_partial_ratings)
+                                          allow_partial_ratings=allow_partial_ratings, batching=str(dcfg.batching),
+                                          clusters=getattr(datamodule, "clusters", None))
         callbacks.append(select_cb)
     batch_size = datamodule.cfg.batch_size
     fit = build_trainer(trainer, out, batch_size=batch_size, callbacks=callbacks)

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from lightning_alchemist.config import Choice, as_container
 from lightning_alchemist.curation.budgets import Rebalance, cluster_budgets, cluster_complexity, intra_distances, rebalance_weights
-from lightning_alchemist.curation.clusters import Clustering, assign, auto_clusters, fit_kmeans, groups
+from lightning_alchemist.curation.clusters import assign, auto_clusters, fit_kmeans, groups
 from lightning_alchemist.curation.dedup import KeepRule, priority, semdedup
 from lightning_alchemist.curation.embeddings import Embeddings, EmbeddingsConfig
 from lightning_alchemist.errors import ConfigError
@@ -38,7 +38,11 @@ from lightning_alchemist.selection.manifest import Selection
 from lightning_alchemist.selection.ratings import Ratings
 from lightning_alchemist.selection.strategies import Random, Strategy
 
-__all__ = ["CurationConfig", "CurationResult", "Inside", "blas_threads", "curate", "curation_config"]
+__all__ = ["STAGES", "CurationConfig", "CurationResult", "Inside", "blas_threads", "curate", "curation_config"]
+
+
+STAGES = ("no_embedding", "dedup", "budget", "selection")
+"""The values of the provenance ``stage`` column: the stage that dropped (or, for kept rows, last kept) a row."""
 
 
 class Inside(Choice):
@@ -192,7 +196,7 @@ def _curate(ratings: Ratings, embeddings: Embeddings, cfg: CurationConfig, strat
     target = num_kept(keep, n)
     rows_of, found = embeddings.align(ratings.keys)
     emb_rows = np.flatnonzero(found)  # pool rows (ratings order) that have an embedding
-    stage = np.full(n, "no_embedding", dtype=object)
+    stage = np.full(n, STAGES.index("no_embedding"), dtype=np.int8)  # codes into STAGES (a dictionary column)
     cluster_id = np.full(n, -1, dtype=np.int32)
     dist = np.full(n, np.nan, dtype=np.float32)
     dup_of = np.full(n, -1, dtype=np.int64)
@@ -205,10 +209,9 @@ def _curate(ratings: Ratings, embeddings: Embeddings, cfg: CurationConfig, strat
     k = min(cfg.clusters or auto_clusters(len(emb_rows)), len(emb_rows))
     centroids = fit_kmeans(vectors, k, seed=cseed)
     labels, distances = assign(vectors, centroids)
-    clustering = Clustering(centroids, labels, distances)
     cluster_id[emb_rows] = labels
     dist[emb_rows] = distances
-    stage[emb_rows] = "selection"
+    stage[emb_rows] = STAGES.index("selection")
     alive = np.ones(len(emb_rows), dtype=bool)  # over emb_rows
     counts: dict[str, int] = {"pool": n, "no_embedding": int(n - len(emb_rows))}
     if cfg.dedup:
@@ -216,7 +219,7 @@ def _curate(ratings: Ratings, embeddings: Embeddings, cfg: CurationConfig, strat
         res = semdedup(vectors, labels, k, cfg.eps, prio, seed=cseed)
         alive &= res.keep
         dropped = emb_rows[~res.keep]
-        stage[dropped] = "dedup"
+        stage[dropped] = STAGES.index("dedup")
         dup_of[dropped] = emb_rows[res.dup_of[~res.keep]]
         counts["dedup"] = res.dropped
     survivors = emb_rows[alive]
@@ -238,7 +241,7 @@ def _curate(ratings: Ratings, embeddings: Embeddings, cfg: CurationConfig, strat
                 pick = _pick(strategy, ratings, members, int(budgets[j]), cseed * 1_000_003 + j)
             chosen.append(pick)
         kept_rows = np.sort(np.concatenate(chosen)) if chosen else survivors[:0]
-        stage[survivors] = "budget"
+        stage[survivors] = STAGES.index("budget")
         counts["budget"] = int(len(survivors) - len(kept_rows))
     else:
         kept_rows = _pick(strategy, ratings, survivors, want, cseed)
@@ -247,7 +250,7 @@ def _curate(ratings: Ratings, embeddings: Embeddings, cfg: CurationConfig, strat
     kept[kept_rows] = True
     if not cfg.budgets and len(kept_rows) == len(survivors):
         # nothing was cut after dedup: the last stage that decided is dedup (or none ran)
-        stage[kept_rows] = "dedup" if cfg.dedup else "selection"
+        stage[kept_rows] = STAGES.index("dedup" if cfg.dedup else "selection")
     counts["kept"] = int(kept.sum())
     weights = rebalance_weights(cluster_id[kept_rows], str(cfg.rebalance), cfg.rebalance_temperature)
     all_weights = np.zeros(n)
@@ -270,15 +273,10 @@ def _curate(ratings: Ratings, embeddings: Embeddings, cfg: CurationConfig, strat
     meta["curation"]["embeddings"] = {key: val for key, val in embeddings.meta.items() if key != "skipped"}
     selection = Selection(ratings.keys.take(pa.array(kept_rows)), weights, meta, indices=kept_rows)
     keys = ratings.keys
-    dup_keys = pa.array([None] * n, type=pa.string())
-    has_dup = np.flatnonzero(dup_of >= 0)
-    if len(has_dup):
-        dup_list = [None] * n
-        for i, src in zip(has_dup.tolist(), keys.take(pa.array(dup_of[has_dup])).to_pylist()):
-            dup_list[i] = src
-        dup_keys = pa.array(dup_list, type=pa.string())
+    no_dup = dup_of < 0
+    dup_keys = keys.take(pa.array(np.where(no_dup, 0, dup_of), mask=no_dup))  # null where the row is no copy
     provenance = pa.table({
-        "key": keys, "cluster": pa.array(cluster_id, type=pa.int32()), "stage": pa.array(stage.tolist(), type=pa.string()),
+        "key": keys, "cluster": pa.array(cluster_id, type=pa.int32()), "stage": pa.DictionaryArray.from_arrays(pa.array(stage), pa.array(STAGES)),
         "kept": pa.array(kept), "dup_of": dup_keys, "distance": pa.array(dist, type=pa.float32()),
         "weight": pa.array(all_weights, type=pa.float64()),
     })

@@ -32,15 +32,23 @@ def test_ddp_ranks_are_disjoint_and_complete_for_both_dataset_styles(tmp_path):
             assert sorted(a + b) == sorted(expected[style])
         if style == "map":
             assert ranks[0]["0"] != ranks[0]["1"]  # a new (shared) order each epoch
-    # batching="mixed": the same selection, disjoint and complete per epoch, and each rank's batches of 4 span the
-    # 4 clusters (key index % 4) nearly always (plain shuffling: about 2.9 on average)
+    # batching="mixed": the same selection, disjoint and complete per epoch, and each rank trains on exactly its
+    # contiguous piece of the one mixed order (clusters: key index % 4), not on every second sample of it
+    import numpy as np
+
+    from lightning_alchemist.sampling.mixed import ClusterMixedSampler
+    from lightning_alchemist.sampling.samplers import WeightedSubsetSampler
+    from test_callback import N
+
     ranks = [json.loads((tmp_path / f"mixed-rank{r}.json").read_text()) for r in range(2)]
+    positions = np.array(sorted(int(k[3:]) for k in expected["map"]))
     for epoch in ("0", "1"):
         a, b = ranks[0][epoch], ranks[1][epoch]
         assert len(a) == len(b) and set(a).isdisjoint(b) and sorted(a + b) == sorted(expected["map"])
-        for keys in (a, b):
-            batches = [keys[i:i + 4] for i in range(0, len(keys) - 3, 4)]
-            assert sum(len({int(k[3:]) % 4 for k in batch}) for batch in batches) / len(batches) >= 3.5, keys
+        for r, keys in enumerate((a, b)):
+            sampler = ClusterMixedSampler(WeightedSubsetSampler(positions, seed=5), np.arange(N) % 4, 2, r)
+            sampler.set_epoch(int(epoch))
+            assert keys == [f"img{i:04d}" for i in sampler], (r, epoch)
 
 
 def main(out: Path) -> None:

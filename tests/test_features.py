@@ -82,6 +82,20 @@ def test_store_keeps_dtypes_and_bf16_bits(tmp_path):
     assert torch.equal(got["m"], t["m"].flip(0))
     assert not [p for p in (tmp_path / "pool").iterdir() if p.name.startswith(".")]  # no temp folder left
     assert FeatureStore(tmp_path, "other").covers(["a"]) == (0, 1)  # another fingerprint is not read
+    # a killed writer's temporary folder (its process is gone) is removed; a live process's is kept
+    from lightning_alchemist.features.store import _HOST, remove_stale_temporaries
+
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    (tmp_path / "pool" / f".s1.tmp-{_HOST}-{dead}").mkdir()
+    (tmp_path / "pool" / f".s2.tmp-{_HOST}-{os.getpid()}").mkdir()
+    (tmp_path / "pool" / f".s3.tmp-otherhost-{dead}").mkdir()
+    assert remove_stale_temporaries(tmp_path / "pool") == 1
+    assert sorted(p.name for p in (tmp_path / "pool").iterdir() if p.name.startswith(".")) == [
+        f".s2.tmp-{_HOST}-{os.getpid()}", f".s3.tmp-otherhost-{dead}"]
+    assert FeatureStore(tmp_path, "fp").covers(["a", "b"]) == (2, 2)  # temporaries are never read
     with pytest.raises(Exception, match="were not encoded"):
         store.rows(["zz"])
 

@@ -299,3 +299,34 @@ def test_flux_round_trip_and_target_from_the_cache(small_shapes_cfg, tmp_path):
     a, b = (r.module.proxy.trainable.state_dict() for r in runs)
     for k in a:  # the VAE's batched convolutions may round differently by batch: equal within float tolerance
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-6)
+
+
+def test_killed_encode_process_resumes_without_duplicate_or_missing_keys(tmp_path, small_shapes_cfg, dm):
+    """SIGKILL mid-way (a real kill: no exception handler runs), then a rerun: finished shards kept, every key once."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    root = tmp_path / "features"
+    script = Path(__file__).resolve().parent / "features_ddp_script.py"
+    cmd = [sys.executable, str(script), str(root), json.dumps({**small_shapes_cfg, "num_workers": 0}), json.dumps(STAR), "--devices", "1"]
+    proc = subprocess.Popen([*cmd, "--sleep", "0.3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(root.glob("pool/*/" + KEYS_FILE))) < 2:
+        assert proc.poll() is None, proc.stdout.read()[-2000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = {p.parent.name: p.stat().st_mtime_ns for p in root.glob("pool/*/" + KEYS_FILE)}
+    assert 2 <= len(first) < len(dm.pool.shards), first
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"skipped {len(first)} finished" in done.stdout
+    assert {p.parent.name: p.stat().st_mtime_ns for p in root.glob("pool/*/" + KEYS_FILE) if p.parent.name in first} == first
+    keys = _all_keys(root)
+    assert len(keys) == len(set(keys)) and sorted(keys) == sorted(dm.pool.keys + dm.val.keys)
+    assert not list(root.glob("*/.*"))  # the killed run's temporary folder (if any) was removed

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader

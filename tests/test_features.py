@@ -330,3 +330,26 @@ def test_killed_encode_process_resumes_without_duplicate_or_missing_keys(tmp_pat
     keys = _all_keys(root)
     assert len(keys) == len(set(keys)) and sorted(keys) == sorted(dm.pool.keys + dm.val.keys)
     assert not list(root.glob("*/.*"))  # the killed run's temporary folder (if any) was removed
+
+
+def test_pipeline_encodes_only_where_the_cache_pays(tmp_path):
+    """features.use=off (or streamed data): no encode stage; auto: the target alone encodes when it sees the whole pool."""
+    from types import SimpleNamespace
+
+    from helpers import compose
+
+    from lightning_alchemist.pipeline.run import _target_encodes, features_stage
+    from lightning_alchemist.schema import validate
+
+    def v_of(*overrides: str):
+        return validate(compose("config", [f"out={tmp_path}", *overrides]), check_paths=False)
+
+    pool = SimpleNamespace(pool=[0] * 1000)  # what _target_encodes reads: the pool's size
+    off = v_of("features.use=off")
+    assert features_stage(off, None, tmp_path, {}, off.model) == (None, None)  # nothing built, nothing encoded
+    stream = v_of("data.style=iterable")
+    assert features_stage(stream, None, tmp_path, {}, stream.model) == (None, None)
+    assert not _target_encodes(off, pool) and not _target_encodes(stream, pool)
+    assert not _target_encodes(v_of("trainer.max_steps=31", "data.batch_size=32"), pool)  # 992 samples < 1000
+    assert _target_encodes(v_of("trainer.max_steps=32", "data.batch_size=32"), pool)  # one epoch: encode once
+    assert _target_encodes(v_of("features.use=on", "trainer.max_steps=1"), pool)

@@ -1,6 +1,7 @@
-"""Encode-stage driver for the DDP test (2 CPU processes, gloo): every rank encodes its own shards.
+"""Encode-stage driver for the subprocess tests: DDP (2 CPU processes, gloo; every rank encodes its own shards)
+and kill-and-resume (``--sleep`` slows each batch so a test can SIGKILL the run mid-way).
 
-usage: python tests/features_ddp_script.py ROOT DATA_JSON [--devices N]
+usage: python tests/features_ddp_script.py ROOT DATA_JSON MODEL_JSON [--devices N] [--sleep S]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def main() -> None:
     parser.add_argument("data")
     parser.add_argument("model")
     parser.add_argument("--devices", type=int, default=2)
+    parser.add_argument("--sleep", type=float, default=0.0)
     args = parser.parse_args()
     torch.set_num_threads(1)
     proxy = build_proxy(json.loads(args.model)).eval()
@@ -31,7 +33,18 @@ def main() -> None:
     kwargs = {"accelerator": "cpu", "devices": args.devices, "enable_progress_bar": False}
     if args.devices > 1:
         kwargs["strategy"] = "ddp"
-    info = encode_features(proxy, dm, args.root, trainer_kwargs=kwargs, batch_size=50)
+    callbacks = []
+    if args.sleep > 0:
+        import time
+
+        import lightning.pytorch as pl
+
+        class SlowDown(pl.Callback):
+            def on_predict_batch_end(self, *a, **k) -> None:
+                time.sleep(args.sleep)
+
+        callbacks.append(SlowDown())
+    info = encode_features(proxy, dm, args.root, trainer_kwargs=kwargs, batch_size=50, callbacks=callbacks)
     store = FeatureStore(args.root, info["fingerprint"])
     print(f"rank-done rows={info['rows']} written={len(info['written'])} store={len(store)}", flush=True)
 

@@ -82,6 +82,20 @@ def test_store_keeps_dtypes_and_bf16_bits(tmp_path):
     assert torch.equal(got["m"], t["m"].flip(0))
     assert not [p for p in (tmp_path / "pool").iterdir() if p.name.startswith(".")]  # no temp folder left
     assert FeatureStore(tmp_path, "other").covers(["a"]) == (0, 1)  # another fingerprint is not read
+    # a killed writer's temporary folder (its process is gone) is removed; a live process's is kept
+    from lightning_alchemist.features.store import _HOST, remove_stale_temporaries
+
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    (tmp_path / "pool" / f".s1.tmp-{_HOST}-{dead}").mkdir()
+    (tmp_path / "pool" / f".s2.tmp-{_HOST}-{os.getpid()}").mkdir()
+    (tmp_path / "pool" / f".s3.tmp-otherhost-{dead}").mkdir()
+    assert remove_stale_temporaries(tmp_path / "pool") == 1
+    assert sorted(p.name for p in (tmp_path / "pool").iterdir() if p.name.startswith(".")) == [
+        f".s2.tmp-{_HOST}-{os.getpid()}", f".s3.tmp-otherhost-{dead}"]
+    assert FeatureStore(tmp_path, "fp").covers(["a", "b"]) == (2, 2)  # temporaries are never read
     with pytest.raises(Exception, match="were not encoded"):
         store.rows(["zz"])
 
@@ -258,3 +272,84 @@ def test_ddp_two_cpu_processes_write_each_key_once(tmp_path, small_shapes_cfg, d
     assert all(int(store) == total for _, _, store in done)  # after the barrier every rank reads every key
     keys = _all_keys(root)
     assert len(keys) == len(set(keys)) == total
+
+
+def test_flux_round_trip_and_target_from_the_cache(small_shapes_cfg, tmp_path):
+    """FLUX stores every encode tensor (latents, posterior std, text states); a target trains from them."""
+    from lightning_alchemist.target.train import train_target
+    from lightning_alchemist.target.trainer import TrainerConfig
+
+    flux = {"family": "flux", "image_size": 32}
+    dm = T2IDataModule({**small_shapes_cfg, "num_workers": 0, "shapes": {**small_shapes_cfg["shapes"], "num_pool": 100, "num_val": 20}})
+    proxy = build_proxy(flux).eval()
+    info = encode_features(proxy, dm, tmp_path / "f", trainer_kwargs=CPU)
+    store = FeatureStore(tmp_path / "f", info["fingerprint"])
+    batch = collate_samples([dm.pool[i] for i in (0, 3, 9)])
+    with torch.no_grad():
+        enc = proxy.encode(batch)
+    got = store.rows(batch["key"])
+    assert set(got) == {"latents", "latent_std", "text", "text_mask", "pooled"}
+    for name, value in got.items():
+        torch.testing.assert_close(value, enc[name], rtol=0, atol=1e-6)
+    trainer = TrainerConfig(max_steps=3, val_check_interval=None, limit_val_batches=1, enable_progress_bar=False,
+                            enable_checkpointing=False, encode_cache_mb=0)
+    runs = [train_target(flux, {"mode": "full"}, trainer, dm, tmp_path / name, seed=1, features=f)
+            for name, f in (("a", None), ("b", store))]
+    assert runs[1].features and not runs[0].features
+    a, b = (r.module.proxy.trainable.state_dict() for r in runs)
+    for k in a:  # the VAE's batched convolutions may round differently by batch: equal within float tolerance
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-6)
+
+
+def test_killed_encode_process_resumes_without_duplicate_or_missing_keys(tmp_path, small_shapes_cfg, dm):
+    """SIGKILL mid-way (a real kill: no exception handler runs), then a rerun: finished shards kept, every key once."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    root = tmp_path / "features"
+    script = Path(__file__).resolve().parent / "features_ddp_script.py"
+    cmd = [sys.executable, str(script), str(root), json.dumps({**small_shapes_cfg, "num_workers": 0}), json.dumps(STAR), "--devices", "1"]
+    proc = subprocess.Popen([*cmd, "--sleep", "0.3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(root.glob("pool/*/" + KEYS_FILE))) < 2:
+        assert proc.poll() is None, proc.stdout.read()[-2000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = {p.parent.name: p.stat().st_mtime_ns for p in root.glob("pool/*/" + KEYS_FILE)}
+    assert 2 <= len(first) < len(dm.pool.shards), first
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"skipped {len(first)} finished" in done.stdout
+    assert {p.parent.name: p.stat().st_mtime_ns for p in root.glob("pool/*/" + KEYS_FILE) if p.parent.name in first} == first
+    keys = _all_keys(root)
+    assert len(keys) == len(set(keys)) and sorted(keys) == sorted(dm.pool.keys + dm.val.keys)
+    assert not list(root.glob("*/.*"))  # the killed run's temporary folder (if any) was removed
+
+
+def test_pipeline_encodes_only_where_the_cache_pays(tmp_path):
+    """features.use=off (or streamed data): no encode stage; auto: the target alone encodes when it sees the whole pool."""
+    from types import SimpleNamespace
+
+    from helpers import compose
+
+    from lightning_alchemist.pipeline.run import _target_encodes, features_stage
+    from lightning_alchemist.schema import validate
+
+    def v_of(*overrides: str):
+        return validate(compose("config", [f"out={tmp_path}", *overrides]), check_paths=False)
+
+    pool = SimpleNamespace(pool=[0] * 1000)  # what _target_encodes reads: the pool's size
+    off = v_of("features.use=off")
+    assert features_stage(off, None, tmp_path, {}, off.model) == (None, None)  # nothing built, nothing encoded
+    stream = v_of("data.style=iterable")
+    assert features_stage(stream, None, tmp_path, {}, stream.model) == (None, None)
+    assert not _target_encodes(off, pool) and not _target_encodes(stream, pool)
+    assert not _target_encodes(v_of("trainer.max_steps=31", "data.batch_size=32"), pool)  # 992 samples < 1000
+    assert _target_encodes(v_of("trainer.max_steps=32", "data.batch_size=32"), pool)  # one epoch: encode once
+    assert _target_encodes(v_of("features.use=on", "trainer.max_steps=1"), pool)

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
 from lightning_alchemist.features.identity import encoder_digest
-from lightning_alchemist.features.store import KEYS_FILE, finished_feature_shards, shard_bytes_per_sample, write_feature_shard
+from lightning_alchemist.features.store import (KEYS_FILE, finished_feature_shards, remove_stale_temporaries, shard_bytes_per_sample,
+                                                write_feature_shard)
 
 __all__ = ["FEATURES_VERSION", "FeatureEncoder", "FeatureWriter", "data_fingerprint", "encode_features", "features_fingerprint"]
 
@@ -194,6 +194,8 @@ def encode_features(proxy: Any, datamodule: Any, root: str | Path, data_id: Any 
         data_id = {s: dataset_identity(getattr(datamodule, s)) for s in SPLITS}  # the data's, whichever splits are encoded
     encoders = encoder_digest(proxy)
     fp = features_fingerprint(encoders, data_id, getattr(datamodule.cfg, "image_size", None))
+    for s in splits:
+        remove_stale_temporaries(root / s)  # a killed encode's half-written shard folders
     skip = {(s, name) for s in splits for name in finished_feature_shards(root / s, fp)}
     expected = {(s, info.stem): info.num_samples for s in splits for info in getattr(datamodule, s).shards if info.num_samples}
     todo = [k for k in expected if k not in skip]

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -22,7 +23,7 @@ from torch import Tensor
 
 from lightning_alchemist.errors import AlchemistError
 
-__all__ = ["FeatureStore", "find_store", "finished_feature_shards", "write_feature_shard", "KEYS_FILE", "META_KEY"]
+__all__ = ["FeatureStore", "find_store", "finished_feature_shards", "remove_stale_temporaries", "write_feature_shard", "KEYS_FILE", "META_KEY"]
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def write_feature_shard(folder: Path, keys: Sequence[str], tensors: Mapping[str,
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    tmp = folder.with_name(f".{folder.name}.tmp-{_HOST}-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -76,6 +77,32 @@ def write_feature_shard(folder: Path, keys: Sequence[str], tensors: Mapping[str,
     if folder.exists():  # a stale folder of another fingerprint (overwrite): replace it whole
         shutil.rmtree(folder)
     os.replace(tmp, folder)
+
+
+_HOST = socket.gethostname().replace("-", "_")
+
+
+def remove_stale_temporaries(split_dir: Path) -> int:
+    """Delete temporary shard folders left by killed encodes of this host (their process is gone); returns how many.
+
+    A temporary folder names its host and process, so one that another node or a live process is writing is kept.
+    """
+    removed = 0
+    split_dir = Path(split_dir)
+    for tmp in split_dir.glob(".*.tmp-*") if split_dir.is_dir() else []:
+        host, _, pid = tmp.name.rpartition(".tmp-")[2].rpartition("-")
+        if host != _HOST or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive: still writing
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # alive, another user's
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 def _read_meta(folder: Path) -> Optional[dict]:

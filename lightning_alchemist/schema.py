@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from lightning_alchemist.config import DataConfig, as_container, data_config
+from lightning_alchemist.config import DataConfig, Resume, as_container, data_config
 from lightning_alchemist.errors import ConfigError, DataError
 from lightning_alchemist.metrics.evaluate import EvalConfig, eval_config
 from lightning_alchemist.proxy.lora import FinetuneConfig, finetune_config
@@ -60,6 +60,9 @@ class RootConfig:
     # Ratings that miss part of the pool (a killed scoring run, a subset of shard files) are an error
     # naming the missing shards; true accepts them (a warning gives the effective keep).
     allow_partial_ratings: bool = False
+    # A rerun of an interrupted job: ``auto`` continues each training (rater, proxy warm-up, target) from the
+    # last checkpoint it left under <out>/cache and reuses finished stages; ``never`` trains interrupted ones from step 0.
+    resume: Resume = Resume.auto
 
 
 @dataclass
@@ -143,6 +146,7 @@ class Validated:
     ratings: Optional[Path]
     selection_path: Optional[Path]
     allow_partial_ratings: bool = False
+    resume: str = "auto"
     # The data's identity (:func:`~lightning_alchemist.data.sources.data_identity`: shard or source file stats,
     # generator config), computed once by ``validate(check_paths=True)``; it keys every stage's cache.
     data_id: Optional[dict] = None
@@ -213,6 +217,9 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
     evaluation = eval_config(cfg.eval)
     ratings = Path(cfg.ratings) if cfg.get("ratings") else None
     selection_path = Path(cfg.selection_path) if cfg.get("selection_path") else None
+    resume = str(cfg.get("resume") or "auto")
+    if resume not in Resume.values():
+        raise ConfigError(f"config 'resume': got '{resume}', expected one of {', '.join(Resume.values())}")
     data_id = None
     if check_paths:
         from lightning_alchemist.data.sources import data_identity
@@ -227,4 +234,5 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
     return Validated(keep=float(keep), seed=int(cfg.seed), out=Path(cfg.out), data=data, model=model, finetune=finetune,
                      rater=rater, rater_proxy=proxy, strategy=strategy, trainer=trainer, eval=evaluation,
                      ratings=ratings, selection_path=selection_path,
-                     allow_partial_ratings=bool(cfg.get("allow_partial_ratings", False)), data_id=data_id)
+                     allow_partial_ratings=bool(cfg.get("allow_partial_ratings", False)),
+                     resume=resume, data_id=data_id)

@@ -16,6 +16,7 @@ from typing import Any, Optional
 from lightning_alchemist.config import as_container
 from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.pipeline.cache import StageResult, _is_rank_zero, cached_stage
+from lightning_alchemist.rater.config import rater_identity
 from lightning_alchemist.rater.heuristics import HeuristicConfig
 from lightning_alchemist.runtime import set_threads
 from lightning_alchemist.schema import Validated, model_name, validate
@@ -69,11 +70,11 @@ def rater_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict) -> St
     """Train the rater with its proxy on the pool: ``<cache>/rater/<fp>/rater.ckpt``."""
     from lightning_alchemist.rater.recipe import device_kwargs, train_rater
 
-    key = {"data": data_id, "batch_size": v.data.batch_size, "rater": as_container(v.rater),
+    key = {"data": data_id, "batch_size": v.data.batch_size, "rater": rater_identity(v.rater),
            "proxy": as_container(v.rater_proxy), "seed": v.seed}
 
     def build(folder: Path) -> dict:
-        path = train_rater(datamodule, v.rater_proxy, v.rater, folder, seed=v.seed, devices=device_kwargs(v.trainer))
+        path = train_rater(datamodule, v.rater_proxy, v.rater, folder, seed=v.seed, devices=device_kwargs(v.trainer), resume=v.resume)
         return {"checkpoint": str(path)}
 
     return cached_stage(cache, "rater", key, build)

@@ -16,6 +16,40 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "lightning_alchemist"
 
 
+_CLAIMED: dict[str, str] = {}
+
+
+def unique_dir(base: str) -> str:
+    """``base``, or ``base_1``, ``base_2`` ...: the first folder this process creates itself (an atomic ``mkdir``).
+
+    Hydra's run folders are named by the second a job started; two jobs started in the same second would
+    share one (and overwrite each other's report and checkpoints). Registered as the ``unique_dir``
+    resolver; the same ``base`` gives the same folder for the rest of the process.
+    """
+    if base in _CLAIMED:
+        return _CLAIMED[base]
+    path = Path(base).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    candidate, n = path, 0
+    while True:
+        try:
+            candidate.mkdir()
+            break
+        except FileExistsError:
+            n += 1
+            candidate = path.with_name(f"{path.name}_{n}")
+    _CLAIMED[base] = str(candidate)
+    return str(candidate)
+
+
+def register_resolvers() -> None:
+    """``${unique_dir:...}`` for the recipes' Hydra run and sweep folders (idempotent)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("unique_dir"):
+        OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True)
+
+
 @contextmanager
 def file_lock(path: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (created if absent) for the ``with`` block.

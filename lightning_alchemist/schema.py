@@ -104,6 +104,9 @@ def register_configs() -> None:
     global _REGISTERED
     if _REGISTERED:
         return
+    from lightning_alchemist.paths import register_resolvers
+
+    register_resolvers()
     from hydra.core.config_store import ConfigStore
 
     from lightning_alchemist.proxy.factory import FAMILIES

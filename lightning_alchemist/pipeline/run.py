@@ -247,7 +247,9 @@ def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
                      f"{'the selection' if selection is not None else 'the whole pool'}")
     stages["train"], target = target_stage(v, datamodule, cache, data_id, selection, plan, run_dir)
     _report_cached(stages["train"])
-    print(f"val/loss {target.val_loss:.4f} after {target.steps} steps ({target.seconds:.0f} s)", flush=True)
+    # The validation loss reported (console and files alike) is the evaluation's val_loss, below; Lightning's own
+    # last validation (trainer.limit_val_batches batches) is kept in the report's train section as trainer_val_loss.
+    print(f"trained {target.steps} steps ({target.seconds:.0f} s)", flush=True)
     if not target.is_global_zero:  # under DDP the other ranks stop here: rank 0 evaluates and reports
         return {}
     _banner("evaluate", "generating for the fixed prompts; alignment, FID")

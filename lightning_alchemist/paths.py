@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Optional
 
 CACHE_ENV = "LIGHTNING_ALCHEMIST_CACHE"
 
@@ -14,6 +14,31 @@ def cache_root() -> Path:
     """``$LIGHTNING_ALCHEMIST_CACHE`` if set, else ``~/.cache/lightning_alchemist``."""
     env = os.environ.get(CACHE_ENV)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "lightning_alchemist"
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], tmp: Optional[Path] = None) -> Path:
+    """``write(tmp)`` then rename it to ``path``: readers see the whole file or none of it.
+
+    A failed write (a full disk, a read-only folder) removes the temp file and raises a one-line
+    :class:`~lightning_alchemist.errors.StorageError` naming ``path``; nothing half-written is left to be
+    taken as done, so a rerun writes it again.
+    """
+    from lightning_alchemist.errors import StorageError
+
+    path = Path(path)
+    tmp = Path(tmp) if tmp is not None else path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        reason = err.strerror or str(err) or type(err).__name__
+        raise StorageError(f"cannot write {path}: {reason} (errno {err.errno}); nothing of it was kept. Free space or fix "
+                           f"permissions under {path.parent}, then rerun the same command: finished files are reused") from None
+    return path
 
 
 _CLAIMED: dict[str, str] = {}

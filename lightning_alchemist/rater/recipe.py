@@ -23,7 +23,7 @@ from typing import Any, Mapping, Optional
 
 from lightning_alchemist.config import DataConfig, as_container
 from lightning_alchemist.errors import ConfigError
-from lightning_alchemist.runtime import set_threads
+from lightning_alchemist.runtime import distributed_guard, set_threads
 from lightning_alchemist.rater.config import RaterConfig, rater_config
 
 __all__ = [
@@ -204,9 +204,10 @@ def train_rater(datamodule: Any, proxy_cfg: Any, rater_cfg: Optional[RaterConfig
     start = _resume_from(out / "rater_checkpoints", resume)
     if start is not None and trainer.is_global_zero:
         print(f"resuming rater training from {start} (resume=auto; resume=never starts over)", flush=True)
-    trainer.fit(module, datamodule=data, ckpt_path=str(start) if start is not None else None)
-    path = out / "rater.ckpt"
-    trainer.save_checkpoint(str(path))
+    with distributed_guard("rater training", int(trainer.world_size)):
+        trainer.fit(module, datamodule=data, ckpt_path=str(start) if start is not None else None)
+        path = out / "rater.ckpt"
+        trainer.save_checkpoint(str(path))
     if trainer.is_global_zero:
         print(f"rater trained ({rcfg.meta_gradient}, {rcfg.epochs} epochs) -> {path}")
     return path

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from lightning_alchemist.runtime import set_threads
+from lightning_alchemist.runtime import distributed_guard, set_threads
 from lightning_alchemist.target.trainer import TrainerConfig
 
 __all__ = ["TargetResult", "model_image_size", "resume_checkpoint", "train_target"]
@@ -94,12 +94,13 @@ def train_target(model: Any, finetune: Any, trainer: TrainerConfig, datamodule: 
     if start is not None and fit.is_global_zero:
         print(f"resuming target training from {start} (resume=auto; resume=never starts over)", flush=True)
     t0 = time.time()
-    fit.fit(module, datamodule=datamodule, ckpt_path=str(start) if start is not None else None)
-    seconds = time.time() - t0
-    ckpt = ckpt_dir / "last.ckpt"
-    if trainer.enable_checkpointing:
-        fit.save_checkpoint(str(ckpt))  # the final weights (the periodic checkpoint may be some steps older)
-    val = fit.validate(module, datamodule=datamodule, verbose=False)
+    with distributed_guard("target training", int(fit.world_size)):
+        fit.fit(module, datamodule=datamodule, ckpt_path=str(start) if start is not None else None)
+        seconds = time.time() - t0
+        ckpt = ckpt_dir / "last.ckpt"
+        if trainer.enable_checkpointing:
+            fit.save_checkpoint(str(ckpt))  # the final weights (the periodic checkpoint may be some steps older)
+        val = fit.validate(module, datamodule=datamodule, verbose=False)
     val_loss = float(val[0]["val/loss"]) if val else float("nan")
     log_dir = fit.loggers[0].log_dir if fit.loggers else str(out)
     return TargetResult(

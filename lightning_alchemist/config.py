@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from lightning_alchemist.errors import ConfigError
 
 __all__ = ["Choice", "ConfigError", "ConvertConfig", "DataConfig", "DataStyle", "FluxReasonConfig", "FolderConfig", "GlyphsConfig",
-           "Hpdv3Config", "ShapesConfig", "as_container", "data_config", "to_dataclass"]
+           "Hpdv3Config", "Resume", "ShapesConfig", "as_container", "data_config", "to_dataclass"]
 
 T = TypeVar("T")
 
@@ -56,6 +56,13 @@ class DataStyle(Choice):
 class Batching(Choice):
     shuffle = "shuffle"
     mixed = "mixed"
+
+
+class Resume(Choice):
+    """What a rerun does with the checkpoints an interrupted training left: continue from them, or start over."""
+
+    auto = "auto"
+    never = "never"
 
 
 class DuplicatePolicy(Choice):

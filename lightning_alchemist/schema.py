@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from lightning_alchemist.config import DataConfig, as_container, data_config
+from lightning_alchemist.config import DataConfig, Resume, as_container, data_config
 from lightning_alchemist.curation.plan import CurationConfig, curation_config
 from lightning_alchemist.curation.captions import CaptionsConfig, captions_config
 from lightning_alchemist.errors import ConfigError, DataError
@@ -70,6 +70,9 @@ class RootConfig:
     # Ratings that miss part of the pool (a killed scoring run, a subset of shard files) are an error
     # naming the missing shards; true accepts them (a warning gives the effective keep).
     allow_partial_ratings: bool = False
+    # A rerun of an interrupted job: ``auto`` continues each training (rater, proxy warm-up, target) from the
+    # last checkpoint it left under <out>/cache and reuses finished stages; ``never`` trains interrupted ones from step 0.
+    resume: Resume = Resume.auto
 
 
 @dataclass
@@ -111,6 +114,9 @@ def register_configs() -> None:
     global _REGISTERED
     if _REGISTERED:
         return
+    from lightning_alchemist.paths import register_resolvers
+
+    register_resolvers()
     from hydra.core.config_store import ConfigStore
 
     from lightning_alchemist.proxy.factory import FAMILIES
@@ -153,6 +159,7 @@ class Validated:
     ratings: Optional[Path]
     selection_path: Optional[Path]
     allow_partial_ratings: bool = False
+    resume: str = "auto"
     # The data's identity (:func:`~lightning_alchemist.data.sources.data_identity`: shard or source file stats,
     # generator config), computed once by ``validate(check_paths=True)``; it keys every stage's cache.
     data_id: Optional[dict] = None
@@ -246,6 +253,9 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
         # (a selection manifest may carry a 'cluster' column; the pipeline hands it to the datamodule)
         raise ConfigError("config 'data.batching': 'mixed' needs cluster ids: pass data.clusters=FILE.parquet (columns key, "
                           "cluster) or selection=MANIFEST.parquet with a 'cluster' column")
+    resume = str(cfg.get("resume") or "auto")
+    if resume not in Resume.values():
+        raise ConfigError(f"config 'resume': got '{resume}', expected one of {', '.join(Resume.values())}")
     data_id = None
     if check_paths:
         from lightning_alchemist.data.sources import data_identity
@@ -267,4 +277,4 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
                      rater=rater, rater_proxy=proxy, strategy=strategy, trainer=trainer, eval=evaluation,
                      ratings=ratings, selection_path=selection_path,
                      allow_partial_ratings=bool(cfg.get("allow_partial_ratings", False)), data_id=data_id,
-                     curation=curation, features=features, captions=captions)
+                     curation=curation, features=features, captions=captions, resume=resume)

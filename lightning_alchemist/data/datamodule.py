@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from lightning_alchemist.config import DataConfig, data_config
 from lightning_alchemist.data.decode import SampleDecoder
@@ -36,6 +36,34 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+
+
+class EpochShuffleSampler(RandomSampler):
+    """A shuffle whose order is a function of ``(seed, epoch)`` alone, so a resumed run reads the same order.
+
+    ``RandomSampler`` draws each epoch's order from one generator, so a run restarted from a checkpoint
+    would read epoch 0's order again. Being a ``RandomSampler``, Lightning still swaps it for its seeded
+    ``DistributedSampler`` under DDP. :meth:`skip_once` starts an epoch part-way (resuming mid-epoch).
+    """
+
+    def __init__(self, data_source: Any, seed: int = 0) -> None:
+        super().__init__(data_source)
+        self.seed, self.epoch = int(seed), 0
+        self._skip: Optional[tuple[int, int]] = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def skip_once(self, epoch: int, num: int) -> None:
+        """Start ``epoch``'s next pass at position ``num``; ``len`` is unchanged (Lightning counts the done batches)."""
+        self._skip = (int(epoch), int(num))
+
+    def __iter__(self) -> Any:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(len(self.data_source), generator=gen).tolist()
+        if self._skip is not None and self._skip[0] == self.epoch:
+            order, self._skip = order[self._skip[1]:], None
+        return iter(order)
 
 
 class T2IDataModule(L.LightningDataModule):
@@ -70,8 +98,23 @@ class T2IDataModule(L.LightningDataModule):
         self.captions: Optional[Callable[[dict[str, Any], int], dict[str, Any]]] = None
         # Cluster ids for data.batching=mixed: ids per pool position, or a Parquet file / table of key, cluster.
         self.clusters: Any = self.cfg.clusters
+        self._restored: Optional[dict[str, int]] = None
 
     # ------------------------------------------------------------------ lifecycle
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the training pass stands (saved in checkpoints): the epoch and the batches done in it."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return {}
+        ready = int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+        total = trainer.num_training_batches
+        done = ready if isinstance(total, int) and 0 < ready < total else 0
+        return {"epoch": int(trainer.current_epoch), "batches_done": done}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the shuffled pass where a checkpoint left it (map style, without a selection callback)."""
+        self._restored = dict(state_dict) if state_dict else None
 
     def prepare_data(self) -> None:
         """Materialise the data and build shard indices (once, on one process per node)."""
@@ -191,10 +234,15 @@ class T2IDataModule(L.LightningDataModule):
         with an equal per-rank epoch length, so DDP ranks step equally.
         """
         if self.cfg.style == "map":
-            generator = torch.Generator().manual_seed(self.seed)
             if self.cfg.batching == "mixed":
+                # (its order is a function of (seed, epoch); a resumed run restarts the interrupted epoch's order)
+                generator = torch.Generator().manual_seed(self.seed)
                 return self._loader(self.pool, sampler=self.mixed_sampler(), shuffle=False, drop_last=True, generator=generator)
-            return self._loader(self.pool, shuffle=True, drop_last=True, generator=generator)
+            sampler = EpochShuffleSampler(self.pool, seed=self.seed)
+            restored, self._restored = self._restored or {}, None
+            if restored.get("batches_done"):
+                sampler.skip_once(int(restored["epoch"]), int(restored["batches_done"]) * self.cfg.batch_size)
+            return self._loader(self.pool, sampler=sampler, drop_last=True)
         world, _ = self._world()
         workers = max(self.cfg.num_workers, 1)
         shards = len(self.source.pool_urls)

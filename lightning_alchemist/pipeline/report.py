@@ -23,7 +23,30 @@ import numpy as np
 
 from lightning_alchemist.config import as_container
 
-__all__ = ["BANDS", "band_keys", "curation_report", "defect_stats", "plot_curves", "read_csv_metrics", "write_report"]
+__all__ = ["BANDS", "METRIC_MEANINGS", "band_keys", "curation_report", "defect_stats", "format_metric", "plot_curves", "read_csv_metrics",
+           "write_report"]
+
+# One line of meaning per metric: shown beside each value in summary.md and on the console.
+METRIC_MEANINGS: dict[str, str] = {
+    "val_loss": "the target's mean per-sample loss on the clean held-out split (eval.val_batches batches, fixed draws); lower is better",
+    "val_samples": "held-out samples val_loss averages over",
+    "num_prompts": "evaluation prompts generated for (alignment, FID)",
+    "alignment": "share of generated images whose scene (shape, colour, ...) the judge reads as the prompt's; higher is better",
+    "alignment_reference": "alignment of clean renders of the same prompts: a perfect generator's score (the judge's own accuracy)",
+    "alignment_ceiling": "alignment of those renders after a round trip through the model's frozen tokenizer/VAE: the best this model can reach",
+    "fid_judge": "FID of generated vs real held-out images in the judge's feature space; lower is better",
+    "fid_judge_reference": "fid_judge of clean renders of the prompts: the floor at this sample size (a perfect generator)",
+    "fid_judge_ceiling": "fid_judge of the round-tripped renders: the best this model's tokenizer/VAE allows",
+    "fid_inception": "FID in Inception-v3 features (local weights); lower is better",
+    "clip_score": "CLIP image-text similarity x 100 (local weights); higher is better",
+}
+
+
+def format_metric(value: Any) -> str:
+    """How a metric value is written on the console and in summary.md (the same digits in both)."""
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.1f}"
+    return str(value)
 
 # Rating percentile bands shown in rating_bands.png (0 = highest rating).
 BANDS: tuple[tuple[float, float], ...] = ((0.0, 0.05), (0.25, 0.30), (0.50, 0.55), (0.75, 0.80), (0.95, 1.0))
@@ -246,6 +269,8 @@ def write_report(
             shutil.copyfile(hist, out / "selection_histogram.png")
             files["selection_histogram"] = "selection_histogram.png"
     defects: dict[str, Any] = {}
+    # Defect labels exist only for the datasets this package generated (shapes, glyphs); a labels.parquet
+    # beside a user's shards is theirs, not ours to report under that heading (the source ignores it).
     labels_path = getattr(datamodule, "labels_path", None)
     if labels_path is not None and Path(labels_path).is_file() and (kept is not None or ratings is not None):
         from lightning_alchemist.data.shapes import read_labels
@@ -274,6 +299,7 @@ def write_report(
         },
         "metrics": as_container(dict(metrics)),
         "train": {"steps": target.steps, "samples_seen": target.samples_seen, "seconds": round(target.seconds, 1),
+                  "trainer_val_loss": target.val_loss,
                   "checkpoint": target.checkpoint, "log_dir": target.log_dir, "selection": as_container(target.selection_stats),
                   "features": bool(getattr(target, "features", False))},
         "selection": as_container(selection_meta),
@@ -290,18 +316,16 @@ def write_report(
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    return format_metric(value)
 
 
 def summary_markdown(report: Mapping[str, Any]) -> str:
     """One page: parameters, metrics, defects, stages, pictures."""
     p = report["params"]
     lines = [f"# Run report: {p['data']}, {p['model']} ({p['finetune']}), {p['selection']} keep={p['keep']}", ""]
-    lines += ["## Metrics", "", "| metric | value |", "|---|---:|"]
+    lines += ["## Metrics", "", "| metric | value | meaning |", "|---|---:|---|"]
     skipped = report["metrics"].get("skipped") or {}
-    lines += [f"| {k} | {_fmt(v) if v is not None else str(skipped.get(k, 'n/a'))} |"
+    lines += [f"| {k} | {_fmt(v) if v is not None else str(skipped.get(k, 'n/a'))} | {METRIC_MEANINGS.get(k, '')} |"
               for k, v in sorted(report["metrics"].items()) if not isinstance(v, (dict, list))]
     if report.get("defects"):
         lines += ["", "## Defect kinds (labels of the generated dataset; evaluation only)", "",

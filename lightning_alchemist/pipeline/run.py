@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lightning_alchemist.config import as_container
-from lightning_alchemist.pipeline.cache import StageResult, cached_stage
+from lightning_alchemist.errors import ConfigError
+from lightning_alchemist.pipeline.cache import StageResult, _is_rank_zero, cached_stage
+from lightning_alchemist.rater.config import rater_identity
 from lightning_alchemist.rater.heuristics import HeuristicConfig
 from lightning_alchemist.runtime import set_threads
 from lightning_alchemist.schema import Validated, model_name, validate
@@ -111,12 +113,12 @@ def rater_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict, featu
     """Train the rater with its proxy on the pool: ``<cache>/rater/<fp>/rater.ckpt``."""
     from lightning_alchemist.rater.recipe import device_kwargs, train_rater
 
-    key = {"data": data_id, "batch_size": v.data.batch_size, "rater": as_container(v.rater),
+    key = {"data": data_id, "batch_size": v.data.batch_size, "rater": rater_identity(v.rater),
            "proxy": as_container(v.rater_proxy), "seed": v.seed}
 
     def build(folder: Path) -> dict:
         path = train_rater(datamodule, v.rater_proxy, v.rater, folder, seed=v.seed, devices=device_kwargs(v.trainer),
-                           features=features)
+                           features=features, resume=v.resume)
         return {"checkpoint": str(path)}
 
     return cached_stage(cache, "rater", key, build)
@@ -238,6 +240,71 @@ def captions_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict) ->
     return cached_stage(cache, "captions", key, build)
 
 
+# Trainer keys that change how often state is saved or shown, not what trains: left out of the target's fingerprint.
+_TRAINER_BOOKKEEPING = ("checkpoint_every_n_steps", "checkpoint_every_minutes", "keep_checkpoints", "enable_progress_bar",
+                        "log_every_n_steps", "enable_checkpointing")
+
+
+def target_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict, selection: Any, plan: Plan,
+                 run_dir: Path, features: Any = None) -> tuple[StageResult, Any]:
+    """Train the target in ``<cache>/train/<fp>/`` (``<run dir>/train`` links there); returns the stage and a TargetResult.
+
+    The folder is named by what the training depends on (data, model, finetune, trainer, selection, seed), so a
+    rerun of an interrupted job finds its checkpoints there and continues (``resume=auto``), and a finished
+    training is reused (only evaluation and the report run again).
+    """
+    from lightning_alchemist.target.train import TargetResult, train_target
+
+    data_node = {k: val for k, val in as_container(v.data).items() if k not in ("num_workers", "cache_dir")}
+    trainer_node = {k: val for k, val in as_container(v.trainer).items() if k not in _TRAINER_BOOKKEEPING}
+    key = {"data": data_id, "data_cfg": data_node, "model": as_container(v.model), "finetune": as_container(v.finetune),
+           "trainer": trainer_node, "selection": selection.fingerprint if selection is not None else None,
+           "mode": plan.mode, "seed": v.seed}
+    if v.captions.enabled:  # the variants change what the target reads (the feature cache does not: same weights)
+        key["captions"] = as_container(v.captions)
+    built: dict[str, Any] = {}
+
+    def build(folder: Path) -> dict:
+        _link_train(run_dir, folder)  # visible in the run dir while it trains
+        result = train_target(v.model, v.finetune, v.trainer, datamodule, folder, seed=v.seed, selection=selection,
+                              mode=plan.mode, allow_partial_ratings=v.allow_partial_ratings, resume=v.resume,
+                              features=features)
+        built["target"] = result
+        return {"val_loss": result.val_loss, "steps": result.steps, "samples_seen": result.samples_seen,
+                "seconds": result.seconds, "log_dir": result.log_dir, "checkpoint": result.checkpoint,
+                "selection_stats": result.selection_stats}
+
+    stage = cached_stage(cache, "train", key, build)
+    _link_train(run_dir, stage.path)
+    if "target" in built:
+        return stage, built["target"]
+    from lightning_alchemist.metrics.evaluate import load_target
+
+    info = stage.info
+    if not info.get("checkpoint"):
+        raise ConfigError(f"the cached training {stage.path} kept no checkpoint (trainer.enable_checkpointing=false); "
+                          "delete that folder to train again")
+    module = load_target(info["checkpoint"])
+    return stage, TargetResult(module=module, datamodule=datamodule, val_loss=float(info["val_loss"]), steps=int(info["steps"]),
+                               samples_seen=int(info["samples_seen"]), seconds=float(info["seconds"]),
+                               log_dir=str(info["log_dir"]), checkpoint=str(info["checkpoint"]),
+                               selection_stats=dict(info.get("selection_stats") or {}))
+
+
+def _link_train(run_dir: Path, folder: Path) -> None:
+    """``<run dir>/train`` -> the target stage's ``train`` folder (checkpoints and logs), where users look for them."""
+    link = Path(run_dir) / "train"
+    if not _is_rank_zero():
+        return
+    if link.is_symlink():  # library use: several runs share one run dir (out); the latest wins
+        link.unlink()
+    elif link.exists():
+        return
+    link.parent.mkdir(parents=True, exist_ok=True)
+    (Path(folder) / "train").mkdir(parents=True, exist_ok=True)
+    link.symlink_to(Path(folder).resolve() / "train", target_is_directory=True)
+
+
 def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
     """Run every stage ``cfg`` needs; returns the metrics written to ``run_dir/report/metrics.json``.
 
@@ -251,8 +318,6 @@ def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
     from lightning_alchemist.pipeline.report import write_report
     from lightning_alchemist.selection.manifest import Selection
     from lightning_alchemist.selection.ratings import Ratings
-    from lightning_alchemist.target.train import train_target
-
     t_start = time.time()
     v = validate(cfg)
     plan = Plan(v)
@@ -327,10 +392,11 @@ def run_pipeline(cfg: Any, run_dir: Path) -> dict[str, Any]:
         target_features = _encode(v, datamodule, cache, data_id, v.model, stages, "features_target")
     _banner("train", f"target {model_name(v.model)} ({v.finetune.mode}) on "
                      f"{'the selection' if selection is not None else 'the whole pool'}")
-    target = train_target(v.model, v.finetune, v.trainer, datamodule, run_dir, seed=v.seed,
-                          selection=selection, mode=plan.mode, allow_partial_ratings=v.allow_partial_ratings,
-                          features=target_features)
-    print(f"val/loss {target.val_loss:.4f} after {target.steps} steps ({target.seconds:.0f} s)", flush=True)
+    stages["train"], target = target_stage(v, datamodule, cache, data_id, selection, plan, run_dir, features=target_features)
+    _report_cached(stages["train"])
+    # The validation loss reported (console and files alike) is the evaluation's val_loss, below; Lightning's own
+    # last validation (trainer.limit_val_batches batches) is kept in the report's train section as trainer_val_loss.
+    print(f"trained {target.steps} steps ({target.seconds:.0f} s)", flush=True)
     if chooser is not None:
         print("captions trained on: " + ", ".join(f"{k} {v_:.1%}" for k, v_ in chooser.shares().items()), flush=True)
     if not target.is_global_zero:  # under DDP the other ranks stop here: rank 0 evaluates and reports

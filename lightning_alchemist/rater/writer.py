@@ -24,6 +24,8 @@ import lightning.pytorch as pl
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from lightning_alchemist.paths import write_atomic
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from lightning_alchemist.errors import AlchemistError
@@ -57,9 +59,7 @@ def write_ratings_file(path: Path, columns: Mapping[str, Sequence[Any]], fingerp
 
     meta = {FINGERPRINT_KEY: fingerprint.encode(), THREADS_KEY: str(torch.get_num_threads()).encode(), **dict(metadata or {})}
     table = pa.table(arrays).replace_schema_metadata(meta)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp), tmp=path.with_name(path.name + ".tmp"))
 
 
 def finished_shards(ratings_dir: Path, fingerprint: str, overwrite: bool = False) -> set[str]:

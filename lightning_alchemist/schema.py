@@ -249,10 +249,10 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
             raise ConfigError("config 'curation.embeddings.source': 'ratings' reads the pooled features the learned rater's scorer "
                               "writes: pass rater.score.store_embedding=true (a heuristic rater has none: use source=thumbnail)")
     selection_path = Path(cfg.selection_path) if cfg.get("selection_path") else None
-    if data.batching == "mixed" and not data.clusters and selection_path is None:
-        # (a selection manifest may carry a 'cluster' column; the pipeline hands it to the datamodule)
+    if data.batching == "mixed" and not data.clusters and selection_path is None and not curation.active:
+        # (a selection manifest or a curation plan's carries a 'cluster' column; the pipeline hands it to the datamodule)
         raise ConfigError("config 'data.batching': 'mixed' needs cluster ids: pass data.clusters=FILE.parquet (columns key, "
-                          "cluster) or selection=MANIFEST.parquet with a 'cluster' column")
+                          "cluster), selection=MANIFEST.parquet with a 'cluster' column, or a curation plan (curation=dedup|dbp)")
     resume = str(cfg.get("resume") or "auto")
     if resume not in Resume.values():
         raise ConfigError(f"config 'resume': got '{resume}', expected one of {', '.join(Resume.values())}")

@@ -213,5 +213,7 @@ def test_batching_config_composes_and_fails_in_one_line(tmp_path):
             compose("config", [override], check=validate)
     with pytest.raises(ConfigError, match="needs cluster ids"):
         compose("config", ["data.batching=mixed"], check=lambda c: validate(c, check_paths=False))
+    # a curation plan writes each kept sample's cluster into the selection manifest
+    assert validate(compose("config", ["data.batching=mixed", "curation=dbp"]), check_paths=False).data.batching == "mixed"
     with pytest.raises(ConfigError, match="data.style=map"):
         compose("config", ["data.batching=mixed", "data.style=iterable"], check=lambda c: validate(c, check_paths=False))

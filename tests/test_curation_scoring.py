@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import torch
 
 from lightning_alchemist.curation import embeddings_from_ratings
+from lightning_alchemist.rater.direct import ProxyScorer
 from lightning_alchemist.rater.loader import PairedLoader
 from lightning_alchemist.rater.module import RaterModule
 from lightning_alchemist.rater.scoring import score
@@ -36,3 +37,11 @@ def test_scorer_writes_pooled_features_that_curation_reads(tmp_path):
     rater.cfg.score.store_embedding = False
     score(rater, ToyScoreData(batch_size=8), tmp_path / "plain", trainer_kwargs={"accelerator": "cpu", "enable_progress_bar": False})
     assert "embedding" not in pq.read_schema(sorted((tmp_path / "plain").glob("*.parquet"))[0]).names
+
+
+def test_direct_scorer_writes_the_proxys_pooled_inputs(tmp_path):
+    scorer = ProxyScorer(ToyProxy(), {"objective": "contrast", "contrast_partners": 2, "score": {"store_embedding": True}})
+    score(scorer, ToyScoreData(num_shards=2, per_shard=10, batch_size=8), tmp_path / "ratings",
+          trainer_kwargs={"enable_progress_bar": False})
+    emb = embeddings_from_ratings(tmp_path / "ratings")
+    assert len(emb) == 20 and np.allclose(np.linalg.norm(emb.vectors, axis=1), 1.0, atol=1e-5)

@@ -43,6 +43,14 @@ def is_scorer_checkpoint(ckpt: Any) -> bool:
     return isinstance(ckpt, dict) and ckpt.get("kind") == CHECKPOINT_KIND
 
 
+def pooled_features(inputs: Any) -> torch.Tensor:
+    """A per-sample embedding from what the proxy's frozen encoders give the rater (``RaterInputs``): the mean image
+    token and the pooled caption, each L2-normalised, side by side (``[B, C + D]``; for curation's clusters)."""
+    image = torch.nn.functional.normalize(inputs.tokens.float().mean(dim=1), dim=-1)
+    text = torch.nn.functional.normalize(inputs.pooled_text.float(), dim=-1)
+    return torch.cat([image, text], dim=-1)
+
+
 class ProxyScorer(pl.LightningModule):
     """Scores samples with the (warmed-up, frozen) proxy's objective signal; higher = keep.
 
@@ -136,4 +144,7 @@ class ProxyScorer(pl.LightningModule):
         """``{"key", "shard", "rating"}`` for one batch."""
         enc = encode_batch(self.proxy, batch)
         keys = list(batch["key"])
-        return {"key": keys, "shard": list(batch["shard"]), "rating": self.rate_encoded(enc, batch_idx, keys=keys).float().cpu()}
+        out = {"key": keys, "shard": list(batch["shard"]), "rating": self.rate_encoded(enc, batch_idx, keys=keys).float().cpu()}
+        if getattr(self.cfg.score, "store_embedding", False):
+            out["embedding"] = pooled_features(self.proxy.rater_inputs(enc)).float().cpu()
+        return out

@@ -44,6 +44,25 @@ def test_predict_loader_skips_finished_shards(small_shapes_cfg):
     assert keys == expected and len(keys) == 200
 
 
+def test_predict_batches_stay_within_a_shard_whatever_is_skipped(small_shapes_cfg):
+    """A sample's batch mates (the contrast signal's caption partners) must not depend on skipped shards or ranks."""
+    def batches(skip: set[str], world: int = 1, rank: int = 0) -> list[list[str]]:
+        dm = T2IDataModule(small_shapes_cfg)
+        dm.skip_shards = skip
+        dm._world = lambda: (world, rank)
+        return [list(b["key"]) for b in dm.predict_dataloader()]
+
+    dm = T2IDataModule(small_shapes_cfg)
+    shard_of = {k: dm.pool.shard_index_of(i) for i, k in enumerate(dm.pool.keys)}
+    full = batches(set())
+    assert all(len({shard_of[k] for k in b}) == 1 and len(b) <= 16 for b in full)
+    assert [len(b) for b in full] == [16] * 6 + [4] + [16] * 6 + [4] + [16] * 6 + [4] + [16] * 6 + [4]
+    resumed = batches({"pool-000000", "pool-000001"})
+    assert resumed == [b for b in full if shard_of[b[0]] >= 2]
+    rank1 = batches(set(), world=2, rank=1)
+    assert rank1 == [b for b in full if shard_of[b[0]] % 2 == 1]
+
+
 def test_shard_partition_is_disjoint_and_complete(small_shapes):
     parts = [list(ShardPartitionSampler(small_shapes.pool, num_replicas=3, rank=r)) for r in range(3)]
     flat = [i for p in parts for i in p]

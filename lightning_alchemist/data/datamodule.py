@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from lightning_alchemist.config import DataConfig, data_config
 from lightning_alchemist.data.decode import SampleDecoder
 from lightning_alchemist.data.mapstyle import ShardDataset, ShardInfo
-from lightning_alchemist.data.predict_sampler import ShardPartitionSampler
+from lightning_alchemist.data.predict_sampler import BatchedView, InOrder, ShardPartitionSampler, shard_batches
 from lightning_alchemist.data.sample import collate_samples
 from lightning_alchemist.data.sources import DataSource, resolve_source
 from lightning_alchemist.data.stream import make_stream
@@ -298,10 +298,15 @@ class T2IDataModule(L.LightningDataModule):
         return self.val_dataloader()
 
     def predict_dataloader(self) -> DataLoader:
-        """Every pool sample once across ranks (whole shards per rank), minus :attr:`skip_shards`."""
+        """Every pool sample once across ranks (whole shards per rank, batches within a shard), minus :attr:`skip_shards`."""
         world, rank = self._world()
         sampler = ShardPartitionSampler(self.pool, skip_stems=sorted(self.skip_shards), num_replicas=world, rank=rank)
-        return self._loader(self.pool, sampler=sampler, shuffle=False)
+        # batches within one shard: a sample's batch mates do not depend on which shards are skipped or on the rank count
+        dataset, collate = self.serve(self.pool)
+        batches = BatchedView(dataset, shard_batches(sampler, self.cfg.batch_size), collate)
+        return DataLoader(batches, batch_size=None, sampler=InOrder(len(batches)), num_workers=self.cfg.num_workers,
+                          persistent_workers=False, worker_init_fn=seed_worker if self.cfg.num_workers > 0 else None,
+                          generator=torch.Generator().manual_seed(self.seed))
 
 
 def build_datamodule(cfg: Any, seed: int = 0, **kwargs: Any) -> T2IDataModule:

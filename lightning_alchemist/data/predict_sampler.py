@@ -1,11 +1,11 @@
-"""A sampler for scoring: whole shards per rank, every sample exactly once, no padding."""
+"""Samplers for scoring: whole shards per rank, every sample exactly once, no padding; batches within one shard."""
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch.distributed as dist
-from torch.utils.data import DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 
 from lightning_alchemist.data.mapstyle import ShardDataset
 
@@ -52,6 +52,59 @@ class ShardPartitionSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+
+
+def shard_batches(sampler: ShardPartitionSampler, batch_size: int) -> list[list[int]]:
+    """``sampler``'s indices cut into batches of at most ``batch_size`` that never span two shards.
+
+    A signal that compares a sample with its batch mates (the caption contrast rolls captions within a
+    batch) then rates every sample the same whichever shards a resumed scoring run skips and however many
+    ranks share the pool: each shard is cut into the same batches every time (its last one may be short).
+    """
+    out: list[list[int]] = []
+    current = None
+    for i in sampler:
+        shard = sampler.dataset.shard_index_of(i)
+        if not out or shard != current or len(out[-1]) == batch_size:
+            out.append([])
+        current = shard
+        out[-1].append(i)
+    return out
+
+
+class BatchedView(Dataset):
+    """Item ``j`` is batch ``j`` of ``batches`` (indices into ``dataset``), collated by ``collate``.
+
+    Served with ``DataLoader(batch_size=None)``: the loader's workers read whole batches, and no batch
+    sampler exists for Lightning to re-create around its own sampler.
+    """
+
+    def __init__(self, dataset: Any, batches: list[list[int]], collate: Callable[[list[Any]], Any]) -> None:
+        self.dataset, self.batches, self.collate = dataset, batches, collate
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, j: int) -> Any:
+        return self.collate([self.dataset[i] for i in self.batches[j]])
+
+
+class InOrder(DistributedSampler):
+    """``0 .. n-1`` in order on this rank (the rank's part was chosen already): a ``DistributedSampler`` so that
+    Lightning does not wrap it in one of its own."""
+
+    def __init__(self, n: int) -> None:  # deliberately not DistributedSampler.__init__ (no process group needed)
+        self.n, self.epoch = n, 0
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.n))
+
+    def __len__(self) -> int:
+        return self.n
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -192,6 +192,15 @@ def encode_features(proxy: Any, datamodule: Any, root: str | Path, data_id: Any 
         from lightning_alchemist.rater.encodes import dataset_identity
 
         data_id = {s: dataset_identity(getattr(datamodule, s)) for s in SPLITS}  # the data's, whichever splits are encoded
+    for s in splits:  # shard folders are named by shard stem: two shards of one name would overwrite each other
+        seen: dict[str, str] = {}
+        for info in getattr(datamodule, s).shards:
+            if info.stem in seen and seen[info.stem] != info.path:
+                from lightning_alchemist.errors import DataError
+
+                raise DataError(f"data: shards {seen[info.stem]} and {info.path} share the name '{info.stem}'; the feature cache "
+                                "(like ratings) is kept per shard name: rename one, or pass features.use=off")
+            seen[info.stem] = info.path
     encoders = encoder_digest(proxy)
     fp = features_fingerprint(encoders, data_id, getattr(datamodule.cfg, "image_size", None))
     for s in splits:

@@ -125,7 +125,9 @@ def _config_sweeps(cfg: Any) -> dict[str, list[str]]:
     params = cfg.get("hydra", {}).get("sweeper", {}).get("params") if cfg.get("hydra") is not None else None
     out = {}
     for key, spec in (params or {}).items():
-        out[str(key)] = [v.strip() for v in str(spec).split(",") if v.strip()]
+        # Hydra's own grammar, so range(...), choice(...) and quoted commas mean what they mean to the sweeper
+        (ov,) = _parse([f"{key}={spec}"])
+        out[str(key)] = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [str(ov.value())]
     return out
 
 

@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from lightning_alchemist.errors import ConfigError
 
 __all__ = ["Choice", "ConfigError", "ConvertConfig", "DataConfig", "DataStyle", "FluxReasonConfig", "FolderConfig", "GlyphsConfig",
-           "Hpdv3Config", "ShapesConfig", "as_container", "data_config", "to_dataclass"]
+           "Hpdv3Config", "Resume", "ShapesConfig", "as_container", "data_config", "to_dataclass"]
 
 T = TypeVar("T")
 
@@ -51,6 +51,18 @@ class Choice(str, enum.Enum):
 class DataStyle(Choice):
     map = "map"
     iterable = "iterable"
+
+
+class Batching(Choice):
+    shuffle = "shuffle"
+    mixed = "mixed"
+
+
+class Resume(Choice):
+    """What a rerun does with the checkpoints an interrupted training left: continue from them, or start over."""
+
+    auto = "auto"
+    never = "never"
 
 
 class DuplicatePolicy(Choice):
@@ -199,6 +211,11 @@ class DataConfig:
     # "map": indexed map-style dataset (exact epochs, samplers); "iterable": webdataset stream.
     style: DataStyle = DataStyle.map
     shuffle_buffer: int = 1_000
+    # "shuffle": plain shuffled batches; "mixed": each batch spans as many clusters as possible (map style),
+    # cluster ids from data.clusters or the selection manifest's 'cluster' column.
+    batching: Batching = Batching.shuffle
+    # A Parquet file of key, cluster (e.g. a curation selection.parquet) for batching=mixed.
+    clusters: Optional[str] = None
     # A key held by several shards (found when indexing): "skip" its later copies (counted and named
     # once) or "error" (one line naming the shards).
     duplicates: DuplicatePolicy = DuplicatePolicy.skip
@@ -229,6 +246,9 @@ def validate_data_config(cfg: DataConfig) -> DataConfig:
     for name in ("image_size", "batch_size"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"config 'data.{name}': got {getattr(cfg, name)}, expected a positive number")
+    if cfg.batching == "mixed" and cfg.style != "map":
+        raise ConfigError("config 'data.batching': 'mixed' orders samples by cluster through a sampler, which needs "
+                          "data.style=map (got iterable)")
     if cfg.num_workers is None:
         cfg.num_workers = default_num_workers()
     elif cfg.num_workers < 0:

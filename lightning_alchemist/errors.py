@@ -11,3 +11,11 @@ class ConfigError(AlchemistError, ValueError):
 
 class DataError(AlchemistError):
     """A dataset is missing, empty or does not match what was asked for."""
+
+
+class StorageError(AlchemistError, OSError):
+    """An artifact could not be written (disk full, permissions); nothing half-written was kept."""
+
+
+class PeerLostError(AlchemistError, RuntimeError):
+    """Another process of a distributed run stopped (killed, crashed, its node lost); this one stops too."""

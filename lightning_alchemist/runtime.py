@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from contextlib import contextmanager
 from typing import Any, Iterator, Optional
 
-__all__ = ["progress_bar", "set_threads"]
+__all__ = ["distributed_guard", "peer_failure", "progress_bar", "set_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -79,3 +80,46 @@ def progress_bar(iterable: Any = None, total: Optional[int] = None, desc: str = 
 
         return tqdm(iterable, total=total, desc=desc, unit=unit, **tqdm_kwargs)
     return _LineProgress(iterable, total=total, desc=desc, unit=unit)
+
+
+# What torch.distributed's backends say when a peer process is gone (gloo, NCCL, the TCP store, a timeout).
+_PEER_SIGNS = ("connection closed by peer", "connection reset by peer", "broken pipe", "connection refused",
+               "processgroupgloo", "processgroupnccl", "nccl error", "gloo", "timed out", "timeout", "sigterm")
+
+
+def peer_failure(err: BaseException) -> Optional[str]:
+    """One line saying why a distributed collective failed, when ``err`` is a lost peer; else None."""
+    try:
+        import torch.distributed as dist
+
+        dist_error = isinstance(err, getattr(dist, "DistError", ()))
+    except ImportError:
+        dist_error = False
+    name = type(err).__name__
+    text = " ".join(str(err).split())
+    if dist_error or name == "SIGTERMException" or (isinstance(err, RuntimeError) and any(s in text.lower() for s in _PEER_SIGNS)):
+        detail = text[:160] or name
+        return f"{name}: {detail}"
+    return None
+
+
+@contextmanager
+def distributed_guard(what: str, world_size: int) -> Iterator[None]:
+    """Turn a lost peer of a multi-process run (``world_size > 1``) into one :class:`PeerLostError` line.
+
+    When one rank dies (kill -9, out of memory, a lost node), the others fail in their next collective
+    (gloo/NCCL: "connection closed by peer", or the process group's timeout): a traceback from deep inside
+    torch. This says what happened and how to go on instead.
+    """
+    try:
+        yield
+    except Exception as err:
+        if world_size <= 1:
+            raise
+        why = peer_failure(err)
+        if why is None:
+            raise
+        from lightning_alchemist.errors import PeerLostError
+
+        raise PeerLostError(f"{what}: another process of this {world_size}-process run stopped ({why}); this one stops "
+                            "too. Rerun the same command: resume=auto continues from the last checkpoint") from None

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from lightning_alchemist.config import DataConfig, as_container, data_config
+from lightning_alchemist.config import DataConfig, Resume, as_container, data_config
+from lightning_alchemist.curation.plan import CurationConfig, curation_config
+from lightning_alchemist.curation.captions import CaptionsConfig, captions_config
 from lightning_alchemist.errors import ConfigError, DataError
 from lightning_alchemist.features.config import FeaturesConfig, features_config
 from lightning_alchemist.metrics.evaluate import EvalConfig, eval_config
@@ -53,9 +55,13 @@ class RootConfig:
     selection: Any = None
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # Curation stages around the selection (dedup, concept-cluster budgets, rebalancing); curation=none runs none.
+    curation: CurationConfig = field(default_factory=CurationConfig)
     # The encode-once feature cache (features.use=auto|on|off): frozen-encoder outputs computed once per
     # dataset and read by rater training, scoring and target training; off for augmentations that must run online.
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    # Caption variants for target training (captions=none|templates|flux_reason): sources and their probabilities.
+    captions: CaptionsConfig = field(default_factory=CaptionsConfig)
     experiment: Any = None
     # Reuse artifacts instead of computing them: a ratings folder (skips rater training and
     # scoring) or a selection manifest (skips selection too); recipes/train.py maps selection=PATH here.
@@ -64,6 +70,9 @@ class RootConfig:
     # Ratings that miss part of the pool (a killed scoring run, a subset of shard files) are an error
     # naming the missing shards; true accepts them (a warning gives the effective keep).
     allow_partial_ratings: bool = False
+    # A rerun of an interrupted job: ``auto`` continues each training (rater, proxy warm-up, target) from the
+    # last checkpoint it left under <out>/cache and reuses finished stages; ``never`` trains interrupted ones from step 0.
+    resume: Resume = Resume.auto
 
 
 @dataclass
@@ -105,6 +114,9 @@ def register_configs() -> None:
     global _REGISTERED
     if _REGISTERED:
         return
+    from lightning_alchemist.paths import register_resolvers
+
+    register_resolvers()
     from hydra.core.config_store import ConfigStore
 
     from lightning_alchemist.proxy.factory import FAMILIES
@@ -147,10 +159,13 @@ class Validated:
     ratings: Optional[Path]
     selection_path: Optional[Path]
     allow_partial_ratings: bool = False
+    resume: str = "auto"
     # The data's identity (:func:`~lightning_alchemist.data.sources.data_identity`: shard or source file stats,
     # generator config), computed once by ``validate(check_paths=True)``; it keys every stage's cache.
     data_id: Optional[dict] = None
+    curation: CurationConfig = field(default_factory=CurationConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    captions: CaptionsConfig = field(default_factory=CaptionsConfig)
 
 
 def _check_devices(trainer: TrainerConfig) -> None:
@@ -216,24 +231,50 @@ def validate(cfg: Any, check_paths: bool = True) -> Validated:
                           f"{data.image_size}; pick a proxy of the data's size")
     strategy = build_strategy(cfg.selection)
     evaluation = eval_config(cfg.eval)
+    curation = curation_config(cfg.get("curation"))
+    if curation.active and strategy is not None and strategy.name == "curriculum":
+        raise ConfigError("config 'curation': curriculum reorders the whole pool each epoch and cannot pick inside curation "
+                          "stages; pick another selection (e.g. selection=shift_gauss) or curation=none")
     features = features_config(cfg.get("features"))
     if features.use == "on" and data.style != "map":
         raise ConfigError("config 'features.use=on': the feature cache serves map-style data, but data.style=iterable; "
                           "pass data.style=map or features.use=auto (streams then encode online)")
+    captions = captions_config(cfg.get("captions"))
     ratings = Path(cfg.ratings) if cfg.get("ratings") else None
+    if curation.active and curation.embeddings.source == "ratings" and ratings is None:
+        if strategy is None or strategy.name == "random":
+            raise ConfigError("config 'curation.embeddings.source': 'ratings' needs a scored pool, but selection "
+                              f"'{strategy.name if strategy else 'none'}' trains no rater; pick a rated selection or ratings=DIR")
+        if not (isinstance(rater, RaterConfig) and rater.score.store_embedding):
+            raise ConfigError("config 'curation.embeddings.source': 'ratings' reads the pooled features the learned rater's scorer "
+                              "writes: pass rater.score.store_embedding=true (a heuristic rater has none: use source=thumbnail)")
     selection_path = Path(cfg.selection_path) if cfg.get("selection_path") else None
+    if data.batching == "mixed" and not data.clusters and selection_path is None and not curation.active:
+        # (a selection manifest or a curation plan's carries a 'cluster' column; the pipeline hands it to the datamodule)
+        raise ConfigError("config 'data.batching': 'mixed' needs cluster ids: pass data.clusters=FILE.parquet (columns key, "
+                          "cluster), selection=MANIFEST.parquet with a 'cluster' column, or a curation plan (curation=dedup|dbp)")
+    resume = str(cfg.get("resume") or "auto")
+    if resume not in Resume.values():
+        raise ConfigError(f"config 'resume': got '{resume}', expected one of {', '.join(Resume.values())}")
     data_id = None
     if check_paths:
         from lightning_alchemist.data.sources import data_identity
 
         data_id = data_identity(data, seed=int(cfg.seed))  # shard paths resolve: a missing dataset fails here, in one line
+        if data.clusters and not Path(data.clusters).is_file():
+            raise DataError(f"config 'data.clusters': no Parquet file at {data.clusters}; pass a file of key, cluster "
+                            "(e.g. a curation selection.parquet) or drop the option")
         if selection_path is not None and not selection_path.is_file():
             raise DataError(f"config 'selection_path': no selection manifest at {selection_path}; "
                             "write one with recipes/select_data.py or drop the option")
+        if curation.active and curation.embeddings.source == "sidecar" and not Path(str(curation.embeddings.path)).is_file():
+            raise DataError(f"config 'curation.embeddings.path': no embeddings file at {curation.embeddings.path}; "
+                            "pass a .npz (keys + array) or .parquet (key + list column)")
         if ratings is not None and not ratings.exists():
             raise DataError(f"config 'ratings': no ratings folder at {ratings}; "
                             "write one with recipes/score.py or drop the option to rate here")
     return Validated(keep=float(keep), seed=int(cfg.seed), out=Path(cfg.out), data=data, model=model, finetune=finetune,
                      rater=rater, rater_proxy=proxy, strategy=strategy, trainer=trainer, eval=evaluation,
                      ratings=ratings, selection_path=selection_path,
-                     allow_partial_ratings=bool(cfg.get("allow_partial_ratings", False)), data_id=data_id, features=features)
+                     allow_partial_ratings=bool(cfg.get("allow_partial_ratings", False)), data_id=data_id,
+                     curation=curation, features=features, captions=captions, resume=resume)

@@ -33,6 +33,7 @@ log = logging.getLogger("lightning_alchemist.train")
 
 def train(cfg: Any) -> dict[str, Any]:
     """Run the pipeline for ``cfg``; print the metrics and where the report is; return ``metrics.json``'s content."""
+    from lightning_alchemist.pipeline.report import METRIC_MEANINGS, format_metric
     from lightning_alchemist.pipeline.run import run_pipeline
 
     t0 = time.time()
@@ -42,14 +43,13 @@ def train(cfg: Any) -> dict[str, Any]:
     folder = run_dir(cfg) / "report"
     metrics = report["metrics"]
     skipped = metrics.get("skipped") or {}
-    print("\nmetrics:")
+    print("\nmetrics (as in report/summary.md and metrics.json):")
     for name, value in sorted(metrics.items()):
-        if isinstance(value, float):
-            print(f"  {name:<20} {value:.4f}")
-        elif value is None and name in skipped:
+        meaning = f"  # {METRIC_MEANINGS[name]}" if name in METRIC_MEANINGS else ""
+        if value is None and name in skipped:
             print(f"  {name:<20} {skipped[name]}")
         elif value is not None and not isinstance(value, (dict, list)):
-            print(f"  {name:<20} {value}")
+            print(f"  {name:<20} {format_metric(value)}{meaning}")
     data = report.get("data") or {}
     if "skipped" in data:  # a dataset layout: what its preparation left out, by reason
         skipped = ", ".join(f"{n} {reason}" for reason, n in data["skipped"].items()) or "nothing"

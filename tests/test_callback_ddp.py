@@ -32,6 +32,23 @@ def test_ddp_ranks_are_disjoint_and_complete_for_both_dataset_styles(tmp_path):
             assert sorted(a + b) == sorted(expected[style])
         if style == "map":
             assert ranks[0]["0"] != ranks[0]["1"]  # a new (shared) order each epoch
+    # batching="mixed": the same selection, disjoint and complete per epoch, and each rank trains on exactly its
+    # contiguous piece of the one mixed order (clusters: key index % 4), not on every second sample of it
+    import numpy as np
+
+    from lightning_alchemist.sampling.mixed import ClusterMixedSampler
+    from lightning_alchemist.sampling.samplers import WeightedSubsetSampler
+    from test_callback import N
+
+    ranks = [json.loads((tmp_path / f"mixed-rank{r}.json").read_text()) for r in range(2)]
+    positions = np.array(sorted(int(k[3:]) for k in expected["map"]))
+    for epoch in ("0", "1"):
+        a, b = ranks[0][epoch], ranks[1][epoch]
+        assert len(a) == len(b) and set(a).isdisjoint(b) and sorted(a + b) == sorted(expected["map"])
+        for r, keys in enumerate((a, b)):
+            sampler = ClusterMixedSampler(WeightedSubsetSampler(positions, seed=5), np.arange(N) % 4, 2, r)
+            sampler.set_epoch(int(epoch))
+            assert keys == [f"img{i:04d}" for i in sampler], (r, epoch)
 
 
 def main(out: Path) -> None:
@@ -60,14 +77,18 @@ def main(out: Path) -> None:
         (out / "expected.json").write_text(
             json.dumps({"map": map_sel.keys.to_pylist(), "stream": stream_sel.keys.to_pylist()})
         )
+    import numpy as np
+
     for style, model, sel in (
         ("map", Recorder(KeyedDataset(), batch_size=4), map_sel),
         ("stream", StreamRecorder(urls, batch_size=4), stream_sel),
+        ("mixed", Recorder(KeyedDataset(), batch_size=4), map_sel),
     ):
+        mixed = {"batching": "mixed", "clusters": np.arange(len(model.dataset)) % 4} if style == "mixed" else {}
         trainer = pl.Trainer(
             accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, logger=False, enable_checkpointing=False,
             enable_progress_bar=False, enable_model_summary=False,
-            callbacks=[DataSelectionCallback(sel, seed=5), Dump(style)],
+            callbacks=[DataSelectionCallback(sel, seed=5, **mixed), Dump(style)],
         )
         trainer.fit(model)
 

@@ -8,7 +8,7 @@ import pytest
 
 from helpers import CONF_DIR, compose
 
-GROUPS = ("data", "model", "finetune", "rater", "selection", "trainer", "eval", "experiment")
+GROUPS = ("data", "model", "finetune", "rater", "selection", "curation", "trainer", "eval", "captions", "experiment")
 
 
 def _options(group: str) -> list[str]:
@@ -22,8 +22,10 @@ VALIDATORS = {
     "finetune": "lightning_alchemist.proxy.lora:finetune_config",
     "rater": "lightning_alchemist.rater.heuristics:rater_group_config",  # learned or heuristic
     "selection": "lightning_alchemist.selection.strategies:build_strategy",
+    "curation": "lightning_alchemist.curation.plan:curation_config",
     "trainer": "lightning_alchemist.target.trainer:trainer_config",
     "eval": "lightning_alchemist.metrics.evaluate:eval_config",
+    "captions": "lightning_alchemist.curation.captions:captions_config",
 }
 
 

@@ -70,7 +70,7 @@ def test_pipeline_end_to_end_then_reuses_cached_ratings(tmp_path, monkeypatch):
 
     stages = first["stages"]
     # encode once (the rater proxy is the target: one feature cache serves rating, scoring and training)
-    assert set(stages) == {"features", "rater", "ratings", "selection"} and not any(s["cached"] for s in stages.values())
+    assert set(stages) == {"features", "rater", "ratings", "selection", "train"} and not any(s["cached"] for s in stages.values())
     assert first["train"].get("features") is True
     rater_ckpt = Path(stages["rater"]["path"]) / "rater.ckpt"
     ratings = sorted((Path(stages["ratings"]["path"]) / "ratings").glob("*.parquet"))
@@ -121,7 +121,7 @@ def test_sweep_writes_one_comparison_table(tmp_path):
     # random reads no rating: the pool's keys stand in, no rater is trained
     jobs = [json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/report/metrics.json")]
     [random_job] = [job for job in jobs if job["params"]["selection"] == "random"]
-    assert set(random_job["stages"]) == {"selection"}
+    assert set(random_job["stages"]) == {"selection", "train"}
     assert not (tmp_path / "cache" / "rater").exists()
 
 
@@ -175,7 +175,7 @@ def test_heuristic_rater_runs_the_pipeline_without_a_model(tmp_path, monkeypatch
     _count_calls(monkeypatch, Ratings, "read", calls, "ratings")
     first = _recipe().train(compose("config", toy + [f"out={tmp_path}", "rater=heuristic", "selection=middle"]))
     assert calls == {"ratings": 1}, calls  # the rating run's own read, handed to the selection
-    assert set(first["stages"]) == {"heuristic", "selection"}
+    assert set(first["stages"]) == {"heuristic", "selection", "train"}
     assert first["params"]["rater_proxy"] == "heuristic:compressed_size"
     assert first["selection"]["num_kept"] == 500 and first["selection"]["strategy"] == "block"
     assert first["defects"]["chaotic"]["kept_share"] < 0.2  # noise sits at the bottom of compressed-size ratings

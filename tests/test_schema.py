@@ -93,12 +93,14 @@ def test_yaml_files_only_select_and_override():
     from omegaconf import OmegaConf
 
     from lightning_alchemist.config import DataConfig
+    from lightning_alchemist.curation.plan import CurationConfig
     from lightning_alchemist.metrics.evaluate import EvalConfig
     from lightning_alchemist.proxy.lora import FinetuneConfig
     from lightning_alchemist.rater.config import RaterConfig
     from lightning_alchemist.target.trainer import TrainerConfig
 
-    schemas = {"data": DataConfig, "finetune": FinetuneConfig, "rater": RaterConfig, "trainer": TrainerConfig, "eval": EvalConfig}
+    schemas = {"data": DataConfig, "finetune": FinetuneConfig, "rater": RaterConfig, "trainer": TrainerConfig, "eval": EvalConfig,
+               "curation": CurationConfig}
     for group, cls in schemas.items():
         defaults = cls()
         for path in sorted((CONF_DIR / group).glob("*.yaml")):
@@ -178,3 +180,17 @@ def test_hydra_keys_may_repeat():
     from lightning_alchemist.cli import sweep_variants
 
     assert sweep_variants(["hydra.run.dir=/a", 'hydra.run.dir="/a"', "keep=0.5"]) == [["keep=0.5"]]
+
+
+def test_experiment_sweeps_use_hydra_grammar():
+    """An experiment's ``hydra.sweeper.params`` may use range()/choice(): every value is checked, not a comma split."""
+    from omegaconf import OmegaConf
+
+    from lightning_alchemist.cli import _config_sweeps
+
+    cfg = OmegaConf.create({"hydra": {"sweeper": {"params": {
+        "keep": "range(0.2,0.7,0.2)", "selection": "choice(random,topk)", "seed": "3"}}}})
+    sweeps = _config_sweeps(cfg)
+    assert [round(float(v), 3) for v in sweeps["keep"]] == [0.2, 0.4, 0.6]
+    assert sweeps["selection"] == ["random", "topk"]
+    assert sweeps["seed"] == ["3"]

@@ -25,11 +25,13 @@ import lightning.pytorch as pl
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, IterableDataset
 
 from lightning_alchemist.errors import ConfigError, DataError
+from lightning_alchemist.sampling.mixed import BATCHING, ClusterMixedSampler, cluster_ids
 from lightning_alchemist.sampling.samplers import DistributedWeightedSubsetSampler, WeightedSubsetSampler
 from lightning_alchemist.sampling.webdataset import (
     KeyFilter,
@@ -89,6 +91,11 @@ class DataSelectionCallback(Callback):
             replacement, the method's rule) and equal weights (each sample once). A stream keeps
             each key with probability ∝ weight per pass (weight / max weight without a draw count).
         warn_below, error_below: share of the selection found in the dataset under which to warn / fail.
+        batching: ``"shuffle"`` (each epoch's order as the mode draws it) or ``"mixed"``: the same samples, reordered
+            so that each batch spans as many clusters as possible (:class:`~lightning_alchemist.sampling.mixed.ClusterMixedSampler`;
+            map-style datasets only).
+        clusters: for ``batching="mixed"``: cluster ids per dataset position, or a table / Parquet file of ``key,
+            cluster``; ``None``: the ``cluster`` column of the selection manifest file.
         epoch_length: for a stream, the selected samples per epoch (all ranks together); sets
             ``with_epoch`` and skips scanning the shards' tar headers for their keys (which is
             how the callback otherwise counts the matches and sizes the epoch).
@@ -112,9 +119,13 @@ class DataSelectionCallback(Callback):
         error_below: float = 0.01,
         epoch_length: Optional[int] = None,
         allow_partial_ratings: bool = False,
+        batching: str = "shuffle",
+        clusters: Any = None,
     ) -> None:
         if mode not in ("subset", "weighted"):
             raise ConfigError(f"DataSelectionCallback: mode must be 'subset' or 'weighted', got {mode!r}")
+        if str(batching) not in BATCHING:
+            raise ConfigError(f"DataSelectionCallback: batching must be one of {', '.join(BATCHING)}, got {batching!r}")
         if isinstance(selection, Ratings) and (strategy is None or keep is None):
             raise ConfigError("DataSelectionCallback: given Ratings, also pass strategy=... and keep=... to select from them")
         self._source = selection
@@ -129,6 +140,8 @@ class DataSelectionCallback(Callback):
         self.error_below = error_below
         self.epoch_length = epoch_length
         self.allow_partial_ratings = allow_partial_ratings
+        self.batching = str(batching)
+        self.clusters = clusters
         self.selection: Optional[Selection] = selection if isinstance(selection, Selection) else None
         self.stats: dict[str, Any] = {}
         self.epoch = 0
@@ -372,7 +385,11 @@ class DataSelectionCallback(Callback):
         sampler.set_epoch(trainer.current_epoch)
         self._samplers = [sampler]
         final: Any = sampler
-        if trainer.world_size > 1:
+        if self.batching == "mixed":
+            # Our own DistributedSampler at any world size: contiguous, mixed pieces of one order per rank.
+            final = ClusterMixedSampler(sampler, self._cluster_ids(keys), trainer.world_size, trainer.global_rank,
+                                        drop_last=dl.drop_last)
+        elif trainer.world_size > 1:
             # Our own DistributedSampler: Lightning leaves it alone, and no rank lists the whole order.
             final = DistributedWeightedSubsetSampler(sampler, trainer.world_size, trainer.global_rank, drop_last=dl.drop_last)
         restored = self._restored or {}
@@ -386,8 +403,27 @@ class DataSelectionCallback(Callback):
         self._record(int(found_mask.sum()), len(dataset), len(sampler))
         return new_dl
 
+    def _cluster_ids(self, keys: pa.Array) -> np.ndarray:
+        """Cluster id per dataset position for ``batching="mixed"`` (from ``clusters`` or the manifest's column)."""
+        source = self.clusters
+        if source is None:
+            path = self._source if isinstance(self._source, (str, os.PathLike)) else None
+            if path is not None and Path(path).is_dir():
+                path = Path(path) / "selection.parquet"
+            if path is None or "cluster" not in pq.read_schema(path).names:
+                raise ConfigError("DataSelectionCallback: batching='mixed' needs cluster ids: pass clusters= (one id per "
+                                  "dataset sample, or a Parquet file of key, cluster) or a selection manifest with a 'cluster' column")
+            source = path
+        try:
+            return cluster_ids(keys, source)
+        except DataError as err:
+            raise DataError(f"DataSelectionCallback: {err}") from None
+
     def _apply_stream(self, trainer: "pl.Trainer", dl: DataLoader) -> None:
         sel = self.resolve()
+        if self.batching == "mixed":
+            raise ConfigError("DataSelectionCallback: batching='mixed' orders samples through a sampler, which needs a "
+                              "map-style dataset; use data.style=map or batching='shuffle'")
         pipeline = dl.dataset
         stages = getattr(pipeline, "pipeline", None)
         if not isinstance(stages, list):

@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from lightning_alchemist.config import DataConfig, data_config
 from lightning_alchemist.data.decode import SampleDecoder
@@ -36,6 +36,34 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+
+
+class EpochShuffleSampler(RandomSampler):
+    """A shuffle whose order is a function of ``(seed, epoch)`` alone, so a resumed run reads the same order.
+
+    ``RandomSampler`` draws each epoch's order from one generator, so a run restarted from a checkpoint
+    would read epoch 0's order again. Being a ``RandomSampler``, Lightning still swaps it for its seeded
+    ``DistributedSampler`` under DDP. :meth:`skip_once` starts an epoch part-way (resuming mid-epoch).
+    """
+
+    def __init__(self, data_source: Any, seed: int = 0) -> None:
+        super().__init__(data_source)
+        self.seed, self.epoch = int(seed), 0
+        self._skip: Optional[tuple[int, int]] = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def skip_once(self, epoch: int, num: int) -> None:
+        """Start ``epoch``'s next pass at position ``num``; ``len`` is unchanged (Lightning counts the done batches)."""
+        self._skip = (int(epoch), int(num))
+
+    def __iter__(self) -> Any:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(len(self.data_source), generator=gen).tolist()
+        if self._skip is not None and self._skip[0] == self.epoch:
+            order, self._skip = order[self._skip[1]:], None
+        return iter(order)
 
 
 class T2IDataModule(L.LightningDataModule):
@@ -66,8 +94,27 @@ class T2IDataModule(L.LightningDataModule):
         self._source: Optional[DataSource] = None
         self._pool: Optional[ShardDataset] = None
         self._val: Optional[ShardDataset] = None
+        # Caption variants chosen per training batch (``use_captions``); None: the shards' captions.
+        self.captions: Optional[Callable[[dict[str, Any], int], dict[str, Any]]] = None
+        # Cluster ids for data.batching=mixed: ids per pool position, or a Parquet file / table of key, cluster.
+        self.clusters: Any = self.cfg.clusters
+        self._restored: Optional[dict[str, int]] = None
 
     # ------------------------------------------------------------------ lifecycle
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the training pass stands (saved in checkpoints): the epoch and the batches done in it."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return {}
+        ready = int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+        total = trainer.num_training_batches
+        done = ready if isinstance(total, int) and 0 < ready < total else 0
+        return {"epoch": int(trainer.current_epoch), "batches_done": done}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the shuffled pass where a checkpoint left it (map style, without a selection callback)."""
+        self._restored = dict(state_dict) if state_dict else None
 
     def prepare_data(self) -> None:
         """Materialise the data and build shard indices (once, on one process per node)."""
@@ -134,6 +181,23 @@ class T2IDataModule(L.LightningDataModule):
         """The pool's shards with their pool-sample counts."""
         return list(self.pool.shards)
 
+    # ------------------------------------------------------------------ caption variants
+
+    def use_captions(self, chooser: Optional[Callable[[dict[str, Any], int], dict[str, Any]]]) -> None:
+        """Replace each training batch's captions by ``chooser(batch, epoch)`` (e.g. a
+        :class:`~lightning_alchemist.curation.captions.CaptionChooser`); ``None`` restores the shards' captions.
+
+        Applied in :meth:`on_before_batch_transfer`, in the training process (not in loader workers), so the
+        choice sees the trainer's epoch; validation, scoring and prediction batches keep their captions.
+        """
+        self.captions = chooser
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        trainer = getattr(self, "trainer", None)
+        if self.captions is not None and trainer is not None and trainer.training and isinstance(batch, dict):
+            batch = self.captions(batch, int(trainer.current_epoch))
+        return batch
+
     # ------------------------------------------------------------------ loaders
 
     def _loader(self, dataset: Any, **kwargs: Any) -> DataLoader:
@@ -170,8 +234,15 @@ class T2IDataModule(L.LightningDataModule):
         with an equal per-rank epoch length, so DDP ranks step equally.
         """
         if self.cfg.style == "map":
-            generator = torch.Generator().manual_seed(self.seed)
-            return self._loader(self.pool, shuffle=True, drop_last=True, generator=generator)
+            if self.cfg.batching == "mixed":
+                # (its order is a function of (seed, epoch); a resumed run restarts the interrupted epoch's order)
+                generator = torch.Generator().manual_seed(self.seed)
+                return self._loader(self.pool, sampler=self.mixed_sampler(), shuffle=False, drop_last=True, generator=generator)
+            sampler = EpochShuffleSampler(self.pool, seed=self.seed)
+            restored, self._restored = self._restored or {}, None
+            if restored.get("batches_done"):
+                sampler.skip_once(int(restored["epoch"]), int(restored["batches_done"]) * self.cfg.batch_size)
+            return self._loader(self.pool, sampler=sampler, drop_last=True)
         world, _ = self._world()
         workers = max(self.cfg.num_workers, 1)
         shards = len(self.source.pool_urls)
@@ -185,6 +256,27 @@ class T2IDataModule(L.LightningDataModule):
         per_worker = math.ceil(len(self.pool) / world / workers)
         stream = self.train_stream(cycle=True).with_epoch(per_worker)
         return self._loader(stream)
+
+    def mixed_sampler(self, clusters: Any = None) -> Any:
+        """A :class:`~lightning_alchemist.sampling.mixed.ClusterMixedSampler` over the whole pool for this rank.
+
+        ``clusters``: ids per pool position, or a Parquet file / table of ``key, cluster``; default :attr:`clusters`
+        (``data.clusters``, or what the pipeline set, e.g. a selection manifest with a ``cluster`` column).
+        """
+        import numpy as np
+
+        from lightning_alchemist.sampling.mixed import ClusterMixedSampler, cluster_ids
+        from lightning_alchemist.sampling.samplers import WeightedSubsetSampler
+
+        source = clusters if clusters is not None else self.clusters
+        if source is None:
+            from lightning_alchemist.errors import ConfigError
+
+            raise ConfigError("config 'data.batching': 'mixed' needs cluster ids: pass data.clusters=FILE.parquet "
+                              "(columns key, cluster), or train on a selection manifest with a 'cluster' column")
+        world, rank = self._world()
+        base = WeightedSubsetSampler(np.arange(len(self.pool)), seed=self.seed)
+        return ClusterMixedSampler(base, cluster_ids(self.pool.keys, source), num_replicas=world, rank=rank, drop_last=True)
 
     def train_stream(self, cycle: bool = False, shuffle: bool = True) -> Any:
         """The pool as a webdataset pipeline (the streaming style), e.g. for a custom loader."""

@@ -183,6 +183,20 @@ class ShardDataset(Dataset):
             raw["json"] = self._read(sid, int(index.json_offset[row]), int(index.json_size[row]))
         return raw
 
+    def meta(self, i: int) -> dict:
+        """The parsed ``.json`` member of sample ``i`` (empty when absent or unreadable), without reading its image."""
+        import json
+
+        sid, row = int(self._shard_of[i]), int(self._row_of[i])
+        index = self._indices[sid]
+        if index.json_offset[row] < 0:
+            return {}
+        try:
+            loaded = json.loads(self._read(sid, int(index.json_offset[row]), int(index.json_size[row])).decode("utf-8", "replace"))
+        except ValueError:
+            return {}
+        return loaded if isinstance(loaded, dict) else {"value": loaded}
+
     def __getitem__(self, i: int) -> Optional[Sample]:
         if i < 0:
             i += len(self)

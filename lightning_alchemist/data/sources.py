@@ -54,15 +54,30 @@ def resolve_source(cfg: DataConfig, seed: int = 0) -> DataSource:
         return prepare_layout(cfg, seed)
     pool = expand_urls(cfg.urls, "data.urls")
     val = expand_urls(cfg.val_urls, "data.val_urls") if cfg.val_urls else []
-    labels = Path(pool[0]).parent / "labels.parquet"
     return DataSource(
         name=cfg.name,
         pool_urls=pool,
         val_urls=val,
         split=HeldOutSplit(0.0 if val else cfg.val_fraction, seed),
-        labels_path=labels if labels.exists() else None,
+        labels_path=generated_labels(Path(pool[0]).parent),
         root=Path(pool[0]).parent,
     )
+
+
+def generated_labels(folder: Path) -> Optional[Path]:
+    """``folder/labels.parquet`` when ``folder`` is a dataset this package generated (shapes, glyphs: its
+    ``summary.json`` holds the generator's config and defect counts), else None: a ``labels.parquet`` beside a
+    user's shards is theirs, and its columns mean whatever they mean there."""
+    import json
+
+    labels, summary = folder / "labels.parquet", folder / "summary.json"
+    if not (labels.is_file() and summary.is_file()):
+        return None
+    try:
+        meta = json.loads(summary.read_text())
+    except (OSError, ValueError):
+        return None
+    return labels if isinstance(meta, dict) and {"config", "defects", "pool_samples"} <= set(meta) else None
 
 
 def data_identity(cfg: DataConfig, seed: int = 0) -> dict:

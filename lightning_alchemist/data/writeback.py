@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from lightning_alchemist.config import DataConfig
 from lightning_alchemist.errors import ConfigError, DataError
+from lightning_alchemist.paths import write_atomic
 
 __all__ = ["WritebackConfig", "WritebackResult", "run_write_pruned", "write_pruned", "writeback_config"]
 
@@ -123,36 +124,37 @@ def _write_shard(job: tuple[int, np.ndarray]) -> tuple[int, int]:
     pool, out, prefix = _STATE["pool"], _STATE["out"], _STATE["prefix"]
     weights, ratings = _STATE["weights"], _STATE["ratings"]
     name = f"{prefix}-{j:06d}.tar"
-    tmp = out / f"{name}.{os.getpid()}.tmp"
     keys, shard_weights, shard_ratings = [], [], []
-    with wds.TarWriter(str(tmp)) as sink:
-        for i in positions.tolist():
-            raw = pool.raw(i)
-            key = raw["__key__"]
-            meta: dict[str, Any] = {}
-            if raw.get("json") is not None:
-                try:
-                    loaded = json.loads(raw["json"].decode("utf-8", errors="replace"))
-                    meta = loaded if isinstance(loaded, dict) else {"value": loaded}
-                except ValueError:
-                    meta = {}
-            rating = ratings.get(key) if ratings is not None else None
-            weight = float(weights[key])
-            meta["rating"], meta["weight"] = rating, weight
-            sample = {k: v for k, v in raw.items() if not k.startswith("__") and k != "json"}
-            sample["__key__"] = key
-            sample["json"] = json.dumps(meta).encode()
-            sink.write(sample)
-            keys.append(key)
-            shard_weights.append(weight)
-            shard_ratings.append(rating)
-    os.replace(tmp, out / name)
+
+    def write_tar(tmp: Path) -> None:
+        with wds.TarWriter(str(tmp)) as sink:
+            for i in positions.tolist():
+                raw = pool.raw(i)
+                key = raw["__key__"]
+                meta: dict[str, Any] = {}
+                if raw.get("json") is not None:
+                    try:
+                        loaded = json.loads(raw["json"].decode("utf-8", errors="replace"))
+                        meta = loaded if isinstance(loaded, dict) else {"value": loaded}
+                    except ValueError:
+                        meta = {}
+                rating = ratings.get(key) if ratings is not None else None
+                weight = float(weights[key])
+                meta["rating"], meta["weight"] = rating, weight
+                sample = {k: v for k, v in raw.items() if not k.startswith("__") and k != "json"}
+                sample["__key__"] = key
+                sample["json"] = json.dumps(meta).encode()
+                sink.write(sample)
+                keys.append(key)
+                shard_weights.append(weight)
+                shard_ratings.append(rating)
+
+    write_atomic(out / name, write_tar, tmp=out / f"{name}.{os.getpid()}.tmp")
     part = pa.table({"key": pa.array(keys, pa.string()), "shard": pa.array([name] * len(keys), pa.string()),
                      "rating": pa.array(shard_ratings, pa.float64()), "weight": pa.array(shard_weights, pa.float64())})
     parts = out / PARTS
-    ptmp = parts / f"{name}.parquet.{os.getpid()}.tmp"
-    pq.write_table(part, ptmp)
-    os.replace(ptmp, parts / f"{name}.parquet")  # last: marks the shard done
+    # last: marks the shard done
+    write_atomic(parts / f"{name}.parquet", lambda t: pq.write_table(part, t), tmp=parts / f"{name}.parquet.{os.getpid()}.tmp")
     return j, len(keys)
 
 
@@ -250,9 +252,7 @@ def write_pruned(datamodule: Any, selection: Any, out: str | os.PathLike, *, rat
         _STATE.clear()
     parts = [out / PARTS / f"{name}.parquet" for name in names]
     table = pa.concat_tables([pq.read_table(p) for p in parts])
-    tmp = out / "ratings.parquet.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, out / "ratings.parquet")
+    write_atomic(out / "ratings.parquet", lambda t: pq.write_table(table, t), tmp=out / "ratings.parquet.tmp")
     result = WritebackResult(out=out, shards=names, samples=table.num_rows, missing=missing, reused_shards=len(done),
                              seconds=time.perf_counter() - start)
     tmp = out / "writeback.json.tmp"

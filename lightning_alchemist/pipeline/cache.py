@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from lightning_alchemist.config import as_container
-from lightning_alchemist.paths import file_lock
+from lightning_alchemist.paths import file_lock, write_atomic
 
 __all__ = ["StageResult", "cached_stage", "fingerprint"]
 
@@ -77,7 +77,7 @@ def cached_stage(root: Path, stage: str, key: Mapping[str, Any], build: Callable
         t0 = time.time()
         info = as_container(dict(build(folder)))
         record = {"stage": stage, "fingerprint": fp, "seconds": round(time.time() - t0, 2), "key": as_container(key), "info": info}
-        tmp = marker.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
-        os.replace(tmp, marker)  # the marker appears only once the artifact is complete
+        text = json.dumps(record, indent=2, sort_keys=True, default=str)
+        # the marker appears only once the artifact is complete (and never half-written)
+        write_atomic(marker, lambda tmp: tmp.write_text(text), tmp=marker.with_suffix(".json.tmp"))
     return StageResult(stage, fp, folder, info, cached=False)

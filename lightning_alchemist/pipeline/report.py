@@ -7,6 +7,8 @@
 - ``rating_bands.png``: pool samples by rating percentile band (top, middle, tail);
 - ``generated.png``: the target's samples for the fixed evaluation prompts;
 - ``loss_curves.png`` (target) and ``rater_curves.png`` (rater training);
+- with curation stages: ``curation_clusters.png`` (cluster sizes before, after dedup, kept) and
+  ``curation_samples.png`` (samples of the tightest and the most varied clusters), counts per stage in metrics.json;
 - ``summary.md``: all of the above on one page.
 """
 
@@ -21,7 +23,30 @@ import numpy as np
 
 from lightning_alchemist.config import as_container
 
-__all__ = ["BANDS", "band_keys", "defect_stats", "plot_curves", "read_csv_metrics", "write_report"]
+__all__ = ["BANDS", "METRIC_MEANINGS", "band_keys", "curation_report", "defect_stats", "format_metric", "plot_curves", "read_csv_metrics",
+           "write_report"]
+
+# One line of meaning per metric: shown beside each value in summary.md and on the console.
+METRIC_MEANINGS: dict[str, str] = {
+    "val_loss": "the target's mean per-sample loss on the clean held-out split (eval.val_batches batches, fixed draws); lower is better",
+    "val_samples": "held-out samples val_loss averages over",
+    "num_prompts": "evaluation prompts generated for (alignment, FID)",
+    "alignment": "share of generated images whose scene (shape, colour, ...) the judge reads as the prompt's; higher is better",
+    "alignment_reference": "alignment of clean renders of the same prompts: a perfect generator's score (the judge's own accuracy)",
+    "alignment_ceiling": "alignment of those renders after a round trip through the model's frozen tokenizer/VAE: the best this model can reach",
+    "fid_judge": "FID of generated vs real held-out images in the judge's feature space; lower is better",
+    "fid_judge_reference": "fid_judge of clean renders of the prompts: the floor at this sample size (a perfect generator)",
+    "fid_judge_ceiling": "fid_judge of the round-tripped renders: the best this model's tokenizer/VAE allows",
+    "fid_inception": "FID in Inception-v3 features (local weights); lower is better",
+    "clip_score": "CLIP image-text similarity x 100 (local weights); higher is better",
+}
+
+
+def format_metric(value: Any) -> str:
+    """How a metric value is written on the console and in summary.md (the same digits in both)."""
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.1f}"
+    return str(value)
 
 # Rating percentile bands shown in rating_bands.png (0 = highest rating).
 BANDS: tuple[tuple[float, float], ...] = ((0.0, 0.05), (0.25, 0.30), (0.50, 0.55), (0.75, 0.80), (0.95, 1.0))
@@ -123,6 +148,70 @@ def plot_curves(log_dir: Path, path: Path, names: Optional[Sequence[str]] = None
     return path
 
 
+def curation_report(folder: Path, out: Path, pool: Any = None, seed: int = 0, per_row: int = 8,
+                    rows: int = 3) -> tuple[dict[str, Any], dict[str, str]]:
+    """The curation stage's counts and cluster sizes (from ``folder/curation.json``), and its pictures in ``out``.
+
+    Returns ``(section for metrics.json, {name: file})``; pictures: cluster sizes sorted by size (before, after dedup,
+    kept) and, with a ``pool``, ``per_row`` samples from each of the ``rows`` tightest and most varied clusters.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = json.loads((Path(folder) / "curation.json").read_text())
+    before = np.asarray(summary["sizes_before"])
+    after = np.asarray(summary["sizes_after_dedup"])
+    kept = np.asarray(summary["sizes_kept"])
+
+    def stats(x: np.ndarray) -> dict[str, Any]:
+        nz = x[x > 0]
+        return {"clusters": int(len(nz)), "min": int(nz.min()) if len(nz) else 0,
+                "median": float(np.median(nz)) if len(nz) else 0.0, "max": int(nz.max()) if len(nz) else 0}
+
+    section = {"name": summary["name"], "counts": summary["counts"], "clusters": summary["clusters"],
+               "target": summary["target"], "short": summary["short"], "mode": summary["mode"],
+               "sizes": {"before": stats(before), "after_dedup": stats(after), "kept": stats(kept)}}
+    files: dict[str, str] = {}
+    order = np.argsort(-before, kind="stable")
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    xs = np.arange(len(order))
+    ax.bar(xs, before[order], color="#cccccc", label="before", width=1.0)
+    ax.bar(xs, after[order], color="#88aadd", label="after dedup", width=1.0)
+    ax.bar(xs, kept[order], color="#224488", label="kept", width=1.0)
+    ax.set_xlabel("cluster (largest first)")
+    ax.set_ylabel("samples")
+    ax.set_title(f"curation {summary['name']}: cluster sizes")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "curation_clusters.png", dpi=90)
+    plt.close(fig)
+    files["curation_clusters"] = "curation_clusters.png"
+    prov_path = Path(folder) / "curation.parquet"
+    if pool is not None and prov_path.is_file():
+        import pyarrow.parquet as pq
+
+        from lightning_alchemist.data.contact_sheet import contact_sheet
+
+        prov = pq.read_table(prov_path, columns=["key", "cluster"])
+        labels = prov.column("cluster").to_numpy()
+        intra = np.asarray(summary["intra_distance"])
+        big = np.flatnonzero(before >= 2)
+        by_spread = big[np.argsort(intra[big], kind="stable")]
+        rng = np.random.default_rng(seed)
+        grid: dict[str, list[str]] = {}
+        picks = [("tight", j) for j in by_spread[:rows]] + [("varied", j) for j in by_spread[::-1][:rows]]
+        for kind, j in picks:
+            members = np.flatnonzero(labels == j)
+            chosen = np.sort(rng.choice(members, size=min(per_row, len(members)), replace=False))
+            grid[f"{kind} c{j} n={before[j]} d={intra[j]:.3f}"] = prov.column("key").take(chosen).to_pylist()
+        if grid:
+            contact_sheet(pool, grid, per_row=per_row).save(out / "curation_samples.png")
+            files["curation_samples"] = "curation_samples.png"
+    return section, files
+
+
 def _rater_log_dir(rater_folder: Path) -> Optional[Path]:
     runs = sorted((rater_folder / "rater_logs").glob("version_*/metrics.csv"))
     return runs[-1].parent if runs else None
@@ -180,6 +269,8 @@ def write_report(
             shutil.copyfile(hist, out / "selection_histogram.png")
             files["selection_histogram"] = "selection_histogram.png"
     defects: dict[str, Any] = {}
+    # Defect labels exist only for the datasets this package generated (shapes, glyphs); a labels.parquet
+    # beside a user's shards is theirs, not ours to report under that heading (the source ignores it).
     labels_path = getattr(datamodule, "labels_path", None)
     if labels_path is not None and Path(labels_path).is_file() and (kept is not None or ratings is not None):
         from lightning_alchemist.data.shapes import read_labels
@@ -192,6 +283,11 @@ def write_report(
             files[name.stem] = name.name
     if plot_curves(Path(target.log_dir), out / "loss_curves.png", title=f"target {model_name(v.model)}"):
         files["loss_curves"] = "loss_curves.png"
+    curation: dict[str, Any] = {}
+    sel_stage = stages.get("selection")
+    if sel_stage is not None and (Path(sel_stage.path) / "curation.json").is_file():
+        curation, pictures = curation_report(Path(sel_stage.path), out, getattr(datamodule, "pool", None), seed=v.seed)
+        files.update(pictures)
     rater = stages.get("rater")
     rater_logs = _rater_log_dir(Path(rater.path)) if rater is not None else None
     if rater_logs is not None and plot_curves(rater_logs, out / "rater_curves.png", title="rater training"):
@@ -203,11 +299,13 @@ def write_report(
         },
         "metrics": as_container(dict(metrics)),
         "train": {"steps": target.steps, "samples_seen": target.samples_seen, "seconds": round(target.seconds, 1),
+                  "trainer_val_loss": target.val_loss,
                   "checkpoint": target.checkpoint, "log_dir": target.log_dir, "selection": as_container(target.selection_stats),
                   "features": bool(getattr(target, "features", False))},
         "selection": as_container(selection_meta),
         "data": _data_summary(datamodule),
         "defects": defects,
+        "curation": curation,
         "stages": {name: {"path": str(s.path), "fingerprint": s.fingerprint, "cached": s.cached} for name, s in stages.items()},
         "seconds": round(seconds, 1),
         "files": files,
@@ -218,24 +316,29 @@ def write_report(
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    return format_metric(value)
 
 
 def summary_markdown(report: Mapping[str, Any]) -> str:
     """One page: parameters, metrics, defects, stages, pictures."""
     p = report["params"]
     lines = [f"# Run report: {p['data']}, {p['model']} ({p['finetune']}), {p['selection']} keep={p['keep']}", ""]
-    lines += ["## Metrics", "", "| metric | value |", "|---|---:|"]
+    lines += ["## Metrics", "", "| metric | value | meaning |", "|---|---:|---|"]
     skipped = report["metrics"].get("skipped") or {}
-    lines += [f"| {k} | {_fmt(v) if v is not None else str(skipped.get(k, 'n/a'))} |"
+    lines += [f"| {k} | {_fmt(v) if v is not None else str(skipped.get(k, 'n/a'))} | {METRIC_MEANINGS.get(k, '')} |"
               for k, v in sorted(report["metrics"].items()) if not isinstance(v, (dict, list))]
     if report.get("defects"):
         lines += ["", "## Defect kinds (labels of the generated dataset; evaluation only)", "",
                   "| kind | n | kept share | AUC(clean rated above) |", "|---|---:|---:|---:|"]
         for kind, row in sorted(report["defects"].items()):
             lines.append(f"| {kind} | {row['n']} | {_fmt(row.get('kept_share', '-'))} | {_fmt(row.get('auc_clean_above', '-'))} |")
+    cur = report.get("curation") or {}
+    if cur:
+        lines += ["", f"## Curation ({cur['name']}, {cur['clusters']} clusters, sampler mode {cur['mode']})", "",
+                  "| stage | samples |", "|---|---:|"]
+        lines += [f"| {k} | {n} |" for k, n in cur["counts"].items()]
+        lines += ["", "| cluster sizes | clusters | min | median | max |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {k} | {s['clusters']} | {s['min']} | {s['median']:.1f} | {s['max']} |" for k, s in cur["sizes"].items()]
     lines += ["", "## Stages", "", "| stage | cached | path |", "|---|---|---|"]
     lines += [f"| {k} | {v['cached']} | `{v['path']}` |" for k, v in report["stages"].items()]
     lines += ["", f"Training: {report['train']['steps']} steps, {report['train']['samples_seen']} samples seen, "

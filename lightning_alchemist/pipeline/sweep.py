@@ -69,7 +69,8 @@ def write_comparison(root: Path, out: Optional[Path] = None) -> Optional[Path]:
     return out / "comparison.md"
 
 
-def _plot(reports: Sequence[tuple[Path, dict[str, Any]]], header: list[str], rows: list[list[Any]], path: Path) -> None:
+def _plot(reports: Sequence[tuple[Path, dict[str, Any]]], header: list[str], rows: list[list[Any]], path: Path) -> list[str]:
+    """The table and each run's validation curve in one PNG; returns the curves' legend labels."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,14 +89,16 @@ def _plot(reports: Sequence[tuple[Path, dict[str, Any]]], header: list[str], row
         if "val/loss" in series:
             x, y = series["val/loss"]
             p = rep["params"]
-            ax_curve.plot(x, y, marker=".", label=f"{p['selection']} keep={p['keep']} ({run.name})")
+            ax_curve.plot(x, y, marker=".", label=f"{p['selection']} keep={_cell(p['keep'])} ({run.name})")
     ax_curve.set_xlabel("step")
     ax_curve.set_ylabel("val/loss (clean held-out)")
+    labels = [line.get_label() for line in ax_curve.lines]
     if ax_curve.lines:
         ax_curve.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+    return labels
 
 
 class ComparisonTable(Callback):

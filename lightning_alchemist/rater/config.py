@@ -100,6 +100,9 @@ class ScoreConfig:
     # Also store ``rating_batch``, the batch-relative weight of each sample in its scoring batch
     # (depends on batch neighbours: for inspection/parity only, never a rating).
     store_batch_rating: bool = False
+    # Also store each sample's pooled rater features as an ``embedding`` list column (opt-in; read by
+    # curation.embeddings.source=ratings for near-duplicate removal and concept clusters).
+    store_embedding: bool = False
 
 
 @dataclass
@@ -170,6 +173,11 @@ class RaterConfig:
     # machines: 10 x 20 = 200 steps (~100 s on 2 quiet CPU cores) fits the main job's budget. Measured
     # on shapes (benchmarks/rater_auc.py), AUC(clean > chaotic): 20 -> 0.82, 40 -> 0.88.
     steps_per_epoch: Optional[int] = 20
+    # A resumable ``last.ckpt`` (plus the latest ``keep_checkpoints``) every this many Lightning steps (optimiser
+    # steps: 2 per batch while the proxy trains with the rater); null: at every epoch's end (20 batches by
+    # default, well under a minute here). A rerun continues from it (``resume=auto``).
+    checkpoint_every_n_steps: Optional[int] = None
+    keep_checkpoints: int = 2
     seed: int = 0
     score: ScoreConfig = field(default_factory=ScoreConfig)
 
@@ -210,11 +218,31 @@ def validate_rater_config(cfg: RaterConfig) -> RaterConfig:
         raise ConfigError(f"config 'rater.epochs': got {cfg.epochs}, expected >= 1")
     if cfg.steps_per_epoch is not None and cfg.steps_per_epoch < 1:
         raise ConfigError(f"config 'rater.steps_per_epoch': got {cfg.steps_per_epoch}, expected null or >= 1")
+    if cfg.checkpoint_every_n_steps is not None and cfg.checkpoint_every_n_steps < 1:
+        raise ConfigError(f"config 'rater.checkpoint_every_n_steps': got {cfg.checkpoint_every_n_steps}, expected null or >= 1")
+    if cfg.keep_checkpoints < 1:
+        raise ConfigError(f"config 'rater.keep_checkpoints': got {cfg.keep_checkpoints}, expected >= 1")
     if cfg.unrolled_steps not in (1, 2, 3):
         raise ConfigError(f"config 'rater.unrolled_steps': got {cfg.unrolled_steps}, expected 1, 2 or 3")
     if cfg.legacy_alchemist_weights and cfg.group_head == "product":
         raise ConfigError("config 'rater.legacy_alchemist_weights' already includes the group product; set rater.group_head=temperature")
     return cfg
+
+
+# Keys that set how often training state is saved, not what is trained: left out of the rater's fingerprint.
+BOOKKEEPING_KEYS = ("checkpoint_every_n_steps", "keep_checkpoints")
+
+
+def rater_identity(node: Any) -> Any:
+    """The rater config as a plain container without its checkpoint cadence (what names its trained result)."""
+    from lightning_alchemist.config import as_container
+
+    out = as_container(node)
+    if isinstance(out, dict):
+        out = {k: v for k, v in out.items() if k not in BOOKKEEPING_KEYS}
+        if isinstance(out.get("warmup"), dict):
+            out["warmup"] = {k: v for k, v in out["warmup"].items() if k != "checkpoint_every"}
+    return out
 
 
 def rater_config(node: Any) -> RaterConfig:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import lightning.pytorch as pl
+import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lightning_alchemist.rater.loader import PairedLoader
@@ -25,6 +26,21 @@ class RaterDataModule(pl.LightningDataModule):
         super().__init__()
         self.data = data
         self.seed = seed
+        self._loader: Optional[PairedLoader] = None
+        self._restored: Optional[dict[str, int]] = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the paired loader stands (saved in checkpoints), so a resumed run reads the same batches."""
+        trainer = getattr(self, "trainer", None)
+        if self._loader is None or trainer is None:
+            return {}
+        ready = int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+        total = trainer.num_training_batches
+        done = ready if isinstance(total, int) and 0 < ready < total else 0
+        return self._loader.state_at(done)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = dict(state_dict) if state_dict else None
 
     def prepare_data(self) -> None:
         self.data.prepare_data()
@@ -48,6 +64,8 @@ class RaterDataModule(pl.LightningDataModule):
         dataset, collate = self.data.serve(dataset) if hasattr(self.data, "serve") else (dataset, collate_samples)
         return DataLoader(
             dataset,
+            # its own generator for worker seeds: a loader without one draws them from the global RNG at every pass
+            generator=torch.Generator().manual_seed(seed),
             batch_size=cfg.batch_size,
             sampler=sampler,
             drop_last=True,
@@ -62,7 +80,11 @@ class RaterDataModule(pl.LightningDataModule):
             pool = self._shuffled(self.data.pool, self.seed)
         else:
             pool = self.data.train_dataloader()
-        return PairedLoader(pool, self._shuffled(self.data.val, self.seed + 1))
+        self._loader = PairedLoader(pool, self._shuffled(self.data.val, self.seed + 1))
+        if self._restored:
+            self._loader.restore(self._restored)
+            self._restored = None
+        return self._loader
 
     def first_val_batch(self) -> Any:
         """One validation batch (to read the proxy's rater-input sizes before training)."""

@@ -15,7 +15,8 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+import zlib
+from typing import Any, Optional, Sequence, Union
 
 import lightning.pytorch as pl
 import torch
@@ -40,6 +41,14 @@ CHECKPOINT_KIND = "lightning_alchemist.proxy_scorer"
 def is_scorer_checkpoint(ckpt: Any) -> bool:
     """True for a loaded ``rater.ckpt`` written by :meth:`ProxyScorer.save` (direct scoring)."""
     return isinstance(ckpt, dict) and ckpt.get("kind") == CHECKPOINT_KIND
+
+
+def pooled_features(inputs: Any) -> torch.Tensor:
+    """A per-sample embedding from what the proxy's frozen encoders give the rater (``RaterInputs``): the mean image
+    token and the pooled caption, each L2-normalised, side by side (``[B, C + D]``; for curation's clusters)."""
+    image = torch.nn.functional.normalize(inputs.tokens.float().mean(dim=1), dim=-1)
+    text = torch.nn.functional.normalize(inputs.pooled_text.float(), dim=-1)
+    return torch.cat([image, text], dim=-1)
 
 
 class ProxyScorer(pl.LightningModule):
@@ -110,24 +119,32 @@ class ProxyScorer(pl.LightningModule):
         """What besides the weights changes a rating (part of the scoring fingerprint)."""
         sig: dict[str, Any] = {"direct": self.cfg.objective}
         if self.cfg.objective == "contrast":
-            sig.update(beta=self.cfg.contrast_beta, partners=self.cfg.contrast_partners, null=self.cfg.contrast_null)
+            sig.update(beta=self.cfg.contrast_beta, partners=self.cfg.contrast_partners, null=self.cfg.contrast_null,
+                       draws="by_keys")
         return sig
 
-    def _generators(self, batch_idx: int):
-        base = (self.cfg.seed * 1_000_003 + batch_idx) * 16
+    def _generators(self, batch_idx: int, keys: Optional[Sequence[str]] = None):
+        # Seeded by the batch's keys when known: the same ratings whichever shards a resumed run still scores
+        # and however many ranks share them (a batch index restarts with both).
+        ident = zlib.crc32("\x1f".join(map(str, keys)).encode()) if keys else batch_idx
+        base = (self.cfg.seed * 1_000_003 + ident) * 16
 
         def make(i: int) -> torch.Generator:
             return torch.Generator(device=self.device).manual_seed(base + i)
 
         return make
 
-    def rate_encoded(self, encoded: dict[str, Any], batch_idx: int = 0) -> torch.Tensor:
-        """Ratings ``[B]`` of one encoded batch."""
+    def rate_encoded(self, encoded: dict[str, Any], batch_idx: int = 0, keys: Optional[Sequence[str]] = None) -> torch.Tensor:
+        """Ratings ``[B]`` of one encoded batch (its caption partners drawn from ``keys``, else from ``batch_idx``)."""
         return proxy_signal(self.cfg.objective, self.proxy, encoded, beta=self.cfg.contrast_beta,
                             partners=self.cfg.contrast_partners, null=self.cfg.contrast_null, reference=self.reference,
-                            generator=self._generators(batch_idx))
+                            generator=self._generators(batch_idx, keys))
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """``{"key", "shard", "rating"}`` for one batch."""
         enc = encode_batch(self.proxy, batch)
-        return {"key": list(batch["key"]), "shard": list(batch["shard"]), "rating": self.rate_encoded(enc, batch_idx).float().cpu()}
+        keys = list(batch["key"])
+        out = {"key": keys, "shard": list(batch["shard"]), "rating": self.rate_encoded(enc, batch_idx, keys=keys).float().cpu()}
+        if getattr(self.cfg.score, "store_embedding", False):
+            out["embedding"] = pooled_features(self.proxy.rater_inputs(enc)).float().cpu()
+        return out

@@ -189,6 +189,10 @@ class RaterModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.alpha = alpha_at(self.current_epoch, self.cfg)
 
+    def on_train_start(self) -> None:
+        # A run resumed mid-epoch skips that epoch's on_train_epoch_start: alpha must follow the restored epoch.
+        self.alpha = alpha_at(self.current_epoch, self.cfg)
+
     def step_losses(self, batch: dict[str, Batch], batch_idx: int = 0) -> dict[str, Any]:
         """The step's losses at θ_k, on disjoint parameter sets: ``rater`` (the variant's loss of
         w(φ), from losses detached), ``proxy`` (α·mean ℓ_val + (1−α)·Σ w_i ℓ_i with w detached),
@@ -313,6 +317,8 @@ class RaterModule(pl.LightningModule):
             "shard": list(batch["shard"]),
             "rating": out.logits.float().cpu(),
         }
+        if getattr(self.cfg.score, "store_embedding", False):
+            result["embedding"] = out.pooled.float().cpu()
         if self.cfg.score.store_batch_rating:
             w, _ = batch_weights(out.logits, out.group, self.cfg.group_head, self.cfg.legacy_alchemist_weights)
             result["rating_batch"] = w.float().cpu()

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Optional
 from lightning_alchemist.config import DataConfig, as_container
 from lightning_alchemist.features.config import FeaturesConfig
 from lightning_alchemist.errors import ConfigError
-from lightning_alchemist.runtime import set_threads
+from lightning_alchemist.runtime import distributed_guard, set_threads
 from lightning_alchemist.rater.config import RaterConfig, rater_config
 
 __all__ = [
@@ -69,8 +69,9 @@ def _multi_process(kwargs: dict) -> bool:
     return many or nodes > 1
 
 
-def rater_checkpoint_callback(dirpath: Path, keep_checkpoints: int = 2) -> Any:
-    """Checkpoints of the last ``keep_checkpoints`` epochs plus ``last.ckpt`` (older epochs are deleted).
+def rater_checkpoint_callback(dirpath: Path, keep_checkpoints: int = 2, every_n_steps: Optional[int] = None) -> Any:
+    """``last.ckpt`` (what a rerun resumes from) plus the latest ``keep_checkpoints`` checkpoints (older ones are
+    deleted), at every epoch's end or, given ``every_n_steps``, every that many steps.
 
     Keeping every epoch costs ``epochs`` × the proxy's size on disk (tens of GB for a 0.3B proxy).
     """
@@ -79,6 +80,10 @@ def rater_checkpoint_callback(dirpath: Path, keep_checkpoints: int = 2) -> Any:
     if int(keep_checkpoints) < 1:
         raise ConfigError(f"keep_checkpoints: got {keep_checkpoints}, expected at least 1 (the last epochs' checkpoints kept)")
     # "step" is always a monitor candidate: the top-k by step are the latest k.
+    if every_n_steps:
+        return ModelCheckpoint(dirpath=str(dirpath), filename="step{step:06d}", monitor="step", mode="max",
+                               save_top_k=int(keep_checkpoints), save_last=True, every_n_train_steps=int(every_n_steps),
+                               save_on_train_epoch_end=False, auto_insert_metric_name=False)
     return ModelCheckpoint(dirpath=str(dirpath), filename="epoch{epoch:02d}", monitor="step", mode="max",
                            save_top_k=int(keep_checkpoints), save_last=True, every_n_epochs=1, auto_insert_metric_name=False)
 
@@ -91,7 +96,8 @@ def _warmup_line(info: dict) -> str:
     return f"warm-up {w.get('steps_run')} steps, best {w.get('best_step')} (held-out loss {w.get('best_holdout_loss', float('nan')):.3f}), {how}"
 
 
-def warm_up_stage(rcfg: Any, model_cfg: Any, datamodule: Any, seed: int = 0, features: Any = None) -> tuple[Any, Any, dict]:
+def warm_up_stage(rcfg: Any, model_cfg: Any, datamodule: Any, seed: int = 0, features: Any = None,
+                  resume: str = "auto") -> tuple[Any, Any, dict]:
     """The proxy warmed up on the validation split (``rater.warmup``; cached), and for the penalty
     objective a reference warmed up the same way on the pool. Returns ``(proxy, reference, info)``.
 
@@ -112,7 +118,7 @@ def warm_up_stage(rcfg: Any, model_cfg: Any, datamodule: Any, seed: int = 0, fea
         datamodule.setup("fit")
     if rcfg.warmup.steps > 0:
         val, vinfo = cached_encodes(proxy, datamodule.val, features=features)
-        info["warmup"] = warm_up_proxy(proxy, val, wcfg, vinfo["fingerprint"], role="val").as_dict()
+        info["warmup"] = warm_up_proxy(proxy, val, wcfg, vinfo["fingerprint"], role="val", resume=resume).as_dict()
         info["encodes_val"] = vinfo
         log.info("rater proxy: %s", _warmup_line(info))
     if rcfg.objective == "penalty":
@@ -120,13 +126,13 @@ def warm_up_stage(rcfg: Any, model_cfg: Any, datamodule: Any, seed: int = 0, fea
             raise ConfigError("config 'rater.objective=penalty' warms a reference up on the pool: set rater.warmup.steps > 0")
         reference = build_rater_proxy(model_cfg)
         pool, pinfo = cached_encodes(reference, datamodule.pool, features=features)
-        info["reference"] = warm_up_proxy(reference, pool, wcfg, pinfo["fingerprint"], role="pool").as_dict()
+        info["reference"] = warm_up_proxy(reference, pool, wcfg, pinfo["fingerprint"], role="pool", resume=resume).as_dict()
     return proxy, reference, info
 
 
 def train_rater(datamodule: Any, proxy_cfg: Any, rater_cfg: Optional[RaterConfig] = None, out: str | Path = "outputs",
-                seed: int = 0, devices: Optional[Mapping[str, Any]] = None, keep_checkpoints: int = 2,
-                features: Any = None) -> Path:
+                seed: int = 0, devices: Optional[Mapping[str, Any]] = None, keep_checkpoints: Optional[int] = None,
+                features: Any = None, resume: str = "auto") -> Path:
     """Train the rater with a proxy built from ``proxy_cfg`` on ``datamodule``'s pool and validation split.
 
     Args:
@@ -136,7 +142,11 @@ def train_rater(datamodule: Any, proxy_cfg: Any, rater_cfg: Optional[RaterConfig
         out: folder for ``rater.ckpt``, per-epoch checkpoints and logs (``rater_logs``).
         seed: the run's seed (plus ``rater_cfg.seed``).
         devices: Lightning device arguments (:func:`device_kwargs`).
-        keep_checkpoints: epoch checkpoints kept under ``OUT/rater_checkpoints`` (the latest; plus ``last.ckpt``).
+        keep_checkpoints: checkpoints kept under ``OUT/rater_checkpoints`` (the latest; plus ``last.ckpt``);
+            None: ``rater_cfg.keep_checkpoints``. They are written every ``rater_cfg.checkpoint_every_n_steps``
+            steps (None: every epoch).
+        resume: ``auto`` continues an interrupted training from ``OUT/rater_checkpoints/last.ckpt`` (and an
+            interrupted warm-up from its saved state) with the same data order; ``never`` starts over.
         features: a :class:`~lightning_alchemist.features.store.FeatureStore` of the proxy's frozen encoders over this
             data: the warm-up and the rater's steps read it instead of decoding images and running the encoders.
 
@@ -157,7 +167,7 @@ def train_rater(datamodule: Any, proxy_cfg: Any, rater_cfg: Optional[RaterConfig
     out = Path(out)
     # The proxy's tokenizer fits this pool (not shapes), trained once and cached by the data's identity.
     model_node = as_container(fit_to_data(proxy_cfg, datamodule.cfg))
-    proxy, reference, info = warm_up_stage(rcfg, model_node, datamodule, run_seed, features=features)
+    proxy, reference, info = warm_up_stage(rcfg, model_node, datamodule, run_seed, features=features, resume=resume)
     spec = {"model": model_node, "finetune": None}
     if rcfg.score_with == "proxy":
         from lightning_alchemist.rater.direct import ProxyScorer
@@ -175,6 +185,7 @@ def train_rater(datamodule: Any, proxy_cfg: Any, rater_cfg: Optional[RaterConfig
     token_dim, text_dim = infer_rater_dims(proxy, data.first_val_batch())
     module = RaterModule(proxy, token_dim, text_dim, rcfg, proxy_spec=spec, reference=reference)
     logs = out / "rater_logs"
+    keep = keep_checkpoints
     # deterministic="warn": torch's deterministic kernels where it has them (a warning, not an error, for
     # ops without one), so a seeded rerun trains the same rater
     kwargs = {"max_epochs": rcfg.epochs, "accelerator": "auto", "devices": 1, "log_every_n_steps": 10, "deterministic": "warn",
@@ -191,18 +202,34 @@ def train_rater(datamodule: Any, proxy_cfg: Any, rater_cfg: Optional[RaterConfig
     trainer = pl.Trainer(
         enable_progress_bar=show_bar,
         logger=[CSVLogger(str(logs), name=""), TensorBoardLogger(str(logs), name="tb")],
-        callbacks=[*progress, rater_checkpoint_callback(out / "rater_checkpoints", keep_checkpoints)],
+        callbacks=[*progress, rater_checkpoint_callback(out / "rater_checkpoints", keep if keep is not None else rcfg.keep_checkpoints,
+                                                        rcfg.checkpoint_every_n_steps)],
         **kwargs,
     )
     from lightning_alchemist.features.dataset import use_features
 
-    with use_features(datamodule, features, proxy, stage="rater"):
-        trainer.fit(module, datamodule=data)
-    path = out / "rater.ckpt"
-    trainer.save_checkpoint(str(path))
+    start = _resume_from(out / "rater_checkpoints", resume)
+    if start is not None and trainer.is_global_zero:
+        print(f"resuming rater training from {start} (resume=auto; resume=never starts over)", flush=True)
+    with distributed_guard("rater training", int(trainer.world_size)), \
+            use_features(datamodule, features, proxy, stage="rater"):
+        trainer.fit(module, datamodule=data, ckpt_path=str(start) if start is not None else None)
+        path = out / "rater.ckpt"
+        trainer.save_checkpoint(str(path))
     if trainer.is_global_zero:
         print(f"rater trained ({rcfg.meta_gradient}, {rcfg.epochs} epochs) -> {path}")
     return path
+
+
+def _resume_from(folder: Path, resume: str) -> Optional[Path]:
+    """``folder/last.ckpt`` to continue from (``resume="auto"``); ``never`` deletes what an interrupted run left."""
+    import shutil
+
+    if resume == "never":
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    last = folder / "last.ckpt"
+    return last if last.is_file() else None
 
 
 def score_pool(rater: Any, datamodule: Any, out: str | Path, devices: Optional[Mapping[str, Any]] = None,
@@ -229,7 +256,7 @@ def score_pool(rater: Any, datamodule: Any, out: str | Path, devices: Optional[M
     return {**info, "ratings": str(ratings_dir), "features": bool(cached)}
 
 
-def run_train_rater(cfg: Any, keep_checkpoints: int = 2) -> Path:
+def run_train_rater(cfg: Any, keep_checkpoints: Optional[int] = None) -> Path:
     """``recipes/train_rater.py``: validate a root config, build its datamodule once, :func:`train_rater`."""
     from lightning_alchemist.data.datamodule import build_datamodule
     from lightning_alchemist.schema import validate
@@ -246,7 +273,8 @@ def run_train_rater(cfg: Any, keep_checkpoints: int = 2) -> Path:
         datamodule.setup("fit")
         _, features = features_stage(v, datamodule, v.out / "cache", v.data_id, v.rater_proxy)
     return train_rater(datamodule, v.rater_proxy, v.rater, v.out, seed=v.seed,
-                       devices=device_kwargs(v.trainer), keep_checkpoints=keep_checkpoints, features=features)
+                       devices=device_kwargs(v.trainer), keep_checkpoints=keep_checkpoints, features=features,
+                       resume=v.resume)
 
 
 def rater_path_override(argv: list[str]) -> list[str]:

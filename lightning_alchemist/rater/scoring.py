@@ -104,6 +104,7 @@ def score(
         rater,
         data=_data_signature(datamodule),
         score={"store_batch_rating": store_batch, **signature,
+               **({"store_embedding": True} if getattr(rater.cfg.score, "store_embedding", False) else {}),
                **({"batch_size": getattr(getattr(datamodule, "cfg", None), "batch_size", None)} if batch_dependent else {})},
     )
     done = finished_shards(ratings_dir, fp, overwrite=overwrite)

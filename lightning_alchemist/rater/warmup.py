@@ -76,6 +76,9 @@ class WarmupConfig:
     # Stop after this many evaluations without a better held-out loss; 0 = never stop early.
     patience: int = 4
     seed: int = 0
+    # Save a resumable state every this many steps (``<cache>.partial.pt``), so a killed warm-up continues
+    # where it stopped (``resume=auto``); 0 = never. Not part of the result's fingerprint.
+    checkpoint_every: int = 100
     # After the warm-up: ``frozen`` = the proxy does not train further (direct scoring; rater-only
     # training, official fixVar); ``joint`` = it keeps training with the rater (paper Eq. 5).
     continuation: WarmupContinuation = WarmupContinuation.frozen
@@ -118,7 +121,7 @@ def held_out_split(n: int, holdout: float, seed: int) -> tuple[torch.Tensor, tor
 
 
 def _fingerprint(proxy: T2IProxy, data_fp: str, cfg: WarmupConfig, role: str) -> str:
-    conf = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "continuation"}
+    conf = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("continuation", "checkpoint_every")}
     payload = {"v": WARMUP_VERSION, "proxy": type(proxy).__qualname__, "weights": module_digest(proxy), "data": data_fp,
                "cfg": conf, "role": role}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -149,6 +152,7 @@ def warm_up_proxy(
     role: str = "val",
     cache_dir: Optional[str | Path] = None,
     progress: bool = False,
+    resume: str = "auto",
 ) -> WarmupResult:
     """Train ``proxy`` (in place) on ``data`` per ``cfg``, or load the cached result of the same run.
 
@@ -159,6 +163,8 @@ def warm_up_proxy(
         data_fingerprint: names ``data`` (the encodes' fingerprint).
         role: ``val`` (the proxy) or ``pool`` (the penalty reference); part of the cache name.
         cache_dir: where results go (default ``<cache root>/warmup``).
+        resume: ``auto`` continues from the state a killed warm-up saved (``<result>.partial.pt``, every
+            ``cfg.checkpoint_every`` steps; the result is the same as an uninterrupted run's); ``never`` starts over.
     """
     module = _trainable(proxy)
     device = next((p.device for p in proxy.parameters()), torch.device("cpu"))
@@ -175,17 +181,51 @@ def warm_up_proxy(
             stats = dict(blob["stats"])
             stats.update(cached=True, path=str(path))  # ``seconds``: what the training took when it ran
             return WarmupResult(**stats)
-        result = _train(proxy, module, data, cfg, device, progress)
+        partial = path.with_suffix(".partial.pt")
+        if resume == "never":
+            partial.unlink(missing_ok=True)
+        result = _train(proxy, module, data, cfg, device, progress, partial)
         result.path = str(path)
         result.seconds = time.perf_counter() - t0  # stored: a cached result reports what the training took
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".pt.tmp")
         torch.save({"state_dict": module.state_dict(), "stats": result.as_dict(), "config": dataclasses.asdict(cfg)}, tmp)
         os.replace(tmp, path)
+        partial.unlink(missing_ok=True)  # after the result: a kill in between resumes, then finds the result
     return result
 
 
-def _train(proxy: T2IProxy, module: nn.Module, data: EncodedSet, cfg: WarmupConfig, device: Any, progress: bool) -> WarmupResult:
+def _save_partial(path: Path, state: dict[str, Any]) -> None:
+    """Write the loop's state atomically (a kill mid-write leaves the previous state)."""
+    from lightning.fabric.utilities.seed import _collect_rng_states
+
+    tmp = path.with_suffix(".tmp")
+    torch.save({**state, "rng": _collect_rng_states(include_cuda=torch.cuda.is_available())}, tmp)
+    os.replace(tmp, path)
+
+
+def _load_partial(path: Optional[Path], module: nn.Module, opt: Any, gen: torch.Generator) -> Optional[dict[str, Any]]:
+    """The state a killed warm-up saved (weights, optimiser, data order, RNG, early-stopping record), restored in place."""
+    if path is None or not path.is_file():
+        return None
+    from lightning.fabric.utilities.seed import _set_rng_states
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a state from another version or a damaged file: start over, say so
+        log.warning("warm-up: cannot read the saved state %s (%s); starting from step 0", path, type(err).__name__)
+        return None
+    module.load_state_dict(state["module"])
+    opt.load_state_dict(state["opt"])
+    gen.set_state(state["gen"])
+    _set_rng_states(state["rng"])
+    log.info("warm-up: resuming from step %d (%s)", state["step"], path)
+    print(f"proxy warm-up: resuming from step {state['step']} of {path.name} (resume=auto)", flush=True)
+    return state
+
+
+def _train(proxy: T2IProxy, module: nn.Module, data: EncodedSet, cfg: WarmupConfig, device: Any, progress: bool,
+           partial: Optional[Path] = None) -> WarmupResult:
     train_rows, held_rows = held_out_split(len(data), cfg.holdout, cfg.seed)
     if len(train_rows) == 0:
         raise ValueError(f"warm-up: the split has {len(data)} samples; nothing to train on (lower rater.warmup.holdout)")
@@ -201,13 +241,19 @@ def _train(proxy: T2IProxy, module: nn.Module, data: EncodedSet, cfg: WarmupConf
     bad = 0
     running = 0.0
     steps_run = 0
+    first = 1
+    saved = _load_partial(partial, module, opt, gen)
+    if saved is not None:
+        order, pos, best_state, best_loss, best_step = saved["order"], saved["pos"], saved["best_state"], saved["best_loss"], saved["best_step"]
+        history, bad, running, steps_run = [tuple(h) for h in saved["history"]], saved["bad"], saved["running"], saved["step"]
+        first = steps_run + 1
     bar = None
     if progress:
         from lightning_alchemist.runtime import progress_bar
 
-        bar = progress_bar(total=cfg.steps, desc="proxy warm-up", unit="step", leave=False)
+        bar = progress_bar(total=cfg.steps, desc="proxy warm-up", unit="step", leave=False, initial=first - 1)
     proxy.train()
-    for step in range(1, cfg.steps + 1):
+    for step in range(first, cfg.steps + 1):
         if pos + cfg.batch_size > len(order):
             order, pos = train_rows[torch.randperm(len(train_rows), generator=gen)], 0
         rows = order[pos : pos + cfg.batch_size]
@@ -244,6 +290,10 @@ def _train(proxy: T2IProxy, module: nn.Module, data: EncodedSet, cfg: WarmupConf
                 bad += 1
                 if cfg.patience and bad >= cfg.patience:
                     break
+        if partial is not None and cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+            _save_partial(partial, {"step": step, "module": module.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
+                                    "order": order, "pos": pos, "best_state": best_state, "best_loss": best_loss,
+                                    "best_step": best_step, "history": history, "bad": bad, "running": running})
     if bar is not None:
         bar.close()
     if best_state is not None:

@@ -24,6 +24,8 @@ import lightning.pytorch as pl
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from lightning_alchemist.paths import write_atomic
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from lightning_alchemist.errors import AlchemistError
@@ -49,14 +51,15 @@ def write_ratings_file(path: Path, columns: Mapping[str, Sequence[Any]], fingerp
     arrays = {"key": pa.array(list(columns["key"]), type=pa.string())}
     for name, values in columns.items():
         if name != "key":
-            arrays[name] = pa.array(np.asarray(values, dtype=np.float32))
+            arr = np.asarray(values, dtype=np.float32)
+            # a vector per row (the pooled features of store_embedding): a fixed-size list column
+            arrays[name] = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), arr.shape[1]) if arr.ndim == 2 \
+                else pa.array(arr)
     import torch
 
     meta = {FINGERPRINT_KEY: fingerprint.encode(), THREADS_KEY: str(torch.get_num_threads()).encode(), **dict(metadata or {})}
     table = pa.table(arrays).replace_schema_metadata(meta)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp), tmp=path.with_name(path.name + ".tmp"))
 
 
 def finished_shards(ratings_dir: Path, fingerprint: str, overwrite: bool = False) -> set[str]:

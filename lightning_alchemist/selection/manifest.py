@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lightning_alchemist.errors import DataError
+from lightning_alchemist.paths import write_atomic
 from lightning_alchemist.selection.schedule import schedule_weights
 from lightning_alchemist.selection.ratings import _as_chunked_strings, content_fingerprint, key_hashes
 
@@ -123,9 +124,8 @@ class Selection:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".parquet.tmp")
         os.close(fd)
-        pq.write_table(self.to_table(), tmp)
-        os.replace(tmp, path)
-        return path
+        table = self.to_table()
+        return write_atomic(path, lambda t: pq.write_table(table, t), tmp=Path(tmp))
 
     @classmethod
     def read(cls, path: Union[str, os.PathLike]) -> "Selection":

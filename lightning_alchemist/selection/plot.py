@@ -13,7 +13,7 @@ from lightning_alchemist.selection.draw import rank_order
 from lightning_alchemist.selection.manifest import Selection
 from lightning_alchemist.selection.ratings import Ratings
 
-__all__ = ["kept_mask", "kept_share_by_percentile", "plot_selection"]
+__all__ = ["kept_mask", "kept_share_by_percentile", "plot_selection", "selection_title"]
 
 
 def kept_mask(ratings: Ratings, selection: Selection) -> np.ndarray:
@@ -35,6 +35,20 @@ def kept_share_by_percentile(ratings: Ratings, mask: np.ndarray, bins: int = 50)
     cumulative = np.concatenate([[0], np.cumsum(kept_in_rank_order, dtype=np.int64)])
     counts = cumulative[edges[1:]] - cumulative[edges[:-1]]
     return counts / np.maximum(np.diff(edges), 1)
+
+
+def selection_title(meta: dict) -> str:
+    """``shift_gauss (n=0.2, mu=0.6, sigma=0.2), keep=0.5``: a strategy and its parameters as a person reads them."""
+    params = meta.get("params") or {}
+    parts = []
+    for k, v in params.items():
+        if isinstance(v, float):
+            v = f"{v:g}"
+        elif isinstance(v, (dict, list)):
+            continue  # nested settings (a schedule) do not fit a title; the manifest holds them
+        parts.append(f"{k}={v}")
+    inner = f" ({', '.join(parts)})" if parts else ""
+    return f"{meta.get('strategy')}{inner}, keep={meta.get('keep')}"
 
 
 def plot_selection(
@@ -61,7 +75,7 @@ def plot_selection(
     ax2.set_ylabel("kept share")
     ax2.set_ylim(0, 1.05)
     meta = selection.meta
-    ax2.set_title(title or f"{meta.get('strategy')} {meta.get('params', {})} keep={meta.get('keep')}", fontsize=9)
+    ax2.set_title(title or selection_title(meta), fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -67,15 +67,19 @@ class T2IModule(L.LightningModule):
         if batch.get("encoded") or batch.get("features") is not None:  # encoded already (the feature cache)
             return encoded_batch(self.proxy, batch)
         keys = list(batch.get("key") or [])
-        if not self._cache_limit or not keys or any(k not in self._cache for k in keys):
+        # Cached by (key, caption): with caption variants (lightning_alchemist.curation.captions) a key's
+        # caption changes from epoch to epoch, and a text encoding cached by key alone would be stale.
+        captions = list(batch.get("caption") or [])
+        slots = [f"{k}\x1f{c}" for k, c in zip(keys, captions)] if len(captions) == len(keys) else keys
+        if not self._cache_limit or not keys or any(k not in self._cache for k in slots):
             enc = self.proxy.encode(batch)
             if self._cache_limit and keys and self._cache_bytes < self._cache_limit:
-                for i, k in enumerate(keys):
+                for i, k in enumerate(slots):
                     row = {n: v[i].detach().cpu() for n, v in enc.items() if isinstance(v, Tensor)}
                     self._cache[k] = row
                     self._cache_bytes += sum(t.numel() * t.element_size() for t in row.values())
             return enc
-        rows = [self._cache[k] for k in keys]
+        rows = [self._cache[k] for k in slots]
         out: Encoded = {n: torch.stack([r[n] for r in rows]).to(self.device) for n in rows[0]}
         out["key"] = keys
         return out

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from lightning_alchemist.runtime import set_threads
+from lightning_alchemist.runtime import distributed_guard, set_threads
 from lightning_alchemist.target.trainer import TrainerConfig
 
-__all__ = ["TargetResult", "model_image_size", "train_target"]
+__all__ = ["TargetResult", "model_image_size", "resume_checkpoint", "train_target"]
 
 
 @dataclass
@@ -39,9 +39,24 @@ def model_image_size(mcfg: Any) -> int:
     return int(getattr(mcfg, "image_size", 0)) or 0
 
 
+def resume_checkpoint(folder: Path, resume: str = "auto") -> Optional[Path]:
+    """The ``last.ckpt`` an interrupted training left in ``folder`` to continue from (``resume="auto"``), or None.
+
+    ``resume="never"`` deletes what an interrupted run left there, so training starts from step 0.
+    """
+    import shutil
+
+    last = Path(folder) / "last.ckpt"
+    if resume == "never":
+        if Path(folder).is_dir():
+            shutil.rmtree(folder)
+        return None
+    return last if last.is_file() else None
+
+
 def train_target(model: Any, finetune: Any, trainer: TrainerConfig, datamodule: Any, out: Path, seed: int = 0,
                  selection: Any = None, mode: str = "subset", allow_partial_ratings: bool = False,
-                 features: Any = None) -> TargetResult:
+                 features: Any = None, resume: str = "auto") -> TargetResult:
     """Fit the target model on ``datamodule`` under ``out/train``; validate on the clean held-out split.
 
     Args:
@@ -55,10 +70,14 @@ def train_target(model: Any, finetune: Any, trainer: TrainerConfig, datamodule: 
         features: a :class:`~lightning_alchemist.features.store.FeatureStore` of the target's frozen encoders over this
             data: training and validation read it (the same batches, no decoding, no encoder forward); ignored when
             its encoders differ from the target's.
+        resume: ``auto`` continues from ``out/train/checkpoints/last.ckpt`` when an interrupted run left one there
+            (same data order: the selection callback and the datamodule restore their sampler positions);
+            ``never`` deletes those checkpoints and starts from step 0.
     """
     import lightning as L
 
     from lightning_alchemist.callbacks.data_selection import DataSelectionCallback
+    from lightning_alchemist.features.dataset import use_features
     from lightning_alchemist.proxy.factory import fit_to_data
     from lightning_alchemist.target.module import T2IModule
     from lightning_alchemist.target.trainer import build_trainer
@@ -70,21 +89,28 @@ def train_target(model: Any, finetune: Any, trainer: TrainerConfig, datamodule: 
     callbacks = []
     select_cb = None
     if selection is not None:
+        dcfg = datamodule.cfg
         select_cb = DataSelectionCallback(selection if not isinstance(selection, Path) else str(selection), mode=mode, seed=seed,
-                                          allow_partial_ratings=allow_partial_ratings)
+                                          allow_partial_ratings=allow_partial_ratings, batching=str(dcfg.batching),
+                                          clusters=getattr(datamodule, "clusters", None))
         callbacks.append(select_cb)
     batch_size = datamodule.cfg.batch_size
+    ckpt_dir = Path(out) / "train" / "checkpoints"
+    start = resume_checkpoint(ckpt_dir, resume) if trainer.enable_checkpointing else None
     fit = build_trainer(trainer, out, batch_size=batch_size, callbacks=callbacks)
-    from lightning_alchemist.features.dataset import use_features
-
+    if start is not None and fit.is_global_zero:
+        print(f"resuming target training from {start} (resume=auto; resume=never starts over)", flush=True)
     t0 = time.time()
-    with use_features(datamodule, features, module.proxy, stage="train") as cached:
-        fit.fit(module, datamodule=datamodule)
+    with distributed_guard("target training", int(fit.world_size)), \
+            use_features(datamodule, features, module.proxy, stage="train") as cached:
+        fit.fit(module, datamodule=datamodule, ckpt_path=str(start) if start is not None else None)
         seconds = time.time() - t0
+        ckpt = ckpt_dir / "last.ckpt"
+        if trainer.enable_checkpointing:
+            fit.save_checkpoint(str(ckpt))  # the final weights (the periodic checkpoint may be some steps older)
         val = fit.validate(module, datamodule=datamodule, verbose=False)
     val_loss = float(val[0]["val/loss"]) if val else float("nan")
     log_dir = fit.loggers[0].log_dir if fit.loggers else str(out)
-    ckpt = Path(out) / "train" / "checkpoints" / "last.ckpt"
     return TargetResult(
         module=module, datamodule=datamodule, val_loss=val_loss, steps=int(fit.global_step),
         samples_seen=int(fit.global_step) * batch_size * max(int(fit.world_size), 1), seconds=seconds,

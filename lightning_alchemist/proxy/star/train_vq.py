@@ -98,7 +98,8 @@ def pool_images(n: int, data_node: Any, seed: int = 0, batch_size: Optional[int]
     from lightning_alchemist.data.datamodule import build_datamodule
 
     batch = batch_size or min(256, max(1, n // 4))
-    dm = build_datamodule({**dict(data_node), "batch_size": batch}, seed=seed)
+    # plain shuffled images: a tokenizer needs no cluster-mixed order (and no cluster ids)
+    dm = build_datamodule({**dict(data_node), "batch_size": batch, "batching": "shuffle"}, seed=seed)
     dm.prepare_data()
     dm.setup("fit")
     out, total = [], 0

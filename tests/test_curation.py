@@ -1,0 +1,311 @@
+"""Curation stages: embeddings fallback and sidecars, SemDeDup, concept-cluster budgets, rebalancing, the plan."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from lightning_alchemist.curation import (
+    CurationConfig,
+    Embeddings,
+    EmbeddingsConfig,
+    cluster,
+    cluster_budgets,
+    cluster_complexity,
+    curate,
+    embeddings_from_ratings,
+    load_sidecar,
+    priority,
+    rebalance_weights,
+    semdedup,
+    thumbnail_embeddings,
+)
+from lightning_alchemist.curation.budgets import intra_distances
+from lightning_alchemist.curation.embeddings import normalise_rows
+from lightning_alchemist.errors import ConfigError, DataError
+from lightning_alchemist.selection.manifest import Selection
+from lightning_alchemist.selection.ratings import Ratings
+
+
+def _unit(rng, n, d):
+    return normalise_rows(rng.standard_normal((n, d)))
+
+
+# ----------------------------------------------------------------------------- budgets
+
+
+def test_spread_cluster_gets_the_larger_budget_and_budgets_sum_exactly():
+    rng = np.random.default_rng(0)
+    d = 16
+    a, b = _unit(rng, 2, d)
+    tight = normalise_rows(a + 0.02 * rng.standard_normal((300, d)))
+    spread = normalise_rows(b + 0.15 * rng.standard_normal((300, d)))
+    x = np.concatenate([tight, spread])
+    cl = cluster(x, k=2, seed=0)
+    assert set(np.bincount(cl.labels)) == {300}  # k-means finds the two groups
+    d_intra = intra_distances(cl.labels, cl.distances, 2)
+    complexity = cluster_complexity(cl.centroids, d_intra)
+    budgets = cluster_budgets(cl.sizes(), complexity, 300, tau=0.05)
+    spread_id = int(cl.labels[-1])
+    assert budgets.sum() == 300
+    assert budgets[spread_id] > budgets[1 - spread_id] >= 75  # the floor m = 300 / 2 · 0.5
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_budgets_sum_exactly_within_floor_and_cap(seed):
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(1, 40))
+    sizes = rng.integers(0, 200, k)
+    sizes[0] = max(sizes[0], 1)
+    complexity = rng.random(k)
+    for total in sorted({0, 1, int(sizes.sum()) // 3, int(sizes.sum()) // 2, int(sizes.sum()) - 1, int(sizes.sum())}):
+        b = cluster_budgets(sizes, complexity, total, tau=float(rng.choice([0.05, 0.5, 5.0])))
+        assert b.sum() == total and (b <= sizes).all()
+        floor = int(total / k * 0.5)
+        assert (b >= np.minimum(floor, sizes)).all()
+    with pytest.raises(ConfigError, match="samples asked"):
+        cluster_budgets(sizes, complexity, int(sizes.sum()) + 1)
+
+
+def test_budgets_follow_the_softmax_of_complexity():
+    sizes = np.array([1000, 1000, 1000])
+    b = cluster_budgets(sizes, np.array([0.0, 0.0, np.log(2.0)]), 400, tau=1.0, floor=0)
+    assert b.tolist() == [100, 100, 200]
+
+
+# ----------------------------------------------------------------------------- dedup
+
+
+def _planted(seed=0, n=300, d=32, groups=20, copies=2):
+    rng = np.random.default_rng(seed)
+    x = _unit(rng, n, d)
+    sources = rng.choice(n, groups, replace=False)
+    rows, members = [x], {}
+    nxt = n
+    for s in sources:
+        ids = [int(s)]
+        for _ in range(copies):
+            rows.append(normalise_rows(x[s] + 0.005 * rng.standard_normal((1, d))))
+            ids.append(nxt)
+            nxt += 1
+        members[int(s)] = ids
+    return np.concatenate(rows), members
+
+
+def test_dedup_removes_planted_copies_and_keeps_the_configured_one():
+    x, members = _planted()
+    cl = cluster(x, k=8, seed=0)
+    n = len(x)
+    ratings = np.random.default_rng(1).random(n)
+    for group in members.values():  # the last copy is rated highest in its group
+        ratings[group[-1]] = 10.0
+    res = semdedup(x, cl.labels, cl.k, 0.05, priority("rating", cl.distances, ratings))
+    assert res.dropped == sum(len(g) - 1 for g in members.values())
+    for group in members.values():
+        kept = [i for i in group if res.keep[i]]
+        assert kept == [group[-1]]
+        assert all(res.dup_of[i] == group[-1] for i in group[:-1])
+    central = semdedup(x, cl.labels, cl.k, 0.05, priority("central", cl.distances))
+    for group in members.values():
+        kept = [i for i in group if central.keep[i]]
+        assert kept == [group[int(np.argmin(cl.distances[group]))]]
+    r1 = semdedup(x, cl.labels, cl.k, 0.05, priority("random", cl.distances, seed=3))
+    r2 = semdedup(x, cl.labels, cl.k, 0.05, priority("random", cl.distances, seed=3))
+    assert np.array_equal(r1.keep, r2.keep) and r1.dropped == res.dropped
+    # clusters larger than max_cluster are split by their own k-means first: the planted copies still go
+    split = semdedup(x, cl.labels, cl.k, 0.05, priority("rating", cl.distances, ratings), max_cluster=20)
+    assert np.array_equal(split.keep, res.keep)
+    # eps 0 keeps everything that is not an exact copy
+    assert semdedup(x, cl.labels, cl.k, 0.0, priority("central", cl.distances)).dropped == 0
+
+
+def test_dedup_is_exact_greedy_across_blocks():
+    """a ~ b ~ c with a ≁ c: greedy keeps a and c (the 'any earlier' shortcut would drop c); blocks do not matter."""
+    d = 8
+    a = np.zeros(d)
+    a[0] = 1
+    c = np.zeros(d)
+    c[1] = 1
+    b = normalise_rows((a + c)[None])[0]  # cos(a, b) = cos(b, c) = 0.707
+    x = normalise_rows(np.stack([a, b, c]))
+    labels = np.zeros(3, dtype=np.int32)
+    prio = np.array([3.0, 2.0, 1.0])
+    for block in (1, 2, 1024):
+        res = semdedup(x, labels, 1, 0.35, prio, block=block)
+        assert res.keep.tolist() == [True, False, True] and res.dup_of[1] == 0
+
+
+# ----------------------------------------------------------------------------- rebalancing
+
+
+def test_rebalancing_flattens_a_long_tail():
+    counts = np.array([800, 150, 40, 10])
+    labels = np.repeat(np.arange(4), counts)
+    for mode, power in (("uniform", 0.0), ("sqrt", 0.5), ("temperature", 0.25)):
+        w = rebalance_weights(labels, mode, temperature=power)
+        totals = np.bincount(labels, weights=w)
+        assert np.isclose(w.mean(), 1.0)
+        expected = counts**power / (counts**power).sum()
+        assert np.allclose(totals / totals.sum(), expected)
+    assert np.allclose(rebalance_weights(labels, "none"), 1.0)
+    assert np.allclose(rebalance_weights(labels, "temperature", temperature=1.0), 1.0)
+    with pytest.raises(ConfigError, match="curation.rebalance"):
+        rebalance_weights(labels, "log")
+
+
+# ----------------------------------------------------------------------------- embeddings
+
+
+def _scene(seed: int, size: int = 64) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    arr = np.zeros((size, size, 3), dtype=np.uint8) + rng.integers(0, 255, 3, dtype=np.uint8)
+    for _ in range(3):
+        x0, y0 = rng.integers(0, size - 16, 2)
+        arr[y0:y0 + 16, x0:x0 + 16] = rng.integers(0, 255, 3, dtype=np.uint8)
+    return Image.fromarray(arr)
+
+
+def test_fallback_embeddings_are_deterministic_and_catch_copies():
+    images = [_scene(i) for i in range(40)]
+    captions = [f"scene number {i} with {['red', 'blue', 'green'][i % 3]} squares" for i in range(40)]
+    noisy = np.clip(np.asarray(images[0], dtype=np.float32) + np.random.default_rng(0).normal(0, 3, (64, 64, 3)), 0, 255)
+    shifted = Image.fromarray(np.roll(np.asarray(images[1]), 2, axis=1))  # two pixels of jitter
+    images += [images[0].copy(), Image.fromarray(noisy.astype(np.uint8)), shifted]
+    captions += [captions[0], captions[0], captions[1]]
+    keys = [f"k{i}" for i in range(len(images))]
+    cfg = EmbeddingsConfig(dim=64)
+    e1 = thumbnail_embeddings(images, captions, keys, cfg)
+    e2 = thumbnail_embeddings(images, captions, keys, cfg)
+    assert np.array_equal(e1.vectors, e2.vectors) and e1.vectors.shape == (43, 64)
+    assert np.allclose(np.linalg.norm(e1.vectors, axis=1), 1.0, atol=1e-5)
+    sims = e1.vectors @ e1.vectors.T
+    assert sims[0, 40] > 0.9999  # an exact copy under another key
+    assert sims[0, 41] > 0.98    # faint noise
+    assert sims[1, 42] > 0.98    # a shift: the blur before the thumbnail absorbs it
+    sharp = thumbnail_embeddings(images, captions, keys, EmbeddingsConfig(dim=64, blur=0.0)).vectors
+    assert float(sharp[1] @ sharp[42]) < sims[1, 42]
+    others = sims[:40, :40][~np.eye(40, dtype=bool)]
+    assert others.max() < 0.9
+    other_seed = thumbnail_embeddings(images, captions, keys, EmbeddingsConfig(dim=64, seed=1))
+    assert not np.allclose(other_seed.vectors, e1.vectors)
+
+
+def test_embeddings_round_trip_and_align(tmp_path):
+    emb = Embeddings(["a", "b", "c"], normalise_rows(np.eye(3, 4)), {"source": "test"})
+    emb.write(tmp_path / "e")
+    back = Embeddings.read(tmp_path / "e")
+    assert back.keys.to_pylist() == ["a", "b", "c"] and np.array_equal(back.vectors, emb.vectors)
+    rows, found = back.align(["c", "x", "a"])
+    assert found.tolist() == [True, False, True] and rows[[0, 2]].tolist() == [2, 0]
+
+
+def test_user_sidecars_and_ratings_column(tmp_path):
+    vecs = np.random.default_rng(0).standard_normal((5, 6)).astype(np.float32)
+    vecs[3] = np.nan
+    np.savez(tmp_path / "e.npz", keys=np.array([f"k{i}" for i in range(5)]), b32_img=vecs)
+    side = load_sidecar(tmp_path / "e.npz")
+    assert side.keys.to_pylist() == ["k0", "k1", "k2", "k4"] and side.meta["skipped"] == {"bad_vector": 1}
+    assert np.allclose(np.linalg.norm(side.vectors, axis=1), 1.0, atol=1e-5)
+    np.savez(tmp_path / "two.npz", keys=np.array(["a"]), x=np.ones((1, 2)), y=np.ones((1, 2)))
+    with pytest.raises(DataError, match="curation.embeddings.column"):
+        load_sidecar(tmp_path / "two.npz")
+    table = pa.table({"key": ["a", "b"], "clip": [[1.0, 0.0], [0.0, 2.0]]})
+    pq.write_table(table, tmp_path / "e.parquet")
+    assert load_sidecar(tmp_path / "e.parquet", column="clip").vectors.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    rdir = tmp_path / "ratings"
+    rdir.mkdir()
+    pq.write_table(pa.table({"key": ["a", "b"], "rating": [0.1, 0.2], "embedding": [[3.0, 4.0], [1.0, 0.0]]}), rdir / "s0.parquet")
+    from_ratings = embeddings_from_ratings(rdir)
+    assert np.allclose(from_ratings.vectors, [[0.6, 0.8], [1.0, 0.0]])
+    pq.write_table(pa.table({"key": ["c"], "rating": [0.3]}), rdir / "s1.parquet")
+    with pytest.raises(DataError, match="no 'embedding' column"):
+        embeddings_from_ratings(rdir)
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+def _pool(seed=0):
+    x, members = _planted(seed, n=400, groups=30, copies=2)
+    keys = [f"s{i:04d}" for i in range(len(x))]
+    rng = np.random.default_rng(seed)
+    ratings = Ratings.from_arrays(keys, rng.random(len(x)))
+    order = rng.permutation(len(x))  # embeddings in another order than the ratings: joined by key
+    emb = Embeddings([keys[i] for i in order], x[order], {"source": "test"})
+    return ratings, emb, members
+
+
+def test_curate_dedup_then_select_writes_provenance(tmp_path):
+    ratings, emb, members = _pool()
+    cfg = CurationConfig(name="dedup", dedup=True, clusters=8)
+    res = curate(ratings, emb, cfg, None, keep=0.5, seed=0)
+    n = len(ratings)
+    assert len(res.selection) == round(0.5 * n)
+    kept = set(res.selection.keys.to_pylist())
+    for group in members.values():
+        assert sum(f"s{i:04d}" in kept for i in group) <= 1
+    counts = res.summary["counts"]
+    assert counts["dedup"] == 60 and counts["kept"] == len(res.selection) and counts["selection"] == n - 60 - len(kept)
+    paths = res.write(tmp_path)
+    table = pq.read_table(paths["selection"])
+    assert {"key", "weight", "cluster", "stage"} <= set(table.column_names)
+    assert set(table.column("stage").to_pylist()) == {"selection"}
+    back = Selection.read(paths["selection"])
+    assert back.keys.to_pylist() == res.selection.keys.to_pylist() and back.meta["curation"]["counts"] == counts
+    prov = pq.read_table(paths["provenance"]).to_pydict()
+    assert len(prov["key"]) == n and sum(prov["kept"]) == len(kept)
+    dropped = [i for i, s in enumerate(prov["stage"]) if s == "dedup"]
+    assert len(dropped) == 60 and all(prov["dup_of"][i] in kept or prov["dup_of"][i] is not None for i in dropped)
+    # deterministic for a seed
+    again = curate(ratings, emb, cfg, None, keep=0.5, seed=0)
+    assert again.selection.keys.to_pylist() == res.selection.keys.to_pylist()
+
+
+def test_curate_dbp_budgets_and_rebalance():
+    from lightning_alchemist.selection.strategies import TopK
+
+    ratings, emb, _ = _pool(1)
+    cfg = CurationConfig(name="dbp", dedup=True, budgets=True, clusters=6, rebalance="uniform")
+    res = curate(ratings, emb, cfg, TopK(), keep=0.3, seed=0)
+    assert len(res.selection) == round(0.3 * len(ratings))
+    assert sum(res.summary["budgets"]) == len(res.selection)
+    assert res.summary["sizes_kept"] == res.summary["budgets"]
+    # inside a cluster the rater's top-k: every kept member outranks every budget-dropped one of its cluster
+    prov = res.provenance.to_pydict()
+    r = dict(zip(ratings.keys.to_pylist(), ratings.ratings.tolist()))
+    for j in range(6):
+        kept = [r[k] for k, c, s, kk in zip(prov["key"], prov["cluster"], prov["stage"], prov["kept"]) if c == j and kk]
+        cut = [r[k] for k, c, s, kk in zip(prov["key"], prov["cluster"], prov["stage"], prov["kept"]) if c == j and not kk and s == "budget"]
+        if kept and cut:
+            assert min(kept) >= max(cut)
+    w = res.selection.weights
+    labels = np.asarray(prov["cluster"])[np.asarray(prov["kept"])]
+    totals = np.bincount(labels, weights=w)
+    assert np.allclose(totals[totals > 0], totals[totals > 0][0]) and res.summary["mode"] == "weighted"
+
+
+@pytest.mark.parametrize("name", ["shift_gauss", "gsample", "middle", "bottomk", "random"])
+def test_every_strategy_fills_cluster_budgets_exactly(name):
+    from lightning_alchemist.selection.strategies import Block, build_strategy
+
+    strategy = Block(centre=0.5) if name == "middle" else build_strategy({"name": name})
+    ratings, emb, _ = _pool(2)
+    for inside in ("rater", "farthest"):
+        cfg = CurationConfig(name="dbp", dedup=True, budgets=True, clusters=12, inside=inside)
+        res = curate(ratings, emb, cfg, strategy, keep=0.4, seed=1)
+        assert len(res.selection) == round(0.4 * len(ratings)) and res.summary["sizes_kept"] == res.summary["budgets"]
+
+
+def test_curation_config_checks_values_in_one_line():
+    from lightning_alchemist.curation import curation_config
+
+    assert not curation_config(None).active
+    assert curation_config({"dedup": True}).active
+    for bad, key in (({"eps": 1.5}, "curation.eps"), ({"which_to_keep": "best"}, "curation.which_to_keep"),
+                     ({"tau": 0}, "curation.tau"), ({"embeddings": {"source": "sidecar"}}, "curation.embeddings.path")):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:
+            curation_config(bad)
+        assert "\n" not in str(err.value)

@@ -374,3 +374,22 @@ def test_two_shards_of_one_name_are_refused_in_one_line(proxy, tmp_path):
 
     with pytest.raises(DataError, match="share the name '000'"):
         encode_features(proxy, Fake(), tmp_path, data_id={"fake": 1}, trainer_kwargs=CPU)
+
+
+def test_features_on_refuses_a_proxy_without_frozen_parts(tmp_path, small_shapes_cfg):
+    from helpers import compose
+
+    from lightning_alchemist.errors import ConfigError
+    from lightning_alchemist.pipeline.run import features_stage
+    from lightning_alchemist.schema import validate
+
+    toy = {"class": "rater_toys.ToyProxy", "kwargs": {}}  # not built: the proxy is given
+
+    class _NoFrozen:  # what the stage reads of a built proxy
+        frozen_attrs = ()
+
+    v = validate(compose("config", [f"out={tmp_path}", "features.use=on"]), check_paths=False)
+    with pytest.raises(ConfigError, match="names no frozen_attrs"):
+        features_stage(v, None, tmp_path, {}, toy, proxy=_NoFrozen())
+    auto = validate(compose("config", [f"out={tmp_path}"]), check_paths=False)
+    assert features_stage(auto, None, tmp_path, {}, toy, proxy=_NoFrozen()) == (None, None)

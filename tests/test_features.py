@@ -353,3 +353,43 @@ def test_pipeline_encodes_only_where_the_cache_pays(tmp_path):
     assert not _target_encodes(v_of("trainer.max_steps=31", "data.batch_size=32"), pool)  # 992 samples < 1000
     assert _target_encodes(v_of("trainer.max_steps=32", "data.batch_size=32"), pool)  # one epoch: encode once
     assert _target_encodes(v_of("features.use=on", "trainer.max_steps=1"), pool)
+
+
+def test_two_shards_of_one_name_are_refused_in_one_line(proxy, tmp_path):
+    from types import SimpleNamespace
+
+    from lightning_alchemist.data.mapstyle import ShardInfo
+    from lightning_alchemist.errors import DataError
+
+    class Fake:
+        cfg = SimpleNamespace(batch_size=4, image_size=32, num_workers=0)
+        pool = SimpleNamespace(shards=[ShardInfo("/a/000.tar", "000", 5), ShardInfo("/b/000.tar", "000", 5)], keys=[])
+        val = SimpleNamespace(shards=[], keys=[])
+
+        def prepare_data(self):
+            pass
+
+        def setup(self, stage=None):
+            pass
+
+    with pytest.raises(DataError, match="share the name '000'"):
+        encode_features(proxy, Fake(), tmp_path, data_id={"fake": 1}, trainer_kwargs=CPU)
+
+
+def test_features_on_refuses_a_proxy_without_frozen_parts(tmp_path, small_shapes_cfg):
+    from helpers import compose
+
+    from lightning_alchemist.errors import ConfigError
+    from lightning_alchemist.pipeline.run import features_stage
+    from lightning_alchemist.schema import validate
+
+    toy = {"class": "rater_toys.ToyProxy", "kwargs": {}}  # not built: the proxy is given
+
+    class _NoFrozen:  # what the stage reads of a built proxy
+        frozen_attrs = ()
+
+    v = validate(compose("config", [f"out={tmp_path}", "features.use=on"]), check_paths=False)
+    with pytest.raises(ConfigError, match="names no frozen_attrs"):
+        features_stage(v, None, tmp_path, {}, toy, proxy=_NoFrozen())
+    auto = validate(compose("config", [f"out={tmp_path}"]), check_paths=False)
+    assert features_stage(auto, None, tmp_path, {}, toy, proxy=_NoFrozen()) == (None, None)

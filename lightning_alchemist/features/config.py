@@ -14,7 +14,7 @@ __all__ = ["FeaturesConfig", "FeaturesUse", "features_config"]
 class FeaturesUse(Choice):
     auto = "auto"  # encode once and read the cache wherever it applies (map-style data)
     off = "off"  # every stage decodes images and runs the frozen encoders itself (online augmentations)
-    on = "on"  # like auto, but a run the cache cannot serve is an error instead of falling back
+    on = "on"  # like auto, and the target alone encodes too; streamed data or a proxy without frozen_attrs is an error
 
 
 @dataclass

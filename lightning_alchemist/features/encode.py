@@ -172,7 +172,8 @@ def encode_features(proxy: Any, datamodule: Any, root: str | Path, data_id: Any 
         proxy: a :class:`~lightning_alchemist.proxy.base.T2IProxy` (its ``encode`` and ``to_features``).
         datamodule: a ``T2IDataModule`` (map style: ``pool``/``val`` splits with shards).
         root: the cache folder (``root/<split>/<shard>/``, plus ``root/features.json``).
-        data_id: the data's identity (part of the fingerprint); default: the split's keys and shard stats.
+        data_id: the data's identity (part of the fingerprint); default: :func:`~lightning_alchemist.data.sources.data_identity`
+            of the datamodule's config and seed.
         batch_size: samples per encoder forward (default ``data.batch_size``).
         trainer_kwargs: Lightning device arguments (``devices``, ``strategy``, ``accelerator``, ``enable_progress_bar``).
 
@@ -188,10 +189,19 @@ def encode_features(proxy: Any, datamodule: Any, root: str | Path, data_id: Any 
     root = Path(root)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    if data_id is None:
-        from lightning_alchemist.rater.encodes import dataset_identity
+    if data_id is None:  # the data's identity (as the pipeline takes it), whichever splits are encoded
+        from lightning_alchemist.data.sources import data_identity
 
-        data_id = {s: dataset_identity(getattr(datamodule, s)) for s in SPLITS}  # the data's, whichever splits are encoded
+        data_id = data_identity(datamodule.cfg, seed=int(getattr(datamodule, "seed", 0)))
+    for s in splits:  # shard folders are named by shard stem: two shards of one name would overwrite each other
+        seen: dict[str, str] = {}
+        for info in getattr(datamodule, s).shards:
+            if info.stem in seen and seen[info.stem] != info.path:
+                from lightning_alchemist.errors import DataError
+
+                raise DataError(f"data: shards {seen[info.stem]} and {info.path} share the name '{info.stem}'; the feature cache "
+                                "(like ratings) is kept per shard name: rename one, or pass features.use=off")
+            seen[info.stem] = info.path
     encoders = encoder_digest(proxy)
     fp = features_fingerprint(encoders, data_id, getattr(datamodule.cfg, "image_size", None))
     for s in splits:

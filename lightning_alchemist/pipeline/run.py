@@ -94,6 +94,9 @@ def features_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict, mo
         proxy = build_rater_proxy(as_container(fit_to_data(model_cfg, datamodule.cfg)))
     if not getattr(proxy, "frozen_attrs", ()):
         # its digest covers every weight, trainable ones too: no other stage's proxy would match the cache
+        if v.features.use == "on":
+            raise ConfigError(f"config 'features.use=on': proxy {type(proxy).__name__} names no frozen_attrs (its frozen encoders), "
+                              "so its encodes cannot be cached; declare them on the class or pass features.use=auto")
         log.info("features: %s names no frozen_attrs; no encode stage (every stage encodes online)", type(proxy).__name__)
         return None, None
     digest = encoder_digest(proxy)

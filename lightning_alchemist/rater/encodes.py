@@ -5,6 +5,8 @@ tokenizer/VAE, text encoder), so a split's encodes depend on those weights and t
 :func:`cached_encodes` encodes every sample once and keeps the batch-first tensors in one file
 ``<cache root>/encodes/<fingerprint>.pt``; warm-up, signals and direct scoring then run on slices
 of it with no image decoding and no encoder forward. Undecodable samples are skipped and counted.
+When the run has a feature cache of the same encoders (:mod:`lightning_alchemist.features`, the pipeline's
+encode stage), :func:`cached_encodes` reads the split from it instead and writes nothing here.
 """
 
 from __future__ import annotations

@@ -69,6 +69,7 @@ def test_kill_9_in_every_stage_then_rerun_ends_with_the_uninterrupted_artifacts(
         assert proc.returncode == -9, f"{why}: {kill} did not die where planned\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
     last = drive(out, "none")
     assert last.returncode == 0 and "DRIVER DONE" in last.stdout, f"{why}\n{last.stdout[-3000:]}{last.stderr[-3000:]}"
+    assert "reused cached train" in last.stdout, why  # a finished training is not redone (its checkpoint is loaded)
 
     a, b = artifacts(tmp_path / "clean"), artifacts(out)
     assert len(b["keys"]) == len(set(b["keys"])) == 1000, why  # every pool key rated once

@@ -28,6 +28,8 @@ TOY = [
     "trainer.enable_progress_bar=false", "trainer.checkpoint_every_n_steps=2", "data.batch_size=8",
     "data.shapes.num_pool=1000", "data.shapes.num_val=200", "data.shapes.shard_size=500", "rater.epochs=1",
     "rater.warmup.steps=20", "rater.warmup.checkpoint_every=5", "eval.num_prompts=8", "eval.fid_real=64", "eval.val_batches=2",
+    # seeded random tokenizers: nothing is trained on first use, whatever the cache holds
+    "model.tokenizer.auto_train=false", "rater.proxy.tokenizer.auto_train=false",
 ]
 
 

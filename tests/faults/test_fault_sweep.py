@@ -12,27 +12,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fault_data import toy_shards
+
 from lightning_alchemist.data.datamodule import T2IDataModule
 from lightning_alchemist.selection import Ratings
 
 ROOT = Path(__file__).resolve().parents[2]
-# tests/test_pipeline.py's toy data (its tokenizer and judge are cached once in the shared cache)
 TOY = ["trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",
-       "data.batch_size=8", "data.shapes.num_pool=1000", "data.shapes.num_val=200", "data.shapes.shard_size=500",
-       "eval.num_prompts=8", "eval.fid_real=64", "eval.val_batches=2"]
-DATA = {"name": "shapes", "image_size": 32, "batch_size": 8, "shapes": {"num_pool": 1000, "num_val": 200, "shard_size": 500}}
+       "eval.num_prompts=4", "eval.fid_real=16", "eval.val_batches=1", "eval.grid_images=4"]
 
 
 @pytest.mark.slow
 def test_a_failing_sweep_job_keeps_the_others_and_their_comparison_table(tmp_path):
-    pool = T2IDataModule(DATA).pool.keys_by_shard()
+    data, pool_urls, val_urls = toy_shards()
+    pool = T2IDataModule({"name": "wds", "urls": pool_urls, "val_urls": val_urls}).pool.keys_by_shard()
     [first, *_] = sorted(pool)
     partial = tmp_path / "ratings"  # a killed scoring run: one of the two pool shards rated
     Ratings.from_arrays(pool[first], np.arange(len(pool[first]), dtype=np.float32)).write(partial, stem=first)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     # keep=1.0 trains on all data (reads no rating); keep=0.5 needs the ratings to cover the pool: it fails at run time
     proc = subprocess.run([sys.executable, str(ROOT / "recipes" / "train.py"), "-m", "keep=1.0,0.5", f"ratings={partial}",
-                           f"out={tmp_path}", f"hydra.sweep.dir={tmp_path / 'sweep'}", *TOY],
+                           f"out={tmp_path}", f"hydra.sweep.dir={tmp_path / 'sweep'}", *TOY, *data],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]

@@ -22,7 +22,25 @@ from typing import Any, Callable, Optional
 from lightning_alchemist.config import one_line
 from lightning_alchemist.errors import AlchemistError, ConfigError
 
-__all__ = ["check_overrides", "hydra_main", "sweep_variants"]
+__all__ = ["FAILED_JOBS", "check_overrides", "hydra_main", "sweep_variants"]
+
+# One line per job of this process's ``-m`` sweep that failed: the sweep goes on with the other jobs, and its
+# comparison table (lightning_alchemist.pipeline.sweep.ComparisonTable) reports them and ends with status 2.
+FAILED_JOBS: list[str] = []
+
+
+def _sweep_job() -> Optional[str]:
+    """``job N (overrides)`` when running as a job of a ``-m`` sweep, else None."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode != RunMode.MULTIRUN:
+            return None
+        return f"job {hc.job.num} ({' '.join(hc.overrides.task)})"
+    except (ImportError, ValueError):
+        return None
 
 _QUOTE_HINT = "quote values with braces, commas or spaces, e.g. \"data.urls='/data/{00000..00099}.tar'\""
 
@@ -191,7 +209,13 @@ def hydra_main(config_name: str, conf_dir: str | Path, check: Optional[Callable[
             try:
                 return task(cfg)
             except AlchemistError as err:
-                _fail(one_line(err))
+                job = _sweep_job()
+                if job is None:
+                    _fail(one_line(err))
+                # in a sweep: one line, then the other jobs run; the sweep's end reports it and exits with 2
+                FAILED_JOBS.append(f"{job}: {one_line(err)}")
+                print(f"error: sweep {job}: {one_line(err)}", file=sys.stderr, flush=True)
+                return None
 
         app = hydra.main(version_base="1.3", config_path=str(config_dir), config_name=config_name)(guarded)
 

@@ -11,9 +11,11 @@
 
 The rater (trained with its own proxy, ``rater.proxy``), the ratings and the selection are cached
 under ``<out>/cache`` by fingerprints of their inputs and config, so a second run or a sweep reuses
-them. The trained target, its evaluation and the report go to the run dir (``<out>/runs/<time>``,
-or ``<out>/multirun/<time>/<job>`` in a sweep); the report is ``<run dir>/report/`` (metrics.json,
-PNGs, summary.md).
+them; the target trains under ``<out>/cache/train/<fingerprint>`` (``<run dir>/train`` links there), so
+rerunning a killed command continues from its last checkpoint (``resume=auto``; ``resume=never`` starts
+over). The evaluation and the report go to the run dir (``<out>/runs/<time>``, a ``_1`` suffix when
+another job took that second, or ``<out>/multirun/<time>/<job>`` in a sweep); the report is
+``<run dir>/report/`` (metrics.json, PNGs, summary.md).
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
 """The whole pipeline: encode → rate → score → select → train → evaluate → report.
 
 The encode stage writes each sample's frozen-encoder outputs once (``features.use``, default ``auto``);
-rater training, scoring and target training read them. Encoding, rating, scoring and selection are cached under ``<out>/cache`` by fingerprints of their inputs and
-config (:mod:`lightning_alchemist.pipeline.cache`), so a sweep over ``keep`` or ``selection`` trains
-the rater and scores the pool once. Training, evaluation and the report go to the job's run dir.
+rater training, scoring and target training read them. Encoding, rating, scoring, selection and the target's
+training are cached under ``<out>/cache`` by fingerprints of their inputs and config
+(:mod:`lightning_alchemist.pipeline.cache`), so a sweep over ``keep`` or ``selection`` trains the rater and
+scores the pool once, and a rerun of a killed job continues its training from the last checkpoint
+(``resume=auto``). Evaluation and the report go to the job's run dir (``<run dir>/train`` links to the
+target's training folder).
 """
 
 from __future__ import annotations
@@ -15,8 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lightning_alchemist.config import as_container
-from lightning_alchemist.errors import ConfigError
-from lightning_alchemist.pipeline.cache import StageResult, _is_rank_zero, cached_stage
+from lightning_alchemist.pipeline.cache import StageResult, _is_rank_zero, cached_stage, fingerprint
 from lightning_alchemist.rater.config import rater_identity
 from lightning_alchemist.rater.heuristics import HeuristicConfig
 from lightning_alchemist.runtime import set_threads
@@ -266,6 +268,10 @@ def target_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict, sele
     if v.captions.enabled:  # the variants change what the target reads (the feature cache does not: same weights)
         key["captions"] = as_container(v.captions)
     built: dict[str, Any] = {}
+    if not v.trainer.enable_checkpointing:  # nothing to resume from or reuse: train in the run dir, as asked
+        result = train_target(v.model, v.finetune, v.trainer, datamodule, run_dir, seed=v.seed, selection=selection,
+                              mode=plan.mode, allow_partial_ratings=v.allow_partial_ratings, resume=v.resume)
+        return StageResult("train", fingerprint(key), Path(run_dir), {}, cached=False), result
 
     def build(folder: Path) -> dict:
         _link_train(run_dir, folder)  # visible in the run dir while it trains
@@ -284,9 +290,6 @@ def target_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict, sele
     from lightning_alchemist.metrics.evaluate import load_target
 
     info = stage.info
-    if not info.get("checkpoint"):
-        raise ConfigError(f"the cached training {stage.path} kept no checkpoint (trainer.enable_checkpointing=false); "
-                          "delete that folder to train again")
     module = load_target(info["checkpoint"])
     return stage, TargetResult(module=module, datamodule=datamodule, val_loss=float(info["val_loss"]), steps=int(info["steps"]),
                                samples_seen=int(info["samples_seen"]), seconds=float(info["seconds"]),

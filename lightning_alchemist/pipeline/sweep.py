@@ -102,9 +102,32 @@ def _plot(reports: Sequence[tuple[Path, dict[str, Any]]], header: list[str], row
 
 
 class ComparisonTable(Callback):
-    """Hydra callback: at the end of a multirun, the comparison table of its jobs (in the sweep dir)."""
+    """Hydra callback: the comparison table of a multirun's jobs (in the sweep dir), rewritten after every job (a
+    job that crashes later does not take the table of the finished ones with it) and printed at the end.
+
+    Jobs that failed with a one-line error are listed at the end, and the sweep exits with status 2.
+    """
+
+    def on_job_end(self, config: Any, job_return: Any = None, **kwargs: Any) -> None:
+        from hydra.types import RunMode
+
+        hydra = config.get("hydra") if hasattr(config, "get") else None
+        if hydra is None or hydra.mode != RunMode.MULTIRUN:
+            return
+        try:
+            write_comparison(Path(hydra.sweep.dir))
+        except Exception as err:  # a table is a convenience: never fail a job over it
+            log.warning("comparison table not updated: %s", err)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        import sys
+
+        from lightning_alchemist.cli import FAILED_JOBS
+
         path = write_comparison(Path(config.hydra.sweep.dir))
         if path is not None:
             print(f"\ncomparison of the sweep's runs: {path}\n{path.read_text()}", flush=True)
+        if FAILED_JOBS:
+            print(f"error: {len(FAILED_JOBS)} sweep job(s) failed, the comparison holds the others: " + "; ".join(FAILED_JOBS),
+                  file=sys.stderr, flush=True)
+            raise SystemExit(2)

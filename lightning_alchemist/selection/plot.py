@@ -63,10 +63,13 @@ def plot_selection(
     mask = kept_mask(ratings, selection)
     share = kept_share_by_percentile(ratings, mask, bins)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    edges = np.histogram_bin_edges(ratings.ratings, bins=60)
-    ax1.hist(ratings.ratings, bins=edges, color="0.7", label=f"all ({len(ratings)})")
-    ax1.hist(ratings.ratings[mask], bins=edges, color="C0", alpha=0.8, label=f"kept ({int(mask.sum())})")
-    ax1.set_xlabel("rating (higher = rated better/easier)")
+    values = np.asarray(ratings.ratings, dtype=np.float64)
+    finite = np.isfinite(values)  # ±inf ratings rank first/last but have no place on a histogram's axis
+    edges = np.histogram_bin_edges(values[finite], bins=60) if finite.any() else np.linspace(0, 1, 61)
+    ax1.hist(values[finite], bins=edges, color="0.7", label=f"all ({len(ratings)})")
+    ax1.hist(values[mask & finite], bins=edges, color="C0", alpha=0.8, label=f"kept ({int(mask.sum())})")
+    infinite = int((~finite).sum())
+    ax1.set_xlabel("rating (higher = rated better/easier)" + (f"; {infinite} infinite not shown" if infinite else ""))
     ax1.set_ylabel("samples")
     ax1.legend()
     centers = (np.arange(bins) + 0.5) / bins * 100

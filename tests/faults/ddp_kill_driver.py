@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parents[1])]
 
 DATA = {"name": "shapes", "image_size": 32, "batch_size": 8, "num_workers": 0,
-        "shapes": {"num_pool": 1000, "num_val": 200, "shard_size": 500}}
+        "shapes": {"num_pool": 200, "num_val": 100, "shard_size": 100}}
 MODEL = {"family": "star", "tokenizer": {"auto_train": False}}
 
 

@@ -87,3 +87,16 @@ class KeyedItems:
 
 def collate(batch):
     return {"key": [b["key"] for b in batch], "x": torch.stack([b["x"] for b in batch])}
+
+
+def toy_shards() -> tuple[list[str], list[str], list[str]]:
+    """Tiny shapes data (200 + 100 samples, 2 pool shards) as plain shards (generated once per cache), for subprocess runs that
+    must not train a tokenizer or a judge on first use: data=wds (the judge reads only data=shapes), random tokenizers.
+    Returns ``(overrides, pool shards, validation shards)``."""
+    from lightning_alchemist.data.datamodule import T2IDataModule
+
+    source = T2IDataModule({"name": "shapes", "image_size": 32, "batch_size": 8,
+                            "shapes": {"num_pool": 200, "num_val": 100, "shard_size": 100}}).source
+    overrides = ["data=wds", f"data.urls=[{','.join(source.pool_urls)}]", f"data.val_urls=[{','.join(source.val_urls)}]",
+                 "data.batch_size=8", "data.image_size=32", "model.tokenizer.auto_train=false", "rater.proxy.tokenizer.auto_train=false"]
+    return overrides, list(source.pool_urls), list(source.val_urls)

@@ -26,8 +26,10 @@ sys.path[:0] = [str(HERE.parent), str(HERE.parents[1])]
 TOY = [
     "trainer.max_steps=6", "trainer.val_check_interval=6", "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1",
     "trainer.enable_progress_bar=false", "trainer.checkpoint_every_n_steps=2", "data.batch_size=8",
-    "data.shapes.num_pool=1000", "data.shapes.num_val=200", "data.shapes.shard_size=500", "rater.epochs=1",
-    "rater.warmup.steps=20", "rater.warmup.checkpoint_every=5", "eval.num_prompts=8", "eval.fid_real=64", "eval.val_batches=2",
+    "data.shapes.num_pool=200", "data.shapes.num_val=100", "data.shapes.shard_size=100", "rater.epochs=1",
+    "rater.warmup.steps=12", "rater.warmup.checkpoint_every=4", "rater.contrast_partners=1", "eval.num_prompts=8", "eval.fid_real=64", "eval.val_batches=2",
+    # seeded random tokenizers: nothing is trained on first use, whatever the cache holds
+    "model.tokenizer.auto_train=false", "rater.proxy.tokenizer.auto_train=false",
 ]
 
 
@@ -112,7 +114,7 @@ def main(out: Path, kill: str) -> None:
     stages = result["stages"]
     selection = Selection.read(Path(stages["selection"]) / "selection.parquet")
     ratings = Ratings.read(Path(stages["ratings"]) / "ratings")
-    write_pruned(kept["datamodule"], selection, out / "pruned", ratings=ratings, shard_size=100, workers=1)
+    write_pruned(kept["datamodule"], selection, out / "pruned", ratings=ratings, shard_size=20, workers=1)
     print("DRIVER DONE", flush=True)
 
 

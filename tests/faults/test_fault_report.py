@@ -74,3 +74,16 @@ def test_plot_titles_and_sweep_legends_read_as_values_not_dicts_or_rounded(tmp_p
     assert sorted(label.split()[1] for label in labels) == ["keep=0.3", "keep=0.35", "keep=0.5"]
     table = (tmp_path / "comparison.md").read_text()
     assert all(f"| {k} |" in table for k in ("0.3", "0.35", "0.5"))
+
+
+def test_infinite_ratings_select_and_plot_without_a_traceback(tmp_path):
+    """Issue 16 #8: ratings holding ±inf ended the selection stage with numpy's 'range of [-inf, inf] is not finite'."""
+    import numpy as np
+
+    from lightning_alchemist.selection import Ratings, ShiftGaussian
+    from lightning_alchemist.selection.recipe import select_and_write
+
+    values = np.random.default_rng(0).standard_normal(100)
+    values[[3, 7]] = np.inf, -np.inf
+    paths = select_and_write(Ratings.from_arrays([f"k{i}" for i in range(100)], values), ShiftGaussian(), 0.5, 0, tmp_path)
+    assert paths["histogram"].stat().st_size > 1000 and paths["selection"].is_file()

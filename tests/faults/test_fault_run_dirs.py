@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from fault_data import toy_shards
+
 from lightning_alchemist.paths import unique_dir
 
 ROOT = Path(__file__).resolve().parents[2]
-# tests/test_pipeline.py's toy data (its tokenizer and judge are cached once in the shared cache)
 TOY = ["trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",
-       "data.batch_size=8", "data.shapes.num_pool=1000", "data.shapes.num_val=200", "data.shapes.shard_size=500",
-       "eval.num_prompts=8", "eval.fid_real=64", "eval.val_batches=2", "selection=random"]
+       "eval.num_prompts=4", "eval.fid_real=16", "eval.val_batches=1", "eval.grid_images=4", "selection=random"]
 
 
 def test_unique_dir_claims_a_fresh_folder_and_keeps_it_for_the_process(tmp_path):
@@ -31,8 +31,9 @@ def test_unique_dir_claims_a_fresh_folder_and_keeps_it_for_the_process(tmp_path)
 def test_two_runs_started_in_the_same_second_write_to_their_own_folders(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     # the same second, for certain: both name the same base folder, as ${now:...} would within one second
+    data, _, _ = toy_shards()
     same = "hydra.run.dir='${unique_dir:${out}/runs/2026-01-01_00-00-00}'"
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "recipes" / "train.py"), f"keep={keep}", f"out={tmp_path}", same, *TOY],
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "recipes" / "train.py"), f"keep={keep}", f"out={tmp_path}", same, *TOY, *data],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
              for keep in (0.5, 1.0)]
     try:

@@ -25,6 +25,8 @@ __all__ = ["StageResult", "cached_stage", "fingerprint"]
 log = logging.getLogger(__name__)
 
 MARKER = "stage.json"
+# Temp files older than this process are what a killed build left behind (a live DDP peer's are newer).
+_PROCESS_START = time.time()
 
 
 def fingerprint(payload: Any) -> str:
@@ -54,6 +56,17 @@ def _is_rank_zero() -> bool:
     return all(os.environ.get(var, "0") == "0" for var in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
+def _drop_stale_temps(folder: Path) -> None:
+    """Remove the ``*.tmp`` files an interrupted build of this stage left (never counted as done, but litter)."""
+    for tmp in folder.rglob("*.tmp"):
+        try:
+            if tmp.is_file() and tmp.stat().st_mtime < _PROCESS_START:
+                tmp.unlink()
+                log.info("removed %s, left by an interrupted build", tmp)
+        except OSError:
+            pass  # another process took it first
+
+
 def cached_stage(root: Path, stage: str, key: Mapping[str, Any], build: Callable[[Path], Mapping[str, Any]]) -> StageResult:
     """Reuse ``root/stage/<fingerprint(key)>`` if a finished build is there, else ``build(folder)`` it.
 
@@ -74,6 +87,7 @@ def cached_stage(root: Path, stage: str, key: Mapping[str, Any], build: Callable
         if marker.is_file():
             return _reuse(stage, fp, folder)
         folder.mkdir(parents=True, exist_ok=True)
+        _drop_stale_temps(folder)
         t0 = time.time()
         info = as_container(dict(build(folder)))
         record = {"stage": stage, "fingerprint": fp, "seconds": round(time.time() - t0, 2), "key": as_container(key), "info": info}

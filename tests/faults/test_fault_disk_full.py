@@ -90,3 +90,28 @@ def test_a_full_disk_during_write_back_keeps_finished_shards_and_the_rerun_compl
     assert result.samples == len(keys) and result.reused_shards == 1
     table = pq.read_table(out / "ratings.parquet").to_pydict()
     assert sorted(table["key"]) == sorted(keys) and len(set(table["key"])) == len(keys)  # none twice, none missing
+
+
+def test_a_rebuild_removes_the_temp_files_a_killed_build_left(tmp_path):
+    """kill -9 between writing a temp file and renaming it leaves the temp: the next build of the stage clears it."""
+    import os
+    import time
+
+    from lightning_alchemist.pipeline.cache import cached_stage, fingerprint
+
+    key = {"what": "litter"}
+    folder = tmp_path / "selection" / fingerprint(key)
+    folder.mkdir(parents=True)
+    stale = folder / "tmpabc.parquet.tmp"
+    stale.write_text("half")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+
+    def build(out):
+        fresh = out / "mine.parquet.tmp"  # a temp of this process (e.g. a DDP peer's) stays
+        fresh.write_text("x")
+        (out / "done.txt").write_text("ok")
+        return {"ok": True}
+
+    result = cached_stage(tmp_path, "selection", key, build)
+    assert result.info["ok"] and not stale.exists() and (folder / "mine.parquet.tmp").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Iterable, Union
 
@@ -52,7 +53,24 @@ def expand_urls(spec: UrlSpec, what: str = "data.urls") -> list[str]:
         raise DataError(f"{what}: no shards match {spec!r}{extra}; point it at .tar shards (a folder, glob or brace pattern)")
     if ignored:
         log.info("%s: %d matched files are not .tar shards and were left out (e.g. %s)", what, len(ignored), ignored[0])
+    _warn_if_one_of_a_series(items, unique, what)
     return unique
+
+
+def _warn_if_one_of_a_series(items: list, unique: list[str], what: str) -> None:
+    """One plain shard path whose numbered siblings lie beside it: likely the last word of an unquoted brace
+    pattern the shell expanded (``/d/x-{0..9}.tar`` → 10 arguments, of which the config kept one)."""
+    if len(items) != 1 or len(unique) != 1 or any(ch in str(items[0]) for ch in "*?[{") or not os.path.isfile(unique[0]):
+        return
+    path = Path(unique[0])
+    pattern = re.sub(r"\d+", lambda m: "[0-9]" * len(m.group()), glob.escape(path.name))
+    if pattern == glob.escape(path.name):
+        return
+    siblings = [p for p in path.parent.glob(pattern) if p.suffix == SHARD_SUFFIX]
+    if len(siblings) > 1:
+        log.warning("%s: names 1 shard (%s) of the %d numbered like it in %s; if the shell expanded an unquoted brace "
+                    "pattern, quote it: \"%s='%s'\"", what, path.name, len(siblings), path.parent, what,
+                    path.parent / re.sub(r"\d+", "*", path.name))
 
 
 def shard_stem(url: str) -> str:

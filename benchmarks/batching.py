@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+from results_io import command, machine, save
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -186,13 +184,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                 print("train", run, flush=True)
 
     results["model"], results["batch_size"], results["thumb"] = getattr(v.model, "name", "model"), v.data.batch_size, args.thumb
-    results["command"] = "python benchmarks/batching.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    results["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "batching.json").write_text(json.dumps(results, indent=2))
-    (out / "batching.md").write_text(render(results))
-    print(f"wrote {out / 'batching.md'}")
+    results["command"], results["machine"] = command("batching.py", argv), machine()
+    save(args.out, "batching", render(results), results)
     return results
 
 

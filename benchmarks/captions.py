@@ -13,14 +13,11 @@ Writes ``benchmarks/results/captions.{md,json}`` (or ``--out``). Extra arguments
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
+from results_io import command, machine, save
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,13 +124,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             run = run_one(option, seed, args)
             results["runs"].append(run)
             print("run", run, flush=True)
-    results["command"] = "python benchmarks/captions.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    results["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "captions.json").write_text(json.dumps(results, indent=2))
-    (out / "captions.md").write_text(render(results))
-    print(f"wrote {out / 'captions.md'}")
+    results["command"], results["machine"] = command("captions.py", argv), machine()
+    save(args.out, "captions", render(results), results)
     return results
 
 

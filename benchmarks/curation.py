@@ -26,13 +26,12 @@ import argparse
 import json
 import os
 import platform
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+from results_io import command, machine, save
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -255,13 +254,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     for name in args.data.split(","):
         overrides = [f"data.{name}.num_pool={args.pool}"]
         results["datasets"][name] = run_dataset(name, keeps, args.seeds, eps_list, Path(args.work), extra.get(name), overrides, embed_cfg)
-    command = "python benchmarks/curation.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    out = Path(args.results)
-    out.mkdir(parents=True, exist_ok=True)
-    md = markdown(results, command.strip())
-    (out / f"curation{args.tag}.md").write_text(md + "\n")
-    (out / f"curation{args.tag}.json").write_text(json.dumps(results, indent=2) + "\n")
+    md = markdown(results, command("curation.py", argv).strip())
     print(md)
+    save(args.results, f"curation{args.tag}", md, results)
     return results
 
 

@@ -27,14 +27,13 @@ import json
 import math
 import os
 import platform
-import shlex
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+from results_io import command, machine, save
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -241,13 +240,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     for n in args.extrapolate or []:
         if n > measured["n"]:
             res["rows"].append(extrapolate([r for r in res["rows"] if "extrapolated_from" not in r], n, args.max_cluster))
-    command = "python benchmarks/curation_scale.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    out = Path(args.results)
-    out.mkdir(parents=True, exist_ok=True)
-    md = markdown(res, command.strip())
-    (out / f"curation_scale{args.tag}.md").write_text(md + "\n")
-    (out / f"curation_scale{args.tag}.json").write_text(json.dumps(res, indent=2) + "\n")
+    md = markdown(res, command("curation_scale.py", argv).strip())
     print(md)
+    save(args.results, f"curation_scale{args.tag}", md, res)
     return res
 
 

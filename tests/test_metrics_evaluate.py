@@ -131,3 +131,18 @@ def test_metrics_package_exports_resolve():
 
     for name in metrics.__all__:
         assert not isinstance(getattr(metrics, name), types.ModuleType), name
+
+
+def test_sample_grid_shows_each_prompts_reference_beside_the_generated_image():
+    from lightning_alchemist.metrics.evaluate import sample_grid
+
+    drawn = torch.full((3, 3, 32, 32), -1.0)  # black
+    asked = torch.full((3, 3, 32, 32), 1.0)   # white
+    plain = sample_grid(drawn, ["a", "b", "c"], columns=3, cell=64)
+    paired = sample_grid(drawn, ["a", "b", "c"], columns=3, cell=64, references=asked)
+    assert paired.size[0] > plain.size[0] + 3 * 64  # every cell holds two images
+    first = paired.crop((6, 6, 6 + 64, 6 + 64)).convert("L")
+    second = paired.crop((6 + 66, 6, 6 + 130, 6 + 64)).convert("L")
+    assert min(first.getdata()) > 240 and max(second.getdata()) < 15  # the reference left, the generated image right
+    with pytest.raises(ValueError, match="one per image"):
+        sample_grid(drawn, ["a", "b", "c"], references=asked[:2])

@@ -67,7 +67,8 @@ def ceiling(tok: dict, num_prompts: int) -> dict:
             **{k: round(v, 4) for k, v in rep.items()}}
 
 
-def target(overrides: list[str], eval_at: list[int], selection: str, num_prompts: int, cfg_scales: list[float]) -> None:
+def target(overrides: list[str], eval_at: list[int], selection: str, num_prompts: int, cfg_scales: list[float],
+           schedules: list[str]) -> None:
     """Train the target of the composed config (``recipes/train.py``'s overrides) on a given selection; print
     alignment (and its breakdown) at each step of ``eval_at`` for each CFG scale, with wall and CPU seconds."""
     from pathlib import Path
@@ -103,11 +104,11 @@ def target(overrides: list[str], eval_at: list[int], selection: str, num_prompts
             if step not in eval_at:
                 return
             e0, ec0 = time.time(), time.process_time()
-            for scale in cfg_scales:
-                imgs = torch.cat([module.generate(prompts[i:i + 64], seed=i // 64, cfg_scale=scale).float().cpu()
+            for scale, schedule in [(c, s) for c in cfg_scales for s in schedules]:
+                imgs = torch.cat([module.generate(prompts[i:i + 64], seed=i // 64, cfg_scale=scale, cfg_schedule=schedule).float().cpu()
                                   for i in range(0, len(prompts), 64)]).clamp(-1, 1)
                 rep = alignment_report(judge, imgs, scenes)
-                print(json.dumps({"what": "target", "step": step, "cfg_scale": scale, "loss": round(float(outputs["loss"]), 4),
+                print(json.dumps({"what": "target", "step": step, "cfg_scale": scale, "schedule": schedule, "loss": round(float(outputs["loss"]), 4),
                                   "train_wall_s": round(time.time() - t0 - spent[0], 1),
                                   "train_cpu_s": round(time.process_time() - c0 - spent[1], 1),
                                   **{k: round(val, 4) for k, val in rep.items()}}), flush=True)
@@ -135,13 +136,14 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], help="target: recipes/train.py overrides")
     ap.add_argument("--eval-at", nargs="*", type=int, default=[300])
     ap.add_argument("--cfg", nargs="*", type=float, default=[2.0], help="target: CFG scales to sample with")
+    ap.add_argument("--schedule", nargs="*", default=["linear"], help="target: CFG schedules (linear, constant)")
     ap.add_argument("--selection", default="", help="target: a selection.parquet to train on (empty: the whole pool)")
     ap.add_argument("--tok", nargs="*", default=[], help="VQConfig overrides key=value (YAML values)")
     ap.add_argument("--prompts", type=int, default=256)
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.what == "target":
-        target(args.set, args.eval_at, args.selection, args.prompts, args.cfg)
+        target(args.set, args.eval_at, args.selection, args.prompts, args.cfg, args.schedule)
     elif args.what == "ceiling":
         print(json.dumps(ceiling(_parse(args.tok), args.prompts)), flush=True)
     else:

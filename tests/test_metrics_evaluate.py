@@ -64,7 +64,8 @@ def test_evaluate_model_returns_every_metric_and_writes_the_grid(target, eval_da
     png = tmp_path / "generated.png"
     assert result["generated_png"] == str(png)
     with Image.open(png) as im:
-        assert im.size[0] > 4 * 128 and im.size[1] > 2 * 128  # 8 images in 4 columns, 2 rows, with captions
+        # 8 images in 4 columns, 2 rows, with captions; each beside its prompt's clean render (shapes has scenes)
+        assert im.size[0] > 4 * 2 * 128 and im.size[1] > 2 * 128
 
 
 def test_val_loss_equals_lightnings_validation(target, eval_data):

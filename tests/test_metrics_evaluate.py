@@ -64,7 +64,8 @@ def test_evaluate_model_returns_every_metric_and_writes_the_grid(target, eval_da
     png = tmp_path / "generated.png"
     assert result["generated_png"] == str(png)
     with Image.open(png) as im:
-        assert im.size[0] > 4 * 128 and im.size[1] > 2 * 128  # 8 images in 4 columns, 2 rows, with captions
+        # 8 images in 4 columns, 2 rows, with captions; each beside its prompt's clean render (shapes has scenes)
+        assert im.size[0] > 4 * 2 * 128 and im.size[1] > 2 * 128
 
 
 def test_val_loss_equals_lightnings_validation(target, eval_data):
@@ -131,3 +132,18 @@ def test_metrics_package_exports_resolve():
 
     for name in metrics.__all__:
         assert not isinstance(getattr(metrics, name), types.ModuleType), name
+
+
+def test_sample_grid_shows_each_prompts_reference_beside_the_generated_image():
+    from lightning_alchemist.metrics.evaluate import sample_grid
+
+    drawn = torch.full((3, 3, 32, 32), -1.0)  # black
+    asked = torch.full((3, 3, 32, 32), 1.0)   # white
+    plain = sample_grid(drawn, ["a", "b", "c"], columns=3, cell=64)
+    paired = sample_grid(drawn, ["a", "b", "c"], columns=3, cell=64, references=asked)
+    assert paired.size[0] > plain.size[0] + 3 * 64  # every cell holds two images
+    first = paired.crop((6, 6, 6 + 64, 6 + 64)).convert("L")
+    second = paired.crop((6 + 66, 6, 6 + 130, 6 + 64)).convert("L")
+    assert min(first.getdata()) > 240 and max(second.getdata()) < 15  # the reference left, the generated image right
+    with pytest.raises(ValueError, match="one per image"):
+        sample_grid(drawn, ["a", "b", "c"], references=asked[:2])

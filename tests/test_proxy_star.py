@@ -219,6 +219,29 @@ def test_generate_returns_images_of_the_right_size(proxy):
     assert torch.equal(imgs, again)
 
 
+def test_cfg_schedule_guides_the_first_scale_only_when_constant(proxy, monkeypatch):
+    import lightning_alchemist.proxy.star.proxy as star
+
+    seen: list[torch.Tensor] = []
+    real = star._sample
+    monkeypatch.setattr(star, "_sample", lambda logits, *a: (seen.append(logits), real(logits, *a))[1])
+    prompts = ["a small red circle in the center on a white background", "a photo"]
+    firsts = {}
+    for schedule in ("linear", "constant"):
+        seen.clear()
+        proxy.generate(prompts, generator=torch.Generator().manual_seed(0), cfg_scale=3.0, cfg_schedule=schedule)
+        firsts[schedule] = seen[0]
+    ts, null = proxy.text_encoder.encode(prompts), proxy.null_text(2)
+    empty = torch.zeros(2, 0, proxy.tokenizer.quantize.Cvae)
+    cond = proxy.var(empty, ts.hidden, ts.mask, ts.pooled)[:, -1:].float()
+    uncond = proxy.var(empty, null["text"], null["text_mask"], null["pooled"])[:, -1:].float()
+    # Official (linear): no guidance at the first scale; constant: (1+t)·cond − t·uncond there too.
+    assert torch.allclose(firsts["linear"], cond, atol=1e-5)
+    assert torch.allclose(firsts["constant"], 4.0 * cond - 3.0 * uncond, atol=1e-4)
+    with pytest.raises(ConfigError, match="cfg_schedule"):
+        proxy.generate(prompts, cfg_schedule="cosine")
+
+
 def test_bad_configs_are_one_line_errors():
     with pytest.raises(ConfigError, match="model.tokenizer"):
         build_proxy({**STAR, "tokenizer": {"auto_train": False, "patch_nums": [4, 2]}})

@@ -154,9 +154,11 @@ def heldout_loss(module: Any, datamodule: Any, max_batches: Optional[int] = None
 
 
 def sample_grid(images: Tensor, prompts: Sequence[str], columns: int = 8, cell: int = 128,
-                marks: Optional[Sequence[bool]] = None) -> "Image.Image":
+                marks: Optional[Sequence[bool]] = None, references: Optional[Tensor] = None) -> "Image.Image":
     """A PNG-ready grid: each image (upscaled to ``cell`` px, nearest) above its wrapped prompt;
-    ``marks`` draws a green (True) or red (False) frame, e.g. whether the judge found it aligned."""
+    ``marks`` draws a green (True) or red (False) frame, e.g. whether the judge found it aligned.
+    ``references`` (one per image, e.g. the clean render of the prompt's scene) go left of each image,
+    labelled "asked" and "drawn", so a reader compares shapes, colours and places at a glance."""
     import textwrap
 
     from PIL import Image, ImageDraw
@@ -164,19 +166,28 @@ def sample_grid(images: Tensor, prompts: Sequence[str], columns: int = 8, cell: 
     from lightning_alchemist.data.transforms import to_pil
 
     n = images.shape[0]
+    if references is not None and references.shape[0] != n:
+        raise ValueError(f"sample_grid: {references.shape[0]} references for {n} images; give one per image")
     columns = max(1, min(columns, n))
     rows = max(1, math.ceil(n / columns))
-    text_h, pad = 56, 6
-    chars = max(cell // 6, 8)
-    sheet = Image.new("RGB", (columns * (cell + pad) + pad, rows * (cell + text_h + pad) + pad), "white")
+    pair = references is not None
+    width = 2 * cell + 2 if pair else cell  # a reference and its image side by side, 2 px apart
+    text_h, pad = (68 if pair else 56), 6
+    chars = max(width // 6, 8)
+    sheet = Image.new("RGB", (columns * (width + pad) + pad, rows * (cell + text_h + pad) + pad), "white")
     draw = ImageDraw.Draw(sheet)
     for i in range(n):
-        x = pad + (i % columns) * (cell + pad)
+        x = pad + (i % columns) * (width + pad)
         y = pad + (i // columns) * (cell + text_h + pad)
-        sheet.paste(to_pil(images[i]).resize((cell, cell), Image.Resampling.NEAREST), (x, y))
+        gx = x + cell + 2 if pair else x
+        if pair:
+            sheet.paste(to_pil(references[i]).resize((cell, cell), Image.Resampling.NEAREST), (x, y))
+        sheet.paste(to_pil(images[i]).resize((cell, cell), Image.Resampling.NEAREST), (gx, y))
         if marks is not None:
-            draw.rectangle((x - 2, y - 2, x + cell + 1, y + cell + 1), outline=(30, 160, 60) if marks[i] else (200, 40, 40), width=2)
+            draw.rectangle((gx - 2, y - 2, gx + cell + 1, y + cell + 1), outline=(30, 160, 60) if marks[i] else (200, 40, 40), width=2)
         lines = textwrap.wrap(prompts[i], chars)[:5]
+        if pair:
+            lines = ["asked" + " " * max(cell // 6 - 5, 1) + "drawn", *lines]
         draw.multiline_text((x, y + cell + 3), "\n".join(lines), fill="black", spacing=1)
     return sheet
 
@@ -298,7 +309,8 @@ def evaluate_model(module: Any, datamodule: Any, eval_cfg: Any = None, out_dir: 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         k = min(cfg.grid_images, len(prompts))
-        sample_grid(images[:k], prompts[:k], cfg.grid_columns, marks=marks[:k] if marks else None).save(out / "generated.png")
+        refs = reference[:k] if scenes is not None else None  # the prompt's clean render beside what the model drew
+        sample_grid(images[:k], prompts[:k], cfg.grid_columns, marks=marks[:k] if marks else None, references=refs).save(out / "generated.png")
         result["generated_png"] = str(out / "generated.png")
         seconds["grid"] = time.time() - t0
     for why in skipped.values():

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_alchemist.config import Choice
 from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.proxy.base import Batch, Encoded, RaterInputs, T2IProxy
 from lightning_alchemist.proxy.star.tokenizer import MultiScaleVQVAE, VQConfig
@@ -19,7 +20,18 @@ from lightning_alchemist.proxy.text import TextConfig, TextEncoder, build_text_e
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StarConfig", "StarProxy", "load_star_state_dict"]
+__all__ = ["CFG_SCHEDULES", "StarConfig", "StarProxy", "load_star_state_dict"]
+
+
+
+class CfgSchedule(Choice):
+    """How classifier-free guidance grows over STAR's scales (checked at compose time)."""
+
+    linear = "linear"
+    constant = "constant"
+
+
+CFG_SCHEDULES = CfgSchedule.values()
 
 
 @dataclass
@@ -34,6 +46,9 @@ class StarConfig:
     text: TextConfig = field(default_factory=TextConfig)
     # sampling defaults (generate)
     cfg_scale: float = 4.0
+    # How guidance grows over the scales: "linear" (official STAR/VAR: t = cfg·si/(S−1), none at the first
+    # scale) or "constant" (t = cfg at every scale, the first included: it carries the layout and background).
+    cfg_schedule: CfgSchedule = CfgSchedule.linear
     top_k: int = 0
     top_p: float = 0.9
 
@@ -151,9 +166,13 @@ class StarProxy(T2IProxy):
 
     @torch.no_grad()
     def generate(self, prompts: list[str], generator: Optional[torch.Generator] = None, cfg_scale: Optional[float] = None,
-                 top_k: Optional[int] = None, top_p: Optional[float] = None, **_: Any) -> Tensor:
-        """Next-scale sampling with classifier-free guidance ``(1+t)·cond − t·uncond``, ``t = cfg·si/(S−1)``."""
+                 top_k: Optional[int] = None, top_p: Optional[float] = None, cfg_schedule: Optional[str] = None, **_: Any) -> Tensor:
+        """Next-scale sampling with classifier-free guidance ``(1+t)·cond − t·uncond``: ``t = cfg·si/(S−1)``
+        (``cfg_schedule="linear"``) or ``t = cfg`` at every scale (``"constant"``)."""
         cfg_scale = self.cfg.cfg_scale if cfg_scale is None else cfg_scale
+        schedule = self.cfg.cfg_schedule if cfg_schedule is None else cfg_schedule
+        if schedule not in CFG_SCHEDULES:
+            raise ConfigError(f"config 'model.cfg_schedule': got '{schedule}', expected one of {list(CFG_SCHEDULES)}")
         top_k = self.cfg.top_k if top_k is None else top_k
         top_p = self.cfg.top_p if top_p is None else top_p
         was_training = self.training
@@ -176,7 +195,7 @@ class StarProxy(T2IProxy):
                 inp = torch.cat([teacher, teacher]) if use_cfg else teacher
                 logits = self.var(inp, text, mask, pooled)[:, -pn * pn :].float()
                 if use_cfg:
-                    t = cfg_scale * si / max(S - 1, 1)
+                    t = cfg_scale * si / max(S - 1, 1) if schedule == "linear" else cfg_scale
                     logits = (1 + t) * logits[:B] - t * logits[B:]
                 idx = _sample(logits, top_k, top_p, generator)
                 h = q.embedding(idx).transpose(1, 2).reshape(B, C, pn, pn)

@@ -22,6 +22,7 @@ import torch
 
 from lightning_alchemist.proxy.base import Batch, T2IProxy
 from lightning_alchemist.rater.config import RaterConfig, rater_config
+from lightning_alchemist.rater.detail import DetailReference, detail_penalty, log_detail
 from lightning_alchemist.rater.module import encode_batch
 from lightning_alchemist.rater.signals import RankingEnds, ends_of, proxy_signal
 
@@ -47,8 +48,11 @@ class ProxyScorer(pl.LightningModule):
 
     Args:
         proxy: the warmed-up proxy (frozen here).
-        cfg: the ``rater`` config: ``objective``, ``contrast_beta``, ``contrast_partners``, ``seed``.
+        cfg: the ``rater`` config: ``objective``, ``contrast_beta``, ``contrast_partners``, ``seed``,
+            ``detail_weight``, ``detail_threshold``.
         reference: the pool-trained reference proxy (``objective: penalty``).
+        info: the warm-up's results; ``info["detail"]`` (a :class:`DetailReference` as a dict, from the
+            validation split) turns on the native-detail penalty when ``cfg.detail_weight > 0``.
     """
 
     def __init__(self, proxy: T2IProxy, cfg: Union[RaterConfig, dict, Any] = None, reference: Optional[T2IProxy] = None,
@@ -67,6 +71,8 @@ class ProxyScorer(pl.LightningModule):
 
             raise ConfigError("config 'rater.objective=penalty' scores with the reference proxy: pass reference=... (a pool warm-up)")
         self.ends: RankingEnds = ends_of(self.cfg.objective)
+        # No reference (a checkpoint from before the check, or detail_weight 0): ratings without the penalty.
+        self.detail = DetailReference.from_dict(self.info.get("detail")) if self.cfg.detail_weight > 0 else None
 
     # ----------------------------------------------------------------------------- checkpoint
     def save(self, path: str | Path) -> Path:
@@ -111,6 +117,8 @@ class ProxyScorer(pl.LightningModule):
         sig: dict[str, Any] = {"direct": self.cfg.objective}
         if self.cfg.objective == "contrast":
             sig.update(beta=self.cfg.contrast_beta, partners=self.cfg.contrast_partners, null=self.cfg.contrast_null)
+        if self.detail is not None:
+            sig.update(detail=self.detail.as_dict(), detail_weight=self.cfg.detail_weight, detail_threshold=self.cfg.detail_threshold)
         return sig
 
     def _generators(self, batch_idx: int):
@@ -121,13 +129,21 @@ class ProxyScorer(pl.LightningModule):
 
         return make
 
-    def rate_encoded(self, encoded: dict[str, Any], batch_idx: int = 0) -> torch.Tensor:
-        """Ratings ``[B]`` of one encoded batch."""
-        return proxy_signal(self.cfg.objective, self.proxy, encoded, beta=self.cfg.contrast_beta,
-                            partners=self.cfg.contrast_partners, null=self.cfg.contrast_null, reference=self.reference,
-                            generator=self._generators(batch_idx))
+    def rate_encoded(self, encoded: dict[str, Any], batch_idx: int = 0, logd: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Ratings ``[B]`` of one encoded batch; ``logd`` (:func:`~lightning_alchemist.rater.detail.log_detail`
+        of its images) applies the native-detail penalty when the scorer has a reference."""
+        rating = proxy_signal(self.cfg.objective, self.proxy, encoded, beta=self.cfg.contrast_beta,
+                              partners=self.cfg.contrast_partners, null=self.cfg.contrast_null, reference=self.reference,
+                              generator=self._generators(batch_idx))
+        if self.detail is not None and logd is not None:
+            rating = rating - detail_penalty(logd.to(rating.device), self.detail, self.cfg.detail_threshold,
+                                             self.cfg.detail_weight).to(rating.dtype)
+        return rating
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """``{"key", "shard", "rating"}`` for one batch."""
         enc = encode_batch(self.proxy, batch)
-        return {"key": list(batch["key"]), "shard": list(batch["shard"]), "rating": self.rate_encoded(enc, batch_idx).float().cpu()}
+        image = batch.get("image")
+        logd = log_detail(image) if self.detail is not None and isinstance(image, torch.Tensor) else None
+        return {"key": list(batch["key"]), "shard": list(batch["shard"]),
+                "rating": self.rate_encoded(enc, batch_idx, logd).float().cpu()}

@@ -113,6 +113,12 @@ def warm_up_stage(rcfg: Any, model_cfg: Any, datamodule: Any, seed: int = 0) -> 
         info["warmup"] = warm_up_proxy(proxy, val, wcfg, vinfo["fingerprint"], role="val").as_dict()
         info["encodes_val"] = vinfo
         log.info("rater proxy: %s", _warmup_line(info))
+    if rcfg.score_with == "proxy" and rcfg.detail_weight > 0:
+        from lightning_alchemist.rater.detail import dataset_detail_reference
+
+        # where clean images' native-resolution detail lies (the scorer penalises images far below it)
+        info["detail"] = dataset_detail_reference(datamodule.val).as_dict()
+        log.info("rater detail reference (validation split): %s", info["detail"])
     if rcfg.objective == "penalty":
         if rcfg.warmup.steps <= 0:
             raise ConfigError("config 'rater.objective=penalty' warms a reference up on the pool: set rater.warmup.steps > 0")

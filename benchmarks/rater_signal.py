@@ -41,7 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 VARIANTS = ("official", "direct-loss", "direct-contrast", "direct-penalty", "rater-regression", "rater-contrast")
 # A variant may end in options: ``-p2`` (contrast partners), ``-b2`` (contrast beta), ``-nonull`` (no
-# empty-caption partner), e.g. ``direct-contrast-p2``.
+# empty-caption partner), ``-nodetail`` (direct scoring without the native-detail penalty, on by default),
+# e.g. ``direct-contrast-p2``.
 OBJECTIVE_OF = {"loss": "regression", "contrast": "contrast", "penalty": "penalty", "regression": "regression"}
 KEEPS = (0.5, 0.2)
 WARMUP_OVERRIDES: dict[str, Any] = {}  # --warmup KEY=VALUE (WarmupConfig fields)
@@ -105,23 +106,51 @@ def parse_variant(variant: str) -> tuple[str, str, dict]:
             opts["contrast_beta"] = float(p[1:])
         elif p == "nonull":
             opts["contrast_null"] = False
+        elif p == "nodetail":
+            opts["detail_weight"] = 0.0
         else:
-            raise SystemExit(f"variant '{variant}': unknown option '{p}' (use -pN, -bX, -nonull)")
+            raise SystemExit(f"variant '{variant}': unknown option '{p}' (use -pN, -bX, -nonull, -nodetail)")
     return parts[0], (parts[1] if len(parts) > 1 else ""), opts
 
 
+def detail_inputs(env: dict) -> tuple[Any, Any]:
+    """``(reference, logd)``: the validation split's native-detail reference and each pool sample's log detail
+    share (aligned with the pool encodes; computed once per dataset and kept in ``env``)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from lightning_alchemist.data.sample import collate_samples
+    from lightning_alchemist.rater.detail import dataset_detail_reference, log_detail
+
+    if "detail" not in env:
+        dm = env["dm"]
+        ref = dataset_detail_reference(dm.val)
+        got: dict[str, float] = {}
+        for b in DataLoader(dm.pool, batch_size=256, shuffle=False, num_workers=0, collate_fn=collate_samples):
+            if len(b["key"]):
+                got.update(zip(b["key"], log_detail(b["image"]).tolist()))
+        env["detail"] = (ref, torch.tensor([got[k] for k in env["pool"].keys]))
+    return env["detail"]
+
+
 def direct(env: dict, objective: str, proxy: Any, reference: Any, seed: int, opts: dict, batch_size: int = 32) -> tuple[np.ndarray, float]:
-    """Ratings of every pool sample by the frozen proxy (ProxyScorer on encoded batches in file order)."""
+    """Ratings of every pool sample by the frozen proxy (ProxyScorer on encoded batches in file order), with
+    the native-detail penalty of the default config unless ``opts`` turns it off."""
     import torch
 
+    from lightning_alchemist.rater.config import RaterConfig
     from lightning_alchemist.rater.direct import ProxyScorer
 
-    scorer = ProxyScorer(proxy, {"objective": objective, "seed": seed, **opts}, reference=reference)
+    use_detail = float(opts.get("detail_weight", RaterConfig.detail_weight)) > 0
+    ref, logd = detail_inputs(env) if use_detail else (None, None)
+    info = {"detail": ref.as_dict()} if ref is not None else None
+    scorer = ProxyScorer(proxy, {"objective": objective, "seed": seed, **opts}, reference=reference, info=info)
     t0 = time.perf_counter()
     out = []
     with torch.inference_mode():
         for i, enc in enumerate(env["pool"].batches(batch_size)):
-            out.append(scorer.rate_encoded(enc, i))
+            part = logd[i * batch_size : i * batch_size + len(enc["key"])] if logd is not None else None
+            out.append(scorer.rate_encoded(enc, i, part))
     return torch.cat(out).numpy(), time.perf_counter() - t0
 
 

@@ -12,6 +12,7 @@
 
 from lightning_alchemist.rater.config import NetworkConfig, OptimConfig, RaterConfig, ScoreConfig, rater_config
 from lightning_alchemist.rater.data import RaterDataModule
+from lightning_alchemist.rater.detail import DetailReference, detail_penalty, detail_share
 from lightning_alchemist.rater.direct import ProxyScorer
 from lightning_alchemist.rater.encodes import EncodedLoader, EncodedSet, cached_encodes
 from lightning_alchemist.rater.fingerprint import scoring_fingerprint
@@ -28,6 +29,9 @@ from lightning_alchemist.rater.writer import RatingWriter, finished_shards
 
 __all__ = [
     "OBJECTIVE_ENDS",
+    "DetailReference",
+    "detail_penalty",
+    "detail_share",
     "EncodedLoader",
     "EncodedSet",
     "ProxyScorer",

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 import zlib
+from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import lightning.pytorch as pl
 import torch
 
+from lightning_alchemist.errors import DataError
 from lightning_alchemist.proxy.base import Batch, T2IProxy
 from lightning_alchemist.rater.config import RaterConfig, rater_config
+from lightning_alchemist.rater.detail import DetailReference, detail_penalty, log_detail
 from lightning_alchemist.rater.module import encode_batch
 from lightning_alchemist.rater.signals import RankingEnds, ends_of, proxy_signal
 
@@ -56,8 +58,11 @@ class ProxyScorer(pl.LightningModule):
 
     Args:
         proxy: the warmed-up proxy (frozen here).
-        cfg: the ``rater`` config: ``objective``, ``contrast_beta``, ``contrast_partners``, ``seed``.
+        cfg: the ``rater`` config: ``objective``, ``contrast_beta``, ``contrast_partners``, ``seed``,
+            ``detail_weight``, ``detail_threshold``.
         reference: the pool-trained reference proxy (``objective: penalty``).
+        info: the warm-up's results; ``info["detail"]`` (a :class:`DetailReference` as a dict, from the
+            validation split) turns on the native-detail penalty when ``cfg.detail_weight > 0``.
     """
 
     def __init__(self, proxy: T2IProxy, cfg: Union[RaterConfig, dict, Any] = None, reference: Optional[T2IProxy] = None,
@@ -76,6 +81,8 @@ class ProxyScorer(pl.LightningModule):
 
             raise ConfigError("config 'rater.objective=penalty' scores with the reference proxy: pass reference=... (a pool warm-up)")
         self.ends: RankingEnds = ends_of(self.cfg.objective)
+        # No reference (a checkpoint from before the check, or detail_weight 0): ratings without the penalty.
+        self.detail = DetailReference.from_dict(self.info.get("detail")) if self.cfg.detail_weight > 0 else None
 
     # ----------------------------------------------------------------------------- checkpoint
     def save(self, path: str | Path) -> Path:
@@ -115,12 +122,19 @@ class ProxyScorer(pl.LightningModule):
         # Always eval: a scorer never trains (no dropout, frozen norms).
         return super().train(False)
 
+    @property
+    def needs_images(self) -> bool:
+        """Whether scoring reads the decoded images (the native-detail penalty), not only cached encoder features."""
+        return self.detail is not None
+
     def scoring_signature(self) -> dict[str, Any]:
         """What besides the weights changes a rating (part of the scoring fingerprint)."""
         sig: dict[str, Any] = {"direct": self.cfg.objective}
         if self.cfg.objective == "contrast":
             sig.update(beta=self.cfg.contrast_beta, partners=self.cfg.contrast_partners, null=self.cfg.contrast_null,
                        draws="by_keys")
+        if self.detail is not None:
+            sig.update(detail=self.detail.as_dict(), detail_weight=self.cfg.detail_weight, detail_threshold=self.cfg.detail_threshold)
         return sig
 
     def _generators(self, batch_idx: int, keys: Optional[Sequence[str]] = None):
@@ -134,17 +148,29 @@ class ProxyScorer(pl.LightningModule):
 
         return make
 
-    def rate_encoded(self, encoded: dict[str, Any], batch_idx: int = 0, keys: Optional[Sequence[str]] = None) -> torch.Tensor:
-        """Ratings ``[B]`` of one encoded batch (its caption partners drawn from ``keys``, else from ``batch_idx``)."""
-        return proxy_signal(self.cfg.objective, self.proxy, encoded, beta=self.cfg.contrast_beta,
-                            partners=self.cfg.contrast_partners, null=self.cfg.contrast_null, reference=self.reference,
-                            generator=self._generators(batch_idx, keys))
+    def rate_encoded(self, encoded: dict[str, Any], batch_idx: int = 0, logd: Optional[torch.Tensor] = None,
+                     keys: Optional[Sequence[str]] = None) -> torch.Tensor:
+        """Ratings ``[B]`` of one encoded batch; ``logd`` (:func:`~lightning_alchemist.rater.detail.log_detail`
+        of its images) applies the native-detail penalty when the scorer has a reference; the caption partners'
+        random streams come from ``keys`` (else from ``batch_idx``)."""
+        rating = proxy_signal(self.cfg.objective, self.proxy, encoded, beta=self.cfg.contrast_beta,
+                              partners=self.cfg.contrast_partners, null=self.cfg.contrast_null, reference=self.reference,
+                              generator=self._generators(batch_idx, keys))
+        if self.detail is not None and logd is not None:
+            rating = rating - detail_penalty(logd.to(rating.device), self.detail, self.cfg.detail_threshold,
+                                             self.cfg.detail_weight).to(rating.dtype)
+        return rating
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """``{"key", "shard", "rating"}`` for one batch."""
         enc = encode_batch(self.proxy, batch)
         keys = list(batch["key"])
-        out = {"key": keys, "shard": list(batch["shard"]), "rating": self.rate_encoded(enc, batch_idx, keys=keys).float().cpu()}
+        image = batch.get("image")
+        if self.detail is not None and not isinstance(image, torch.Tensor):
+            raise DataError("the scorer's native-detail penalty reads the images, but this batch has none (cached "
+                            "features?): score with features.use=off, or rater.detail_weight=0")
+        logd = log_detail(image) if self.detail is not None else None
+        out = {"key": keys, "shard": list(batch["shard"]), "rating": self.rate_encoded(enc, batch_idx, logd, keys=keys).float().cpu()}
         if getattr(self.cfg.score, "store_embedding", False):
             out["embedding"] = pooled_features(self.proxy.rater_inputs(enc)).float().cpu()
         return out

@@ -1,0 +1,224 @@
+"""Offline study of the rating signal on the dumps of ``signal_probe.py`` (issue 15): what each part sees.
+
+    python benchmarks/signal_probe.py --data shapes --pool 5000 --seeds 0 1 2 --out /tmp/probe
+    python benchmarks/signal_study.py --probe /tmp/probe --data shapes:5000 glyphs --seeds 0 1 2 --tag _study
+
+Reads each ``<data>_<seed>.npz`` (per-token losses of the warmed-up proxy under the true, rolled and
+empty captions), decodes the pool and validation images once per dataset for the native-detail
+check (:mod:`lightning_alchemist.rater.detail`), and tabulates, mean over the seeds found:
+
+1. per-scale losses and caption gains: which STAR scale sees which defect (AUC clean-above-kind);
+2. the contrast's knobs: β, partners (2/4/8 rolled captions), the empty caption's share, per-scale
+   standardisation, a cap on the caption gain;
+3. the native-detail penalty (threshold, weight) on top of the contrast;
+4. the selection rule on the final ranking: top-K vs Shift-Gaussian (``head=auto``: n 0, µ 0) at σ 0.1–0.3,
+   a small dropped head, the paper's head; and what lies in each band of the ranking.
+
+Kept shares are at keep 0.5 under top-K unless said. Labels are read for evaluation only.
+Writes ``benchmarks/results/rater_detail<tag>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def auc(clean: np.ndarray, other: np.ndarray) -> float:
+    from lightning_alchemist.rater.auc import auc as _auc
+
+    return float(_auc(clean, other))
+
+
+def evaluate(score: np.ndarray, kinds: np.ndarray, keep: float = 0.5) -> dict[str, Any]:
+    names = sorted(set(kinds.tolist()) - {"clean"})
+    clean = score[kinds == "clean"]
+    n = int(round(keep * len(score)))
+    mask = np.zeros(len(score), dtype=bool)
+    mask[np.argsort(-score, kind="stable")[:n]] = True
+    return {"auc": {k: auc(clean, score[kinds == k]) for k in names},
+            "kept": {k: float(mask[kinds == k].mean()) for k in ["clean", *names]},
+            "defect_share": float((kinds[mask] != "clean").mean())}
+
+
+def parts(d: dict, partners: int = 2) -> dict[str, Any]:
+    """Per-sample loss and gains (whole sequence and per scale) from one dump."""
+    T, E, R, lv = d["true"], d["empty"], d["rolled"], d["levels"]
+    scales = sorted(set(lv.tolist()))
+    out: dict[str, Any] = {"l": T.mean(1), "gr": R[:, :partners].mean((1, 2)) - T.mean(1), "ge": E.mean(1) - T.mean(1)}
+    out["Ls"] = [T[:, lv == s].mean(1) for s in scales]
+    out["Rs"] = [R[:, :partners][:, :, lv == s].mean((1, 2)) for s in scales]
+    out["Es"] = [E[:, lv == s].mean(1) for s in scales]
+    out["tokens"] = [int((lv == s).sum()) for s in scales]
+    return out
+
+
+def z(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean()) / max(float(x.std()), 1e-12)
+
+
+def contrast(p: dict, beta: float = 4.0, null_share: float = 0.5, cap_q: float | None = None) -> np.ndarray:
+    g = (1 - null_share) * p["gr"] + null_share * p["ge"]
+    if cap_q is not None:
+        g = np.minimum(g, np.quantile(g, cap_q))
+    return -(p["l"] - beta * g)
+
+
+def per_scale_contrast(p: dict, beta: float = 1.0) -> np.ndarray:
+    ls = sum(z(x) for x in p["Ls"])
+    g = sum(z(0.5 * (r - x) + 0.5 * (e - x)) for r, e, x in zip(p["Rs"], p["Es"], p["Ls"]))
+    return -ls + beta * g
+
+
+def detail_of(data: str, pool: int) -> tuple[Any, dict[str, float]]:
+    """The validation split's detail reference and each pool key's log detail share."""
+    import rater_signal as rs
+    from torch.utils.data import DataLoader
+
+    from lightning_alchemist.cli import check_overrides
+    from lightning_alchemist.data.datamodule import build_datamodule
+    from lightning_alchemist.data.sample import collate_samples
+    from lightning_alchemist.rater.detail import dataset_detail_reference, log_detail
+    from lightning_alchemist.schema import validate
+
+    overrides = [f"data={data}"] + ([f"data.{data}.num_pool={pool}"] if pool else [])
+    cfg = validate(check_overrides("config", overrides, rs.ROOT / "conf"))
+    dm = build_datamodule(cfg.data, seed=0)
+    dm.prepare_data()
+    dm.setup("fit")
+    ref = dataset_detail_reference(dm.val)
+    got: dict[str, float] = {}
+    for b in DataLoader(dm.pool, batch_size=256, shuffle=False, num_workers=0, collate_fn=collate_samples):
+        got.update(zip(b["key"], log_detail(b["image"]).tolist()))
+    return ref, got
+
+
+def mean_rows(rows: list[dict]) -> dict[str, Any]:
+    out = {"auc": {}, "kept": {}, "defect_share": float(np.mean([r["defect_share"] for r in rows]))}
+    for part in ("auc", "kept"):
+        for k in rows[0][part]:
+            out[part][k] = float(np.mean([r[part][k] for r in rows]))
+    return out
+
+
+def table(title: str, named: dict[str, dict], kinds_order: list[str]) -> list[str]:
+    defects = [k for k in kinds_order if k != "clean"] if any(r["auc"] for r in named.values()) else []
+    lines = ["", f"### {title}", "",
+             "| variant | " + "".join(f"AUC {k} | " for k in defects) + "defect share | " + " | ".join(f"{k} kept" for k in kinds_order) + " |",
+             "|---|" + "---:|" * (len(defects) + 1 + len(kinds_order))]
+    for name, r in named.items():
+        lines.append(f"| {name} | " + "".join(f"{r['auc'].get(k, float('nan')):.2f} | " for k in defects)
+                     + f"{r['defect_share']:.3f} | " + " | ".join(f"{100 * r['kept'][k]:.0f} %" for k in kinds_order) + " |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from lightning_alchemist.rater.detail import detail_penalty
+    from lightning_alchemist.selection.ratings import Ratings
+    from lightning_alchemist.selection.strategies import ShiftGaussian, TopK
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--probe", required=True, help="folder of signal_probe.py dumps")
+    p.add_argument("--data", nargs="+", default=["shapes:5000", "glyphs"], help="NAME[:POOL] as the probe ran")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--tag", default="")
+    p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    lines = ["# Rating signal study: what the proxy sees, the native-detail check, the selection rule (issue 15)", "",
+             f"Command: `python benchmarks/signal_study.py {' '.join(argv if argv is not None else sys.argv[1:])}` on the dumps of "
+             "`python benchmarks/signal_probe.py` (warm-up 800 steps on the validation split, cached; batch 32 in file order; "
+             "rolled partners at the scorer's shifts).  ",
+             f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average {os.getloadavg()[0]:.1f}. "
+             "AUC = P(clean rated above the kind); kept = share of the kind at keep 0.5 (top-K unless said); mean over the seeds listed."]
+    for spec in args.data:
+        name, _, pool = spec.partition(":")
+        dumps = [(s, Path(args.probe) / f"{name}_{s}.npz") for s in args.seeds]
+        dumps = [(s, f) for s, f in dumps if f.is_file()]
+        if not dumps:
+            print(f"no dumps for {name} under {args.probe}")
+            continue
+        ref, logd_of = detail_of(name, int(pool or 0))
+        per: dict[str, list] = {}
+        sel_rows: dict[str, list] = {}
+        band_rows: dict[str, list] = {}
+        kinds_order: list[str] = []
+        for seed, f in dumps:
+            d = dict(np.load(f, allow_pickle=True))
+            kinds = d["kinds"].astype(str)
+            kinds_order = ["clean", *sorted(set(kinds.tolist()) - {"clean"})]
+            logd = torch.tensor([logd_of[str(k)] for k in d["keys"]])
+            pen = lambda t, w: detail_penalty(logd, ref, t, w).numpy()  # noqa: E731
+            pp = {P: parts(d, P) for P in (2, 4, 8)}
+            c = pp[2]
+            cand: dict[str, Callable[[], np.ndarray]] = {}
+            for si, (lsc, rsc, esc) in enumerate(zip(c["Ls"], c["Rs"], c["Es"])):
+                cand[f"scale {si} ({c['tokens'][si]} tokens): −ℓ"] = lambda lsc=lsc: -lsc
+                cand[f"scale {si}: caption gain"] = lambda lsc=lsc, rsc=rsc, esc=esc: 0.5 * (rsc - lsc) + 0.5 * (esc - lsc)
+            cand["all scales: −ℓ"] = lambda: -c["l"]
+            cand["contrast β4, 2 partners (previous default)"] = lambda: contrast(c)
+            cand["contrast β4, 4 partners"] = lambda: contrast(pp[4])
+            cand["contrast β4, 8 partners"] = lambda: contrast(pp[8])
+            for beta in (2.0, 3.0, 8.0):
+                cand[f"contrast β{beta:g}"] = lambda beta=beta: contrast(c, beta)
+            cand["contrast β4, empty caption ¼"] = lambda: contrast(c, 4.0, 0.25)
+            cand["contrast β4, empty caption ¾"] = lambda: contrast(c, 4.0, 0.75)
+            cand["contrast β4, gain capped at its pool median"] = lambda: contrast(c, 4.0, cap_q=0.5)
+            cand["per-scale standardised −ℓ + gain"] = lambda: per_scale_contrast(c, 1.0)
+            cand["detail share alone (log10, higher = keep)"] = lambda: logd.numpy()
+            for t in (1.5, 2.0, 3.0):
+                for w in (1.0, 4.0):
+                    cand[f"contrast − detail penalty (threshold {t:g}, weight {w:g})"] = lambda t=t, w=w: contrast(c) - pen(t, w)
+            for key, fn in cand.items():
+                per.setdefault(key, []).append(evaluate(fn(), kinds))
+            final = contrast(c) - pen(2.0, 4.0)
+            order = np.argsort(-final, kind="stable")
+            n = len(final)
+            for lo, hi in ((0, 0.05), (0.05, 0.2), (0.2, 0.4), (0.4, 0.5), (0.5, 0.6)):
+                seg = kinds[order[int(lo * n) : int(hi * n)]]
+                band_rows.setdefault(f"ranks {lo:g}–{hi:g}", []).append({k: float((seg == k).mean()) for k in kinds_order})
+            base = Ratings.from_arrays([str(k) for k in d["keys"]], final)
+            rated = Ratings(base.keys, base.ratings, ranking={"objective": "contrast", "head": "clean", "tail": "noise"})
+            strategies = {"top-K": TopK()}
+            for sg in (0.1, 0.2, 0.3):
+                strategies[f"Shift-Gaussian head=auto (n 0, µ 0), σ {sg:g}" + (" (default)" if sg == 0.2 else "")] = ShiftGaussian(sigma=sg)
+            strategies["Shift-Gaussian n 0.05, µ 0.05, σ 0.2 (small head dropped)"] = ShiftGaussian(n=0.05, mu=0.05, sigma=0.2, head="drop")
+            strategies["Shift-Gaussian paper head (n 0.2, µ 0.6, σ 0.2)"] = ShiftGaussian(head="drop")
+            for sname, strat in strategies.items():
+                sel = strat.select(rated, 0.5, seed=seed)
+                mask = np.zeros(n, dtype=bool)
+                mask[sel.indices] = True
+                sel_rows.setdefault(sname, []).append({"auc": {}, "kept": {k: float(mask[kinds == k].mean()) for k in kinds_order},
+                                                       "defect_share": float((kinds[mask] != "clean").mean())})
+        seeds = [s for s, _ in dumps]
+        lines += ["", f"## {name} (pool {len(kinds)}, defect share {(kinds != 'clean').mean():.3f}; seeds {seeds})", "",
+                  f"Detail reference (validation split, {ref.n} images): median log10 share {ref.median:.2f}, robust spread {ref.spread:.2f}."]
+        lines += table("Signals (top-K at keep 0.5)", {k: mean_rows(v) for k, v in per.items()}, kinds_order)
+        lines += table("Selection rules on the final ranking (contrast − detail penalty 2 / 4), keep 0.5",
+                       {k: mean_rows(v) for k, v in sel_rows.items()}, kinds_order)
+        lines += ["", "### What lies in each band of the final ranking (share of the band)", "",
+                  "| band | " + " | ".join(kinds_order) + " |", "|---|" + "---:|" * len(kinds_order)]
+        for band, rows in band_rows.items():
+            lines.append(f"| {band} | " + " | ".join(f"{100 * np.mean([r[k] for r in rows]):.0f} %" for k in kinds_order) + " |")
+    md = "\n".join(lines) + "\n"
+    print(md)
+    out = Path(args.results) / f"rater_detail{args.tag}.md"
+    out.write_text(md)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Native-resolution detail: the measure, its reference and penalty, and the direct scorer applying it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lightning_alchemist.errors import ConfigError
+from lightning_alchemist.rater.config import rater_config
+from lightning_alchemist.rater.detail import (
+    DetailReference,
+    detail_penalty,
+    detail_reference,
+    detail_share,
+    log_detail,
+)
+from lightning_alchemist.rater.direct import ProxyScorer
+from lightning_alchemist.rater.scoring import score
+from lightning_alchemist.selection.ratings import Ratings
+
+from rater_toys import ToyProxy, ToyScoreData, collate, make_samples
+
+
+def _scenes(n: int = 16, size: int = 32, seed: int = 0) -> torch.Tensor:
+    """Sharp-edged random rectangles on a flat background, ``[n, 3, size, size]`` in [-1, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    img = torch.full((n, 3, size, size), -0.5)
+    for i in range(n):
+        for _ in range(3):
+            y, x = torch.randint(0, size - 6, (2,), generator=g).tolist()
+            h, w = torch.randint(3, 9, (2,), generator=g).tolist()
+            img[i, :, y : y + h, x : x + w] = torch.rand(3, 1, 1, generator=g) * 2 - 1
+    return img
+
+
+def _blur(img: torch.Tensor, radius: int = 2) -> torch.Tensor:
+    k = torch.exp(-torch.arange(-2 * radius, 2 * radius + 1).float() ** 2 / (2 * radius**2))
+    k = (k / k.sum()).view(1, 1, 1, -1).repeat(3, 1, 1, 1)
+    x = F.pad(img, (2 * radius,) * 4, mode="replicate")
+    x = F.conv2d(x, k, groups=3)
+    return F.conv2d(x, k.transpose(-1, -2), groups=3)
+
+
+def _downscale(img: torch.Tensor, factor: int = 8) -> torch.Tensor:
+    small = F.interpolate(img, scale_factor=1 / factor, mode="bilinear", antialias=True)
+    return F.interpolate(small, scale_factor=factor, mode="nearest")
+
+
+def test_detail_share_separates_blurred_and_upscaled_images():
+    sharp = _scenes()
+    d_sharp, d_blur, d_down = detail_share(sharp), detail_share(_blur(sharp)), detail_share(_downscale(sharp))
+    assert d_sharp.shape == (16,) and ((d_sharp >= 0) & (d_sharp <= 1)).all()
+    assert (d_blur < d_sharp).all() and (d_down < d_sharp).all()
+    assert d_blur.max() < d_sharp.min() and d_down.max() < d_sharp.min()
+    # scale-free: contrast and brightness do not change it; flat images have none; noise has most
+    assert torch.allclose(detail_share(sharp * 0.3 + 0.2), d_sharp, atol=1e-5)
+    assert detail_share(torch.zeros(2, 3, 8, 8)).eq(0).all()
+    noise = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    assert detail_share(noise).min() > d_sharp.max()
+    assert torch.allclose(log_detail(sharp), d_sharp.log10())
+    with pytest.raises(ValueError, match="at least 2x2"):
+        detail_share(torch.zeros(1, 3, 1, 1))
+
+
+def test_reference_and_penalty():
+    ref = detail_reference([_scenes(seed=0), _scenes(seed=1)])
+    assert ref.n == 32 and ref.spread > 0
+    assert DetailReference.from_dict(ref.as_dict()) == ref and DetailReference.from_dict(None) is None
+    logd = torch.tensor([ref.median + 1.0, ref.median, ref.median - 2.0 * ref.spread, ref.median - 3.0 * ref.spread])
+    pen = detail_penalty(logd, ref, threshold=2.0, weight=4.0)
+    # nothing at or above the threshold (the sharp side is never penalised); linear below it
+    assert pen[:3].abs().max() < 1e-5 and pen[3] == pytest.approx(4.0, rel=1e-4)
+    # identical images: the spread is floored, the z stays finite
+    flat_ref = detail_reference([_scenes(4, seed=3)[:1].repeat(8, 1, 1, 1)])
+    assert flat_ref.spread == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="no images"):
+        detail_reference([])
+
+
+def test_config_checks_detail_fields():
+    cfg = rater_config(None)
+    assert cfg.detail_weight > 0 and cfg.detail_threshold > 0  # on by default
+    with pytest.raises(ConfigError, match="detail_weight"):
+        rater_config({"detail_weight": -1.0})
+
+
+def _toy_batch(n: int = 8):
+    samples = make_samples(n, 0.0, 3, "d", image_size=8)
+    batch = collate(samples)
+    blurred = dict(batch, image=_downscale(batch["image"], 4), key=[k + "-low" for k in batch["key"]])
+    return batch, blurred
+
+
+def test_scorer_penalises_images_without_detail_and_records_the_reference(tmp_path):
+    torch.manual_seed(0)
+    proxy = ToyProxy()
+    batch, low = _toy_batch()
+    ref = detail_reference([batch["image"]])
+    on = ProxyScorer(proxy, {"objective": "contrast", "contrast_partners": 2}, info={"detail": ref.as_dict()})
+    off = ProxyScorer(proxy, {"objective": "contrast", "contrast_partners": 2, "detail_weight": 0.0}, info={"detail": ref.as_dict()})
+    none = ProxyScorer(proxy, {"objective": "contrast", "contrast_partners": 2})  # no reference: no penalty
+    r_on, r_off, r_none = (s.predict_step(low, 0)["rating"] for s in (on, off, none))
+    assert torch.allclose(r_off, r_none)
+    expected = detail_penalty(log_detail(low["image"]), ref, on.cfg.detail_threshold, on.cfg.detail_weight)
+    assert expected.min() > 0  # the upscaled images lie far below the reference
+    assert torch.allclose(r_off - r_on, expected, atol=1e-4)
+    # sharp images of the reference itself lose (almost) nothing
+    assert torch.allclose(on.predict_step(batch, 0)["rating"], off.predict_step(batch, 0)["rating"], atol=1e-4)
+    # the reference and weights are part of the scoring signature (a rating fingerprint changes with them)
+    assert on.scoring_signature()["detail"] == ref.as_dict() and "detail" not in off.scoring_signature()
+    # and survive the checkpoint
+    path = on.save(tmp_path / "rater.ckpt")
+    again = ProxyScorer.from_checkpoint(torch.load(path, weights_only=False), proxy=proxy)
+    assert again.detail == on.detail
+    dm = ToyScoreData(num_shards=1, per_shard=8, batch_size=8)
+    score(on, dm, tmp_path / "ratings", trainer_kwargs={"enable_progress_bar": False})
+    assert len(Ratings.read(tmp_path / "ratings")) == 8

@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 VARIANTS = ("official", "direct-loss", "direct-contrast", "direct-penalty", "rater-regression", "rater-contrast")
 # A variant may end in options: ``-p2`` (contrast partners), ``-b2`` (contrast beta), ``-nonull`` (no

@@ -46,6 +46,6 @@ def test_train_recipe_runs_on_each_layout(layout, tmp_path, cache_dir, capsys):
 
 def test_train_recipe_with_the_learned_rater_on_a_layout(tmp_path, cache_dir):
     report = _train(tmp_path, "folder", [])
-    assert set(report["stages"]) == {"rater", "ratings", "selection"}
+    assert set(report["stages"]) == {"features", "rater", "ratings", "selection", "train"}
     assert report["selection"]["strategy"] == "shift_gauss" and report["selection"]["num_rated"] == report["data"]["pool"]
     assert report["train"]["selection"]["found"] == report["selection"]["num_kept"] > 0

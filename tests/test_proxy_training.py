@@ -77,7 +77,7 @@ def test_train_recipe_runs_and_logs(tmp_path):
         "data.shapes.num_pool=1000", "data.shapes.num_val=200", "data.shapes.shard_size=500"])
     result = train(cfg)
     assert result["train"]["steps"] == 4 and result["metrics"]["val_loss"] > 0
-    assert set(result["stages"]) == {"selection"}  # random: no rater
+    assert set(result["stages"]) == {"selection", "train"}  # random: no rater (and no encode stage: the target sees half the pool)
     assert result["train"]["selection"]["found"] == 500 and result["params"]["model"] == "flux_tiny"
     metrics = (Path(result["train"]["log_dir"]) / "metrics.csv").read_text()
     assert "train/loss" in metrics and "val/loss" in metrics

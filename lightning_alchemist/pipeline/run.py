@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lightning_alchemist.config import as_container
+from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.pipeline.cache import StageResult, _is_rank_zero, cached_stage, fingerprint
 from lightning_alchemist.rater.config import rater_identity
 from lightning_alchemist.rater.heuristics import HeuristicConfig
@@ -170,8 +171,6 @@ def embeddings_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict, 
     key = {"data": data_id, "embeddings": cfg.identity()}
     if cfg.source == "ratings":
         if ratings_dir is None:
-            from lightning_alchemist.errors import ConfigError
-
             raise ConfigError("config 'curation.embeddings.source': 'ratings' needs ratings from a scorer that wrote an "
                               "'embedding' column; use source=thumbnail or a sidecar")
         key["ratings"] = str(ratings_dir)

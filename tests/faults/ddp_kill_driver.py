@@ -13,8 +13,6 @@ import signal
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE.parents[1])]
 
 DATA = {"name": "shapes", "image_size": 32, "batch_size": 8, "num_workers": 0,
         "shapes": {"num_pool": 200, "num_val": 100, "shard_size": 100}}

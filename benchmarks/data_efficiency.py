@@ -199,7 +199,10 @@ def summarise(reports: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                 speedups.append(full_samples[seed] / reached if reached else None)
         row["speedup_to_full_quality"] = speedups
         defects = runs[0].get("defects") or {}
-        row["kept_share"] = {k: v.get("kept_share") for k, v in defects.items() if "kept_share" in v}
+        # each kind's kept share: the mean over seeds (the selections differ per seed)
+        row["kept_share"] = {k: statistics.fmean(r["defects"][k]["kept_share"] for r in runs
+                                                 if "kept_share" in (r.get("defects") or {}).get(k, {}))
+                             for k, v in defects.items() if "kept_share" in v}
         shares = []  # the selection's defect share, per seed
         for r in runs:
             kept = {k: v["n"] * v["kept_share"] for k, v in (r.get("defects") or {}).items() if "kept_share" in v}
@@ -252,6 +255,7 @@ def _fmt(pair: Any) -> str:
 def markdown(rows: dict[str, Any], checks: list, meta: dict[str, Any]) -> str:
     metrics = [m for m in METRICS if any(m in r for r in rows.values())]
     lines = [f"# Data efficiency ({meta['date']}, {meta['machine']})", "", f"Command: `{meta['command']}`", "",
+             f"Seeds: {meta['seeds']}. copies_multi: share of the dataset's copy groups with more than one member kept.", "",
              "| run | " + " | ".join(metrics) + " | speed-up to full quality | seconds |",
              "|---|" + "---:|" * (len(metrics) + 2)]
     for name, row in rows.items():
@@ -259,7 +263,7 @@ def markdown(rows: dict[str, Any], checks: list, meta: dict[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(_fmt(row.get(m, "-")) for m in metrics) + f" | {speed} | {_fmt(row['seconds'])} |")
     kinds = sorted({k for r in rows.values() for k in r["kept_share"]})
     if kinds:
-        lines += ["", "Share of each defect kind kept by each selection (the generator's labels; evaluation only):", "",
+        lines += ["", "Share of each defect kind kept by each selection, mean over seeds (the generator's labels; evaluation only):", "",
                   "| run | " + " | ".join(kinds) + " |", "|---|" + "---:|" * len(kinds)]
         for name, row in rows.items():
             if row["kept_share"]:

@@ -7,7 +7,8 @@
     python benchmarks/data_efficiency.py --runs random@0.5 shift_gauss@0.5 dedup+shift_gauss@0.5 dbp+shift_gauss@0.5
 
 A run named ``CURATION+SELECTION@KEEP`` (``dedup+shift_gauss@0.5``, ``dbp+random@0.5``) runs that curation
-group (``curation=dedup|dbp``) around the selection; any ``SELECTION@KEEP`` is accepted, not only the table's.
+group (``curation=dedup|dbp``) around the selection, ``CURATION:KEY=VALUE,...+SELECTION@KEEP`` with those
+``curation.KEY`` overrides (``dedup:keep_of=survivors+shift_gauss@0.5``); any ``SELECTION@KEEP`` is accepted.
 ``--ratings SEED=DIR`` (repeatable) takes a seed's ratings from DIR (e.g. a cached ``<work>/cache/ratings/<fp>/ratings``)
 instead of training its rater; ``--reuse`` reads a finished run's report instead of training it again.
 
@@ -64,7 +65,9 @@ def run_overrides(name: str, selection: str, keep: float) -> list[str]:
     """The Hydra overrides of one run (its curation group from the ``CURATION+`` prefix, if any)."""
     out = [f"selection={selection}", f"keep={keep}"]
     if "+" in name.split("@")[0]:
-        out.append(f"curation={name.split('+')[0]}")
+        group, _, params = name.split("+")[0].partition(":")
+        out.append(f"curation={group}")
+        out += [f"curation.{item}" for item in params.split(",") if item]
     return out
 
 QUICK = ["data.shapes.num_pool=2000", "data.shapes.num_val=400", "data.shapes.shard_size=500", "data.batch_size=16",

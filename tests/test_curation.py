@@ -306,7 +306,8 @@ def test_curation_config_checks_values_in_one_line():
     assert curation_config({"dedup": True}).active
     for bad, key in (({"eps": 1.5}, "curation.eps"), ({"which_to_keep": "best"}, "curation.which_to_keep"),
                      ({"tau": 0}, "curation.tau"), ({"embeddings": {"source": "sidecar"}}, "curation.embeddings.path"),
-                     ({"quality_keep": 0}, "curation.quality_keep"), ({"complexity_scale": "log"}, "curation.complexity_scale")):
+                     ({"quality_keep": 0}, "curation.quality_keep"), ({"complexity_scale": "log"}, "curation.complexity_scale"),
+                     ({"keep_of": "all"}, "curation.keep_of")):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:
             curation_config(bad)
         assert "\n" not in str(err.value)
@@ -397,3 +398,19 @@ def test_standardised_budgets_do_not_depend_on_the_complexity_scale():
     # equal complexities: zero std, shares uniform
     flat = cluster_budgets(np.full(4, 100), np.full(4, 0.3), 200, tau=0.5, standardise=True)
     assert flat.tolist() == [50, 50, 50, 50]
+
+
+def test_keep_of_survivors_does_not_refill_the_copies_places():
+    from lightning_alchemist.selection.strategies import TopK
+
+    ratings, emb, members = _pool()
+    n = len(ratings)
+    pool = curate(ratings, emb, CurationConfig(name="dedup", dedup=True, clusters=8), TopK(), keep=0.5, seed=0)
+    surv = curate(ratings, emb, CurationConfig(name="dedup", dedup=True, clusters=8, keep_of="survivors"), TopK(), keep=0.5, seed=0)
+    dropped = surv.summary["counts"]["dedup"]
+    assert dropped == 60 and len(pool.selection) == round(0.5 * n)
+    assert len(surv.selection) == round(round(0.5 * n) * (n - dropped) / n) and surv.summary["target"] == len(surv.selection)
+    # the same rater cut: the smaller selection is the top of the larger one
+    r = dict(zip(ratings.keys.to_pylist(), ratings.ratings.tolist()))
+    assert set(surv.selection.keys.to_pylist()) <= set(pool.selection.keys.to_pylist())
+    assert min(r[k] for k in surv.selection.keys.to_pylist()) >= min(r[k] for k in pool.selection.keys.to_pylist())

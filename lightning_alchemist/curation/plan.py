@@ -13,7 +13,9 @@ to train on plus per-sample provenance for every pool row. :meth:`CurationResult
 - ``curation.json``: the counts per stage and the cluster sizes before and after.
 
 The keep count is ``round(keep · N)`` of the whole pool: dedup removes copies first; when fewer samples than
-that survive, all survivors are kept (``meta["curation"]["short"]``).
+that survive, all survivors are kept (``meta["curation"]["short"]``). With ``keep_of=survivors`` it is ``keep`` of
+what dedup left instead: the selection's cut stays at the rater's percentile rather than reaching into the noisy
+tail to refill the places the copies held (a smaller selection, trained for the same steps).
 
 With budgets, a **quality filter** runs first (DBP assumes already quality-filtered data): the lowest-rated
 ``1 − quality_keep`` of the pool, the ranking's declared noise tail, is dropped before dedup and budgets.
@@ -44,7 +46,7 @@ from lightning_alchemist.selection.manifest import Selection
 from lightning_alchemist.selection.ratings import Ratings
 from lightning_alchemist.selection.strategies import Random, Strategy
 
-__all__ = ["STAGES", "ComplexityScale", "CurationConfig", "CurationResult", "Inside", "blas_threads", "curate",
+__all__ = ["STAGES", "ComplexityScale", "CurationConfig", "CurationResult", "Inside", "KeepOf", "blas_threads", "curate",
            "curation_config", "quality_filter"]
 
 
@@ -57,6 +59,14 @@ class Inside(Choice):
 
     rater = "rater"        # the selection strategy on the cluster's ratings (Shift-Gaussian, top-k, random ...)
     farthest = "farthest"  # the members farthest from the centroid first (the "hard" end, as in DBP)
+
+
+class KeepOf(Choice):
+    """What ``keep`` is a fraction of under curation (``curation.keep_of``)."""
+
+    pool = "pool"            # round(keep · N) of the whole pool: the stages after dedup reach deeper to fill it
+    survivors = "survivors"  # round(keep · M) of the M samples left by the filter and dedup: the rater's cut stays
+                             # at the same percentile, and the copies' share of the count is not refilled
 
 
 class ComplexityScale(Choice):
@@ -88,6 +98,8 @@ class CurationConfig:
     neighbors: int = 20
     floor: Optional[int] = None
     inside: Inside = Inside.rater
+    # keep of the pool, or of the samples left after the quality filter and dedup (fewer kept, none refilled).
+    keep_of: KeepOf = KeepOf.pool
     # Per-cluster sampling weights of the kept samples (the run then trains with mode=weighted).
     rebalance: Rebalance = Rebalance.none
     rebalance_temperature: float = 0.5
@@ -109,7 +121,7 @@ class CurationConfig:
         if not 0.0 <= self.rebalance_temperature <= 1.0:
             raise ConfigError(f"config 'curation.rebalance_temperature': got {self.rebalance_temperature}, expected in [0, 1]")
         for name, choice in (("which_to_keep", KeepRule), ("inside", Inside), ("rebalance", Rebalance),
-                             ("complexity_scale", ComplexityScale)):
+                             ("complexity_scale", ComplexityScale), ("keep_of", KeepOf)):
             if getattr(self, name) not in choice.values():
                 raise ConfigError(f"config 'curation.{name}': got '{getattr(self, name)}', expected one of {', '.join(choice.values())}")
 
@@ -269,6 +281,7 @@ def _curate(ratings: Ratings, embeddings: Embeddings, cfg: CurationConfig, strat
         counts["quality"] = int((~passed).sum())
     else:
         passed = alive.copy()
+    seen = int(alive.sum())  # what dedup sees (after the quality filter)
     if cfg.dedup:
         prio = priority(str(cfg.which_to_keep), distances, ratings.ratings[emb_rows] if has_ratings else None, cseed)
         # among the filter's survivors only: a filtered-out copy must not displace its surviving twin
@@ -280,6 +293,9 @@ def _curate(ratings: Ratings, embeddings: Embeddings, cfg: CurationConfig, strat
         dup_of[dropped] = emb_rows[res.dup_of[gone]]
         counts["dedup"] = res.dropped
     survivors = emb_rows[alive]
+    if cfg.keep_of == "survivors" and seen:
+        # keep · N shrunk by the share dedup removed of what it saw: the copies' places are not refilled
+        target = min(int(round(target * len(survivors) / seen)), len(survivors))
     want = min(target, len(survivors))
     budgets = None
     complexity = None

@@ -6,7 +6,7 @@
 Each ``--ratings NAME=DIR`` is one rater's ratings of the embedded dataset ``NAME``'s default pool (e.g. a
 data-efficiency run's cached ``<work>/cache/ratings/<fp>/ratings``); rows are means over the given raters
 (the selection seed is the rater's index). Rows: the rater's Shift-Gaussian selection alone; ``curation=dedup``
-then the rater; ``curation=dbp`` as it was before its quality filter (raw complexities, no filter), and with the
+then the rater (keep of the pool, and ``keep_of=survivors``); ``curation=dbp`` as it was before its quality filter (raw complexities, no filter), and with the
 filter at each ``--quality`` share (``auto``: halfway between keep and 1; ``1.0``: none) and each ``--tau``
 (standardised complexities). Reported: the selection's defect share, the share of copy groups with more than one
 member kept, and each kind's kept share. Embeddings: the built-in fallback. Writes
@@ -36,6 +36,7 @@ def rows_of(keep: float, taus: list[float], qualities: list[Optional[float]]) ->
     rows: list[tuple[str, Optional[dict]]] = [
         ("rater alone", None),
         ("dedup + rater", {"name": "dedup", "dedup": True}),
+        ("dedup + rater, keep of survivors", {"name": "dedup", "dedup": True, "keep_of": "survivors"}),
         ("dbp + rater, before (raw complexity, no filter)",
          {"name": "dbp", "dedup": True, "budgets": True, "complexity_scale": "raw", "quality_keep": 1.0}),
     ]

@@ -4,6 +4,13 @@
     python benchmarks/data_efficiency.py --quick         # toy size, 1 seed (minutes): checks the machinery
     python benchmarks/data_efficiency.py --data "/d/{000..099}.tar" --image-size 32
     python benchmarks/data_efficiency.py --variants      # also the meta-gradient variants at shift_gauss@0.5
+    python benchmarks/data_efficiency.py --runs random@0.5 shift_gauss@0.5 dedup+shift_gauss@0.5 dbp+shift_gauss@0.5
+
+A run named ``CURATION+SELECTION@KEEP`` (``dedup+shift_gauss@0.5``, ``dbp+random@0.5``) runs that curation
+group (``curation=dedup|dbp``) around the selection, ``CURATION:KEY=VALUE,...+SELECTION@KEEP`` with those
+``curation.KEY`` overrides (``dedup:keep_of=survivors+shift_gauss@0.5``); any ``SELECTION@KEEP`` is accepted.
+``--ratings SEED=DIR`` (repeatable) takes a seed's ratings from DIR (e.g. a cached ``<work>/cache/ratings/<fp>/ratings``)
+instead of training its rater; ``--reuse`` reads a finished run's report instead of training it again.
 
 Every run goes through the real pipeline (``lightning_alchemist.pipeline.run.run_pipeline``): the rater
 is trained and the pool scored once per seed (cached), each selection trains the same target for the
@@ -41,7 +48,27 @@ RUNS: tuple[tuple[str, str, float], ...] = (
     ("shift_gauss@0.2", "shift_gauss", 0.2),
 )
 VARIANTS = ("penalty", "unrolled")  # first_order is the default run shift_gauss@0.5
-METRICS = ("val_loss", "fid_judge", "alignment", "defect_share")
+METRICS = ("val_loss", "fid_judge", "alignment", "defect_share", "copies_multi")
+
+
+def parse_run(name: str) -> tuple[str, str, float]:
+    """``(name, selection, keep)`` of a run name ``[CURATION+]SELECTION@KEEP`` (``full``: all data)."""
+    if name == "full":
+        return ("full", "none", 1.0)
+    body, _, keep = name.partition("@")
+    if not keep:
+        raise SystemExit(f"--runs: '{name}' has no keep; expected [CURATION+]SELECTION@KEEP, e.g. dedup+shift_gauss@0.5")
+    return (name, body.split("+")[-1], float(keep))
+
+
+def run_overrides(name: str, selection: str, keep: float) -> list[str]:
+    """The Hydra overrides of one run (its curation group from the ``CURATION+`` prefix, if any)."""
+    out = [f"selection={selection}", f"keep={keep}"]
+    if "+" in name.split("@")[0]:
+        group, _, params = name.split("+")[0].partition(":")
+        out.append(f"curation={group}")
+        out += [f"curation.{item}" for item in params.split(",") if item]
+    return out
 
 QUICK = ["data.shapes.num_pool=2000", "data.shapes.num_val=400", "data.shapes.shard_size=500", "data.batch_size=16",
          "rater.epochs=1", "trainer.max_steps=40", "trainer.val_check_interval=10", "trainer.limit_val_batches=2",
@@ -56,7 +83,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--dataset", default=None, help="an embedded dataset instead of shapes: glyphs")
     p.add_argument("--tag", default="", help="suffix of the result files (data_efficiency<tag>.md/.json)")
     p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--runs", nargs="+", default=None, help=f"subset of {[r[0] for r in RUNS]}")
+    p.add_argument("--runs", nargs="+", default=None,
+                   help=f"runs [CURATION+]SELECTION@KEEP or full (default {[r[0] for r in RUNS]})")
+    p.add_argument("--ratings", action="append", default=[], help="SEED=DIR: that seed's ratings (no rater training); repeatable")
+    p.add_argument("--reuse", action="store_true", help="read a run's report from a previous invocation when it finished")
     p.add_argument("--variants", action="store_true", help="also penalty and unrolled raters at shift_gauss@0.5 (first seed)")
     p.add_argument("--work", default=str(ROOT / "outputs" / "data_efficiency"), help="artifacts (cached between runs)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="where the tables go")
@@ -75,15 +105,55 @@ def base_overrides(args: argparse.Namespace) -> list[str]:
     return out + list(args.overrides)
 
 
-def run_one(name: str, overrides: list[str], work: Path) -> dict[str, Any]:
+def run_one(name: str, overrides: list[str], work: Path, reuse: bool = False) -> dict[str, Any]:
     from lightning_alchemist.cli import check_overrides
     from lightning_alchemist.pipeline.run import run_pipeline
 
+    saved = work / "runs" / f"{name}.report.json"
+    if reuse and saved.is_file():
+        report = json.loads(saved.read_text())
+        if report.get("overrides") == overrides:
+            print(f"reused {saved}", flush=True)
+            return report
     cfg = check_overrides("config", [f"out={work}", *overrides], ROOT / "conf")
     t0 = time.time()
     report = run_pipeline(cfg, work / "runs" / name)
     report["wall_seconds"] = round(time.time() - t0, 1)
+    report["overrides"] = overrides
+    saved.write_text(json.dumps(report, default=str))
     return report
+
+
+def copy_groups_of(args: argparse.Namespace) -> Optional[tuple[list[str], dict[str, int]]]:
+    """``(pool keys, key -> copy group)`` of an embedded dataset (benchmarks/curation.py's reading), else None."""
+    if args.data or args.quick:
+        return None
+    from curation import copy_groups, datamodule
+
+    name = args.dataset or "shapes"
+    dm = datamodule(name, 0, [o for o in args.overrides if o.startswith("data.")])
+    _, groups = copy_groups(dm)
+    return list(dm.pool.keys), groups
+
+
+def copies_multi(report: dict[str, Any], groups: dict[str, int]) -> Optional[float]:
+    """Share of copy groups (≥ 2 members in the pool) with more than one member in the run's selection."""
+    import pyarrow.parquet as pq
+
+    sel = (report.get("stages") or {}).get("selection")
+    if not sel or not groups:
+        return None
+    kept = pq.read_table(Path(sel["path"]) / "selection.parquet", columns=["key"]).column("key").to_pylist()
+    sizes: dict[int, int] = {}
+    for g in groups.values():
+        sizes[g] = sizes.get(g, 0) + 1
+    hits: dict[int, int] = {}
+    for key in kept:
+        g = groups.get(key)
+        if g is not None:
+            hits[g] = hits.get(g, 0) + 1
+    real = [g for g, n in sizes.items() if n >= 2]
+    return sum(hits.get(g, 0) > 1 for g in real) / len(real) if real else None
 
 
 def val_curve(report: dict[str, Any]) -> tuple[list[float], list[float]]:
@@ -132,7 +202,10 @@ def summarise(reports: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                 speedups.append(full_samples[seed] / reached if reached else None)
         row["speedup_to_full_quality"] = speedups
         defects = runs[0].get("defects") or {}
-        row["kept_share"] = {k: v.get("kept_share") for k, v in defects.items() if "kept_share" in v}
+        # each kind's kept share: the mean over seeds (the selections differ per seed)
+        row["kept_share"] = {k: statistics.fmean(r["defects"][k]["kept_share"] for r in runs
+                                                 if "kept_share" in (r.get("defects") or {}).get(k, {}))
+                             for k, v in defects.items() if "kept_share" in v}
         shares = []  # the selection's defect share, per seed
         for r in runs:
             kept = {k: v["n"] * v["kept_share"] for k, v in (r.get("defects") or {}).items() if "kept_share" in v}
@@ -140,6 +213,9 @@ def summarise(reports: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                 shares.append(sum(x for k, x in kept.items() if k != "clean") / sum(kept.values()))
         if shares:
             row["defect_share"] = mean_std(shares)
+        multi = [r["copies_multi"] for r in runs if r.get("copies_multi") is not None]
+        if multi:
+            row["copies_multi"] = mean_std(multi)
         row["auc_clean_above"] = {k: v["auc_clean_above"] for k, v in defects.items() if "auc_clean_above" in v}
         row["seconds"] = mean_std([r["wall_seconds"] for r in runs])
         rows[name] = row
@@ -182,6 +258,7 @@ def _fmt(pair: Any) -> str:
 def markdown(rows: dict[str, Any], checks: list, meta: dict[str, Any]) -> str:
     metrics = [m for m in METRICS if any(m in r for r in rows.values())]
     lines = [f"# Data efficiency ({meta['date']}, {meta['machine']})", "", f"Command: `{meta['command']}`", "",
+             f"Seeds: {meta['seeds']}. copies_multi: share of the dataset's copy groups with more than one member kept.", "",
              "| run | " + " | ".join(metrics) + " | speed-up to full quality | seconds |",
              "|---|" + "---:|" * (len(metrics) + 2)]
     for name, row in rows.items():
@@ -189,7 +266,7 @@ def markdown(rows: dict[str, Any], checks: list, meta: dict[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(_fmt(row.get(m, "-")) for m in metrics) + f" | {speed} | {_fmt(row['seconds'])} |")
     kinds = sorted({k for r in rows.values() for k in r["kept_share"]})
     if kinds:
-        lines += ["", "Share of each defect kind kept by each selection (the generator's labels; evaluation only):", "",
+        lines += ["", "Share of each defect kind kept by each selection, mean over seeds (the generator's labels; evaluation only):", "",
                   "| run | " + " | ".join(kinds) + " |", "|---|" + "---:|" * len(kinds)]
         for name, row in rows.items():
             if row["kept_share"]:
@@ -217,12 +294,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     seeds = args.seeds or ([0] if args.quick else [0, 1])
-    wanted = [r for r in RUNS if args.runs is None or r[0] in args.runs]
+    wanted = list(RUNS) if args.runs is None else [parse_run(r) for r in args.runs]
+    ratings = {int(k): v for k, v in (item.split("=", 1) for item in args.ratings)}
     if args.variants:
         wanted += [(f"shift_gauss@0.5[{v}]", "shift_gauss", 0.5) for v in VARIANTS]
     work = Path(args.work)
     base = base_overrides(args)
     reports: dict[str, list[dict[str, Any]]] = {}
+    groups = copy_groups_of(args)
     t0 = time.time()
     for i, seed in enumerate(seeds):
         for name, selection, keep in wanted:
@@ -230,7 +309,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                 continue
             extra = [f"rater.meta_gradient={name.split('[')[1].rstrip(']')}"] if "[" in name else []
             print(f"\n######## {name} seed={seed}", flush=True)
-            report = run_one(f"{name}-s{seed}", [*base, f"selection={selection}", f"keep={keep}", f"seed={seed}", *extra], work)
+            if seed in ratings and selection not in ("none", "random"):
+                extra.append(f"ratings='{ratings[seed]}'")
+            report = run_one(f"{name}-s{seed}", [*base, *run_overrides(name, selection, keep), f"seed={seed}", *extra],
+                             work, args.reuse)
+            if groups is not None:
+                report["copies_multi"] = copies_multi(report, groups[1])
             reports.setdefault(name, []).append(report)
     rows = summarise(reports)
     checks = claims(rows)

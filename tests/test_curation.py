@@ -305,7 +305,112 @@ def test_curation_config_checks_values_in_one_line():
     assert not curation_config(None).active
     assert curation_config({"dedup": True}).active
     for bad, key in (({"eps": 1.5}, "curation.eps"), ({"which_to_keep": "best"}, "curation.which_to_keep"),
-                     ({"tau": 0}, "curation.tau"), ({"embeddings": {"source": "sidecar"}}, "curation.embeddings.path")):
+                     ({"tau": 0}, "curation.tau"), ({"embeddings": {"source": "sidecar"}}, "curation.embeddings.path"),
+                     ({"quality_keep": 0}, "curation.quality_keep"), ({"complexity_scale": "log"}, "curation.complexity_scale"),
+                     ({"keep_of": "all"}, "curation.keep_of")):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:
             curation_config(bad)
         assert "\n" not in str(err.value)
+
+
+# ----------------------------------------------------------------------------- composition with a rater
+
+
+def _noisy_pool(seed: int = 0):
+    """Three tight concepts of clean samples and a spread cluster of noise that the ratings put at the bottom."""
+    rng = np.random.default_rng(seed)
+    d = 16
+    centres = _unit(rng, 4, d)
+    clean = [normalise_rows(c + 0.05 * rng.standard_normal((100, d))) for c in centres[:3]]
+    noise = normalise_rows(centres[3] + 0.6 * rng.standard_normal((100, d)))  # far and spread: "complex"
+    x = np.concatenate([*clean, noise]).astype(np.float32)
+    keys = [f"s{i:04d}" for i in range(len(x))]
+    r = np.concatenate([rng.normal(1.0, 0.3, 300), rng.normal(0.0, 0.3, 100)])  # noise rated lower, overlapping
+    return Ratings.from_arrays(keys, r), Embeddings(keys, x), np.arange(300, 400)
+
+
+def test_quality_filter_keeps_noise_clusters_out_of_the_budgets():
+    from lightning_alchemist.selection.strategies import ShiftGaussian
+
+    ratings, emb, noise = _noisy_pool()
+    noise_keys = {f"s{i:04d}" for i in noise}
+    unfiltered = curate(ratings, emb, CurationConfig(name="dbp", budgets=True, clusters=4, quality_keep=1.0),
+                        ShiftGaussian(), keep=0.5, seed=0)
+    filtered = curate(ratings, emb, CurationConfig(name="dbp", budgets=True, clusters=4), ShiftGaussian(), keep=0.5, seed=0)
+    share = lambda res: len(noise_keys & set(res.selection.keys.to_pylist())) / len(noise_keys)  # noqa: E731
+    # without the filter the spread noise cluster gets the largest budget, and inside it every candidate is noise
+    assert share(unfiltered) > 0.3
+    stage_of = dict(zip(filtered.provenance.column("key").to_pylist(), filtered.provenance.column("stage").to_pylist()))
+    passed_noise = sum(stage_of[k] != "quality" for k in noise_keys) / len(noise_keys)  # overlapping ratings: a few pass
+    assert share(filtered) <= passed_noise < share(unfiltered) / 3 and len(filtered.selection) == 200
+    counts = filtered.summary["counts"]
+    assert counts["quality"] == 100 and filtered.summary["quality_keep"] == 0.75  # auto: halfway between keep and 1
+    stage = filtered.provenance.column("stage").to_pylist()
+    r = ratings.ratings
+    assert max(r[[i for i, s in enumerate(stage) if s == "quality"]]) <= min(r[[i for i, s in enumerate(stage) if s != "quality"]])
+    # a rating-free run (constant ratings) has nothing to filter by
+    flat = Ratings.from_arrays(ratings.keys.to_pylist(), np.zeros(len(ratings)))
+    free = curate(flat, emb, CurationConfig(name="dbp", budgets=True, clusters=4), None, keep=0.5, seed=0, has_ratings=False)
+    assert "quality" not in free.summary["counts"] and free.summary["quality_keep"] is None
+
+
+def test_quality_filter_refuses_a_ranking_whose_tail_is_not_noise():
+    ratings, emb, _ = _noisy_pool()
+    odd = Ratings(ratings.keys, ratings.ratings, ranking={"objective": "x", "head": "clean", "tail": "clean"})
+    with pytest.raises(ConfigError, match=r"curation\.quality_keep=1\.0"):
+        curate(odd, emb, CurationConfig(name="dbp", budgets=True, clusters=4), None, keep=0.5)
+    res = curate(odd, emb, CurationConfig(name="dbp", budgets=True, clusters=4, quality_keep=1.0), None, keep=0.5)
+    assert len(res.selection) == 200
+
+
+def test_dedup_after_the_filter_never_keeps_a_filtered_copy_in_place_of_its_twin():
+    rng = np.random.default_rng(3)
+    x = _unit(rng, 50, 8)
+    x = np.concatenate([x, x[:10]]).astype(np.float32)  # rows 50..59 copy rows 0..9
+    keys = [f"s{i:03d}" for i in range(60)]
+    r = np.ones(60)
+    r[:10] = -5.0  # the originals are rated at the bottom: the filter drops them, their copies survive
+    ratings, emb = Ratings.from_arrays(keys, r), Embeddings(keys, x)
+    cfg = CurationConfig(name="dbp", dedup=True, budgets=True, clusters=1, which_to_keep="central", quality_keep=50 / 60)
+    res = curate(ratings, emb, cfg, None, keep=0.5, seed=0)
+    kept = set(res.selection.keys.to_pylist())
+    stage = dict(zip(res.provenance.column("key").to_pylist(), res.provenance.column("stage").to_pylist()))
+    assert all(stage[f"s{i:03d}"] == "quality" for i in range(10))
+    assert res.summary["counts"]["dedup"] == 0 and len(kept) == 30  # the copies are no longer anyone's duplicate
+    # semdedup's own mask: rows outside it neither dropped nor kept copies
+    alive = np.ones(60, dtype=bool)
+    alive[:10] = False
+    out = semdedup(normalise_rows(x), np.zeros(60, dtype=np.int64), 1, 0.02, -np.arange(60.0), alive=alive)
+    assert out.keep.all()
+    assert (~semdedup(normalise_rows(x), np.zeros(60, dtype=np.int64), 1, 0.02, -np.arange(60.0)).keep).sum() == 10
+
+
+def test_standardised_budgets_do_not_depend_on_the_complexity_scale():
+    rng = np.random.default_rng(4)
+    sizes = rng.integers(20, 200, 30)
+    c = rng.random(30) * 0.05
+    total = int(sizes.sum() // 3)
+    a = cluster_budgets(sizes, c, total, tau=1.0, standardise=True)
+    b = cluster_budgets(sizes, c * 1000 + 7, total, tau=1.0, standardise=True)
+    assert np.array_equal(a, b) and a.sum() == total
+    # raw: the same complexities scaled up change the budgets (tau is in the embedding's units)
+    assert not np.array_equal(cluster_budgets(sizes, c, total, tau=1.0), cluster_budgets(sizes, c * 1000, total, tau=1.0))
+    # equal complexities: zero std, shares uniform
+    flat = cluster_budgets(np.full(4, 100), np.full(4, 0.3), 200, tau=0.5, standardise=True)
+    assert flat.tolist() == [50, 50, 50, 50]
+
+
+def test_keep_of_survivors_does_not_refill_the_copies_places():
+    from lightning_alchemist.selection.strategies import TopK
+
+    ratings, emb, members = _pool()
+    n = len(ratings)
+    pool = curate(ratings, emb, CurationConfig(name="dedup", dedup=True, clusters=8), TopK(), keep=0.5, seed=0)
+    surv = curate(ratings, emb, CurationConfig(name="dedup", dedup=True, clusters=8, keep_of="survivors"), TopK(), keep=0.5, seed=0)
+    dropped = surv.summary["counts"]["dedup"]
+    assert dropped == 60 and len(pool.selection) == round(0.5 * n)
+    assert len(surv.selection) == round(round(0.5 * n) * (n - dropped) / n) and surv.summary["target"] == len(surv.selection)
+    # the same rater cut: the smaller selection is the top of the larger one
+    r = dict(zip(ratings.keys.to_pylist(), ratings.ratings.tolist()))
+    assert set(surv.selection.keys.to_pylist()) <= set(pool.selection.keys.to_pylist())
+    assert min(r[k] for k in surv.selection.keys.to_pylist()) >= min(r[k] for k in pool.selection.keys.to_pylist())

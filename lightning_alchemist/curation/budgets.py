@@ -18,7 +18,7 @@ import numpy as np
 from lightning_alchemist.config import Choice
 from lightning_alchemist.errors import ConfigError
 
-__all__ = ["Rebalance", "cluster_budgets", "cluster_complexity", "intra_distances", "rebalance_weights"]
+__all__ = ["Rebalance", "cluster_budgets", "cluster_complexity", "intra_distances", "rebalance_weights", "standardised"]
 
 
 def intra_distances(labels: np.ndarray, distances: np.ndarray, k: int) -> np.ndarray:
@@ -42,6 +42,16 @@ def cluster_complexity(centroids: np.ndarray, d_intra: np.ndarray, neighbors: in
     return np.asarray(d_intra, dtype=np.float64) * nearest.mean(axis=1)
 
 
+def standardised(c: np.ndarray, where: Optional[np.ndarray] = None) -> np.ndarray:
+    """``(c − mean) / std`` with mean and std over ``where`` (default all); zeros where the std is 0."""
+    c = np.asarray(c, dtype=np.float64)
+    sel = c if where is None else c[where]
+    if len(sel) == 0:
+        return np.zeros_like(c)
+    std = float(sel.std())
+    return (c - float(sel.mean())) / std if std > 0 else np.zeros_like(c)
+
+
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max()
     e = np.exp(z)
@@ -49,10 +59,13 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 def cluster_budgets(sizes: np.ndarray, complexity: np.ndarray, total: int, tau: float = 0.5,
-                    floor: Optional[int] = None) -> np.ndarray:
+                    floor: Optional[int] = None, standardise: bool = False) -> np.ndarray:
     """Integer budgets per cluster: ``Σ = total`` exactly, ``min(floor, n_j) <= x_j <= n_j``, close to ``softmax(C/τ)·total``.
 
     ``floor``: the per-cluster minimum ``m`` (default ``total / k · 0.5``, the reference's value).
+    ``standardise``: use the complexities' z-scores over the non-empty clusters (``(C − mean) / std``), so that
+    ``tau`` does not depend on the embedding's distance scale (raw complexities of a cheap embedding can be
+    small against any fixed ``tau``, which makes the budgets near-uniform).
     """
     sizes = np.asarray(sizes, dtype=np.int64)
     k = len(sizes)
@@ -68,7 +81,10 @@ def cluster_budgets(sizes: np.ndarray, complexity: np.ndarray, total: int, tau: 
     if lo.sum() > total:  # a floor the total cannot pay for: lower it evenly
         lo = np.minimum(total // k, sizes).astype(np.float64)
     hi = sizes.astype(np.float64)
-    target = _softmax(np.asarray(complexity, dtype=np.float64) / tau) * total
+    c = np.asarray(complexity, dtype=np.float64)
+    if standardise:
+        c = standardised(c, sizes > 0)
+    target = _softmax(c / tau) * total
 
     def filled(lam: float) -> np.ndarray:
         return np.clip(target + lam, lo, hi)

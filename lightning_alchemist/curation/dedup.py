@@ -101,8 +101,10 @@ def _split(x: np.ndarray, size: int, seed: int) -> np.ndarray:
 
 
 def semdedup(vectors: np.ndarray, labels: np.ndarray, k: int, eps: float, prio: np.ndarray,
-             block: int = 1024, max_cluster: int = 4096, seed: int = 0) -> DedupResult:
+             block: int = 1024, max_cluster: int = 4096, seed: int = 0, alive: Optional[np.ndarray] = None) -> DedupResult:
     """Drop near-copies inside each cluster; ``prio`` (higher first) says which member of a group stays.
+
+    ``alive``: a mask of the rows taking part (the others are neither dropped nor anyone's kept copy); None: all.
 
     ``vectors``: L2-normalised rows (a memmap is fine: one cluster's rows are read at a time). A cluster of more
     than ``max_cluster`` rows is first split by a seeded k-means of its own (parts of ~``max_cluster / 2``), so
@@ -117,6 +119,8 @@ def semdedup(vectors: np.ndarray, labels: np.ndarray, k: int, eps: float, prio: 
     order, bounds = groups(labels, k)
     for j in range(k):
         members = order[bounds[j]:bounds[j + 1]]
+        if alive is not None:
+            members = members[alive[members]]
         if len(members) < 2:
             continue
         x_all = np.asarray(vectors[members], dtype=np.float32)  # members ascending: sequential reads

@@ -1,4 +1,4 @@
-"""The curation plan: dedup → concept-cluster budgets → the rater's selection inside them → rebalancing weights.
+"""The curation plan: quality filter → dedup → concept-cluster budgets → the rater's selection inside them → rebalancing.
 
 :func:`curate` takes the pool's :class:`~lightning_alchemist.selection.ratings.Ratings` (constant ratings for a
 rating-free strategy), its :class:`~lightning_alchemist.curation.embeddings.Embeddings` and the selection
@@ -8,12 +8,20 @@ to train on plus per-sample provenance for every pool row. :meth:`CurationResult
 - ``selection.parquet``: the kept rows (``key``, ``weight``, and the provenance columns ``cluster`` and
   ``stage``, the stage that kept the row), readable by :meth:`Selection.read` and any Parquet reader;
 - ``curation.parquet``: every pool row with ``cluster``, ``stage`` (the stage that dropped or kept it:
-  ``no_embedding``, ``dedup``, ``budget``, ``selection``), ``kept``, ``dup_of`` (the kept copy's key), the
+  ``no_embedding``, ``quality``, ``dedup``, ``budget``, ``selection``), ``kept``, ``dup_of`` (the kept copy's key), the
   distance to its centroid and its weight;
 - ``curation.json``: the counts per stage and the cluster sizes before and after.
 
 The keep count is ``round(keep · N)`` of the whole pool: dedup removes copies first; when fewer samples than
-that survive, all survivors are kept (``meta["curation"]["short"]``).
+that survive, all survivors are kept (``meta["curation"]["short"]``). With ``keep_of=survivors`` it is ``keep`` of
+what dedup left instead: the selection's cut stays at the rater's percentile rather than reaching into the noisy
+tail to refill the places the copies held (a smaller selection, trained for the same steps).
+
+With budgets, a **quality filter** runs first (DBP assumes already quality-filtered data): the lowest-rated
+``1 − quality_keep`` of the pool, the ranking's declared noise tail, is dropped before dedup and budgets.
+Without it a cluster of noise gets its budget like any concept, and inside it every candidate is noise.
+The budgets' shares are ``softmax(z / tau)`` of the complexities standardised over the clusters
+(``complexity_scale=std``), so ``tau`` has one meaning whatever the embedding's distance scale.
 """
 
 from __future__ import annotations
@@ -38,10 +46,11 @@ from lightning_alchemist.selection.manifest import Selection
 from lightning_alchemist.selection.ratings import Ratings
 from lightning_alchemist.selection.strategies import Random, Strategy
 
-__all__ = ["STAGES", "CurationConfig", "CurationResult", "Inside", "blas_threads", "curate", "curation_config"]
+__all__ = ["STAGES", "ComplexityScale", "CurationConfig", "CurationResult", "Inside", "KeepOf", "blas_threads", "curate",
+           "curation_config", "quality_filter"]
 
 
-STAGES = ("no_embedding", "dedup", "budget", "selection")
+STAGES = ("no_embedding", "quality", "dedup", "budget", "selection")
 """The values of the provenance ``stage`` column: the stage that dropped (or, for kept rows, last kept) a row."""
 
 
@@ -50,6 +59,21 @@ class Inside(Choice):
 
     rater = "rater"        # the selection strategy on the cluster's ratings (Shift-Gaussian, top-k, random ...)
     farthest = "farthest"  # the members farthest from the centroid first (the "hard" end, as in DBP)
+
+
+class KeepOf(Choice):
+    """What ``keep`` is a fraction of under curation (``curation.keep_of``)."""
+
+    pool = "pool"            # round(keep · N) of the whole pool: the stages after dedup reach deeper to fill it
+    survivors = "survivors"  # round(keep · M) of the M samples left by the filter and dedup: the rater's cut stays
+                             # at the same percentile, and the copies' share of the count is not refilled
+
+
+class ComplexityScale(Choice):
+    """How cluster complexities are scaled before ``softmax(· / tau)`` (``curation.complexity_scale``)."""
+
+    std = "std"  # standardised over the clusters (z-scores): tau means the same on any embedding
+    raw = "raw"  # as measured (spread · isolation in cosine-distance units): tau depends on the embedding
 
 
 @dataclass
@@ -67,9 +91,15 @@ class CurationConfig:
     # Concept-cluster budgets (DBP): shares softmax(complexity / tau), a floor per cluster (null: keep / k · 0.5).
     budgets: bool = False
     tau: float = 0.5
+    complexity_scale: ComplexityScale = ComplexityScale.std
+    # With budgets: share of the pool the quality filter keeps before dedup and budgets (the lowest-rated rest, the
+    # ranking's noise tail, is dropped); null: halfway between keep and 1; 1.0: no filter. Needs ratings.
+    quality_keep: Optional[float] = None
     neighbors: int = 20
     floor: Optional[int] = None
     inside: Inside = Inside.rater
+    # keep of the pool, or of the samples left after the quality filter and dedup (fewer kept, none refilled).
+    keep_of: KeepOf = KeepOf.pool
     # Per-cluster sampling weights of the kept samples (the run then trains with mode=weighted).
     rebalance: Rebalance = Rebalance.none
     rebalance_temperature: float = 0.5
@@ -82,13 +112,16 @@ class CurationConfig:
             raise ConfigError(f"config 'curation.eps': got {self.eps}, expected 0 <= eps < 1 (pairs with cosine > 1 - eps are copies)")
         if self.tau <= 0:
             raise ConfigError(f"config 'curation.tau': got {self.tau}, expected > 0")
+        if self.quality_keep is not None and not 0.0 < self.quality_keep <= 1.0:
+            raise ConfigError(f"config 'curation.quality_keep': got {self.quality_keep}, expected in (0, 1] or null (automatic)")
         if self.neighbors < 1:
             raise ConfigError(f"config 'curation.neighbors': got {self.neighbors}, expected >= 1")
         if self.floor is not None and self.floor < 0:
             raise ConfigError(f"config 'curation.floor': got {self.floor}, expected >= 0 or null")
         if not 0.0 <= self.rebalance_temperature <= 1.0:
             raise ConfigError(f"config 'curation.rebalance_temperature': got {self.rebalance_temperature}, expected in [0, 1]")
-        for name, choice in (("which_to_keep", KeepRule), ("inside", Inside), ("rebalance", Rebalance)):
+        for name, choice in (("which_to_keep", KeepRule), ("inside", Inside), ("rebalance", Rebalance),
+                             ("complexity_scale", ComplexityScale), ("keep_of", KeepOf)):
             if getattr(self, name) not in choice.values():
                 raise ConfigError(f"config 'curation.{name}': got '{getattr(self, name)}', expected one of {', '.join(choice.values())}")
 
@@ -156,6 +189,26 @@ def _pick(strategy: Strategy, ratings: Ratings, rows: np.ndarray, k: int, seed: 
     return rows[np.sort(picked)]
 
 
+def quality_filter(ratings: Ratings, rows: np.ndarray, share: float) -> np.ndarray:
+    """A boolean mask over ``rows``: the ``round(share · N)`` highest-rated of them kept (``N``: the pool).
+
+    The dropped rows are the bottom of the ranking, which every objective declares the noise tail
+    (:class:`~lightning_alchemist.rater.signals.RankingEnds`); ties are broken by position (deterministic).
+    """
+    mask = np.ones(len(rows), dtype=bool)
+    want = int(round(share * len(ratings)))
+    if want >= len(rows):
+        return mask
+    order = np.argsort(-ratings.ratings[rows], kind="stable")
+    mask[order[want:]] = False
+    return mask
+
+
+def _quality_share(cfg: CurationConfig, keep: float) -> float:
+    """The quality filter's share of the pool: ``quality_keep``, or halfway between ``keep`` and 1."""
+    return float(cfg.quality_keep) if cfg.quality_keep is not None else 0.5 * (1.0 + min(float(keep), 1.0))
+
+
 def blas_threads(threads: Optional[int]) -> Any:
     """A context bounding the BLAS/OpenMP pools (k-means, the blocked similarities) to ``threads``; None: unchanged.
 
@@ -176,7 +229,7 @@ def curate(ratings: Ratings, embeddings: Embeddings, cfg: CurationConfig, strate
 
     ``strategy``: picks inside the survivors (or inside each cluster's budget); None = random.
     ``has_ratings``: False when ``ratings`` are constants (a rating-free strategy): ``which_to_keep=rating``
-    then falls back to the most central member. ``threads``: bound on the BLAS threads (the run's thread count).
+    then falls back to the most central member, and the quality filter does not run (nothing to filter by). ``threads``: bound on the BLAS threads (the run's thread count).
     """
     with blas_threads(threads):
         return _curate(ratings, embeddings, cfg, strategy, keep, seed, has_ratings)
@@ -214,23 +267,44 @@ def _curate(ratings: Ratings, embeddings: Embeddings, cfg: CurationConfig, strat
     stage[emb_rows] = STAGES.index("selection")
     alive = np.ones(len(emb_rows), dtype=bool)  # over emb_rows
     counts: dict[str, int] = {"pool": n, "no_embedding": int(n - len(emb_rows))}
+    quality = _quality_share(cfg, keep) if cfg.budgets and has_ratings else None
+    if quality is not None and quality >= 1.0:
+        quality = None  # quality_keep=1.0: no filter
+    if quality is not None:
+        tail = (ratings.ranking or {}).get("tail", "noise")
+        if tail != "noise":
+            raise ConfigError(f"curation quality filter: the ratings declare their tail '{tail}', not 'noise'; "
+                              "set curation.quality_keep=1.0 to budget without the filter")
+        passed = quality_filter(ratings, emb_rows, quality)
+        alive &= passed
+        stage[emb_rows[~passed]] = STAGES.index("quality")
+        counts["quality"] = int((~passed).sum())
+    else:
+        passed = alive.copy()
+    seen = int(alive.sum())  # what dedup sees (after the quality filter)
     if cfg.dedup:
         prio = priority(str(cfg.which_to_keep), distances, ratings.ratings[emb_rows] if has_ratings else None, cseed)
-        res = semdedup(vectors, labels, k, cfg.eps, prio, seed=cseed)
+        # among the filter's survivors only: a filtered-out copy must not displace its surviving twin
+        res = semdedup(vectors, labels, k, cfg.eps, prio, seed=cseed, alive=None if quality is None else alive)
+        gone = ~res.keep
+        dropped = emb_rows[gone]
         alive &= res.keep
-        dropped = emb_rows[~res.keep]
         stage[dropped] = STAGES.index("dedup")
-        dup_of[dropped] = emb_rows[res.dup_of[~res.keep]]
+        dup_of[dropped] = emb_rows[res.dup_of[gone]]
         counts["dedup"] = res.dropped
     survivors = emb_rows[alive]
+    if cfg.keep_of == "survivors" and seen:
+        # keep · N shrunk by the share dedup removed of what it saw: the copies' places are not refilled
+        target = min(int(round(target * len(survivors) / seen)), len(survivors))
     want = min(target, len(survivors))
     budgets = None
     complexity = None
     if cfg.budgets:
         sizes = np.bincount(labels[alive], minlength=k)
-        d_intra = intra_distances(labels, distances, k)  # spread measured on every member, copies included
+        # spread measured on every member that passed the quality filter, copies included (a cluster of copies is tight)
+        d_intra = intra_distances(labels[passed], distances[passed], k) if quality is not None else intra_distances(labels, distances, k)
         complexity = cluster_complexity(centroids, d_intra, cfg.neighbors)
-        budgets = cluster_budgets(sizes, complexity, want, cfg.tau, cfg.floor)
+        budgets = cluster_budgets(sizes, complexity, want, cfg.tau, cfg.floor, standardise=cfg.complexity_scale == "std")
         order, bounds = groups(labels[alive], k)
         chosen = []
         for j in range(k):
@@ -261,7 +335,7 @@ def _curate(ratings: Ratings, embeddings: Embeddings, cfg: CurationConfig, strat
         "name": cfg.name, "config": as_container(cfg), "counts": counts, "target": target,
         "short": bool(len(kept_rows) < target), "clusters": k, "mode": cfg.mode,
         "sizes_before": np.bincount(labels, minlength=k).tolist(),
-        "sizes_after_dedup": np.bincount(labels[alive], minlength=k).tolist(),
+        "sizes_after_dedup": np.bincount(labels[alive], minlength=k).tolist(), "quality_keep": quality,
         "sizes_kept": np.bincount(cluster_id[kept_rows], minlength=k).tolist(),
         "intra_distance": np.round(intra_distances(labels, distances, k), 5).tolist(),
     }

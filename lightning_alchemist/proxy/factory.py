@@ -55,7 +55,7 @@ def model_config(node: Any) -> Any:
         raise ConfigError("config 'model' is missing: pass model=star_tiny (or flux_tiny, star_40m, flux, ...)")
     if dataclasses.is_dataclass(node) and not isinstance(node, type):
         return node
-    from omegaconf import DictConfig, OmegaConf
+    from omegaconf import DictConfig
 
     if isinstance(node, DictConfig):
         missing = sorted(f"model.{k}" for k in _missing(node))

@@ -44,6 +44,20 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], tmp: Op
 _CLAIMED: dict[str, str] = {}
 
 
+def resume_checkpoint(folder: str | os.PathLike, resume: str = "auto") -> Optional[Path]:
+    """The ``last.ckpt`` an interrupted training left in ``folder`` to continue from (``resume="auto"``), or None.
+
+    ``resume="never"`` deletes what an interrupted run left there, so training starts from step 0.
+    """
+    import shutil
+
+    if resume == "never":
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    last = Path(folder) / "last.ckpt"
+    return last if last.is_file() else None
+
+
 def unique_dir(base: str) -> str:
     """``base``, or ``base_1``, ``base_2`` ...: the first folder this process creates itself (an atomic ``mkdir``).
 

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Optional
 from lightning_alchemist.config import DataConfig, as_container
 from lightning_alchemist.features.config import FeaturesConfig
 from lightning_alchemist.errors import ConfigError
+from lightning_alchemist.paths import resume_checkpoint
 from lightning_alchemist.runtime import distributed_guard, set_threads
 from lightning_alchemist.rater.config import RaterConfig, rater_config
 
@@ -214,7 +215,7 @@ def train_rater(datamodule: Any, proxy_cfg: Any, rater_cfg: Optional[RaterConfig
     )
     from lightning_alchemist.features.dataset import use_features
 
-    start = _resume_from(out / "rater_checkpoints", resume)
+    start = resume_checkpoint(out / "rater_checkpoints", resume)
     if start is not None and trainer.is_global_zero:
         print(f"resuming rater training from {start} (resume=auto; resume=never starts over)", flush=True)
     with distributed_guard("rater training", int(trainer.world_size)), \
@@ -225,17 +226,6 @@ def train_rater(datamodule: Any, proxy_cfg: Any, rater_cfg: Optional[RaterConfig
     if trainer.is_global_zero:
         print(f"rater trained ({rcfg.meta_gradient}, {rcfg.epochs} epochs) -> {path}")
     return path
-
-
-def _resume_from(folder: Path, resume: str) -> Optional[Path]:
-    """``folder/last.ckpt`` to continue from (``resume="auto"``); ``never`` deletes what an interrupted run left."""
-    import shutil
-
-    if resume == "never":
-        shutil.rmtree(folder, ignore_errors=True)
-        return None
-    last = folder / "last.ckpt"
-    return last if last.is_file() else None
 
 
 def score_pool(rater: Any, datamodule: Any, out: str | Path, devices: Optional[Mapping[str, Any]] = None,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from lightning_alchemist.paths import resume_checkpoint
 from lightning_alchemist.runtime import distributed_guard, set_threads
 from lightning_alchemist.target.trainer import TrainerConfig
 
@@ -37,21 +38,6 @@ def model_image_size(mcfg: Any) -> int:
     if mcfg.family == "star":
         return int(mcfg.tokenizer.patch_nums[-1] * 2 ** (len(mcfg.tokenizer.ch_mult) - 1))
     return int(getattr(mcfg, "image_size", 0)) or 0
-
-
-def resume_checkpoint(folder: Path, resume: str = "auto") -> Optional[Path]:
-    """The ``last.ckpt`` an interrupted training left in ``folder`` to continue from (``resume="auto"``), or None.
-
-    ``resume="never"`` deletes what an interrupted run left there, so training starts from step 0.
-    """
-    import shutil
-
-    last = Path(folder) / "last.ckpt"
-    if resume == "never":
-        if Path(folder).is_dir():
-            shutil.rmtree(folder)
-        return None
-    return last if last.is_file() else None
 
 
 def train_target(model: Any, finetune: Any, trainer: TrainerConfig, datamodule: Any, out: Path, seed: int = 0,

@@ -209,7 +209,7 @@ class T2IDataModule(L.LightningDataModule):
             dataset,
             batch_size=kwargs.pop("batch_size", self.cfg.batch_size),
             num_workers=self.cfg.num_workers,
-            collate_fn=collate,
+            collate_fn=kwargs.pop("collate_fn", collate),
             persistent_workers=self.cfg.num_workers > 0,
             worker_init_fn=seed_worker if self.cfg.num_workers > 0 else None,
             **kwargs,
@@ -236,8 +236,7 @@ class T2IDataModule(L.LightningDataModule):
         if self.cfg.style == "map":
             if self.cfg.batching == "mixed":
                 # (its order is a function of (seed, epoch); a resumed run restarts the interrupted epoch's order)
-                generator = torch.Generator().manual_seed(self.seed)
-                return self._loader(self.pool, sampler=self.mixed_sampler(), shuffle=False, drop_last=True, generator=generator)
+                return self._loader(self.pool, sampler=self.mixed_sampler(), shuffle=False, drop_last=True)
             sampler = EpochShuffleSampler(self.pool, seed=self.seed)
             restored, self._restored = self._restored or {}, None
             if restored.get("batches_done"):
@@ -304,9 +303,12 @@ class T2IDataModule(L.LightningDataModule):
         # batches within one shard: a sample's batch mates do not depend on which shards are skipped or on the rank count
         dataset, collate = self.serve(self.pool)
         batches = BatchedView(dataset, shard_batches(sampler, self.cfg.batch_size), collate)
-        return DataLoader(batches, batch_size=None, sampler=InOrder(len(batches)), num_workers=self.cfg.num_workers,
-                          persistent_workers=False, worker_init_fn=seed_worker if self.cfg.num_workers > 0 else None,
-                          generator=torch.Generator().manual_seed(self.seed))
+        return self._loader(batches, batch_size=None, sampler=InOrder(len(batches)), collate_fn=_as_is)
+
+
+def _as_is(batch: Any) -> Any:
+    """The loader's "collate" for items that are whole batches already (:class:`BatchedView`)."""
+    return batch
 
 
 def build_datamodule(cfg: Any, seed: int = 0, **kwargs: Any) -> T2IDataModule:

@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = ("official", "direct-loss", "direct-contrast", "direct-penalty", "rater-regression", "rater-contrast")
 # A variant may end in options: ``-p2`` (contrast partners), ``-b2`` (contrast beta), ``-nonull`` (no
-# empty-caption partner), ``-nodetail`` (direct scoring without the native-detail penalty, on by default),
-# e.g. ``direct-contrast-p2``.
+# empty-caption partner), ``-nodetail`` / ``-nonoise`` / ``-noempty`` (direct scoring without that image check,
+# each on by default), ``-nochecks`` (without any), e.g. ``direct-contrast-p2``.
 OBJECTIVE_OF = {"loss": "regression", "contrast": "contrast", "penalty": "penalty", "regression": "regression"}
 KEEPS = (0.5, 0.2)
 WARMUP_OVERRIDES: dict[str, Any] = {}  # --warmup KEY=VALUE (WarmupConfig fields)
@@ -105,50 +105,52 @@ def parse_variant(variant: str) -> tuple[str, str, dict]:
             opts["contrast_beta"] = float(p[1:])
         elif p == "nonull":
             opts["contrast_null"] = False
-        elif p == "nodetail":
-            opts["detail_weight"] = 0.0
+        elif p in ("nodetail", "nonoise", "noempty"):
+            opts[f"{p[2:]}_weight"] = 0.0
+        elif p == "nochecks":
+            opts.update(detail_weight=0.0, noise_weight=0.0, empty_weight=0.0)
         else:
-            raise SystemExit(f"variant '{variant}': unknown option '{p}' (use -pN, -bX, -nonull, -nodetail)")
+            raise SystemExit(f"variant '{variant}': unknown option '{p}' (use -pN, -bX, -nonull, -nodetail, -nonoise, "
+                             "-noempty, -nochecks)")
     return parts[0], (parts[1] if len(parts) > 1 else ""), opts
 
 
-def detail_inputs(env: dict) -> tuple[Any, Any]:
-    """``(reference, logd)``: the validation split's native-detail reference and each pool sample's log detail
-    share (aligned with the pool encodes; computed once per dataset and kept in ``env``)."""
+def check_inputs(env: dict) -> tuple[dict, dict]:
+    """``(references, statistics)``: the validation split's image-check references and each pool sample's
+    statistics (aligned with the pool encodes; computed once per dataset and kept in ``env``)."""
     import torch
     from torch.utils.data import DataLoader
 
     from lightning_alchemist.data.sample import collate_samples
-    from lightning_alchemist.rater.detail import dataset_detail_reference, log_detail
+    from lightning_alchemist.rater.detail import CHECKS, dataset_image_references, image_statistics
 
-    if "detail" not in env:
+    if "checks" not in env:
         dm = env["dm"]
-        ref = dataset_detail_reference(dm.val)
-        got: dict[str, float] = {}
+        refs = dataset_image_references(dm.val)
+        got: dict[str, dict[str, float]] = {n: {} for n in CHECKS}
         for b in DataLoader(dm.pool, batch_size=256, shuffle=False, num_workers=0, collate_fn=collate_samples):
             if len(b["key"]):
-                got.update(zip(b["key"], log_detail(b["image"]).tolist()))
-        env["detail"] = (ref, torch.tensor([got[k] for k in env["pool"].keys]))
-    return env["detail"]
+                for n, v in image_statistics(b["image"]).items():
+                    got[n].update(zip(b["key"], v.tolist()))
+        env["checks"] = (refs, {n: torch.tensor([got[n][k] for k in env["pool"].keys]) for n in CHECKS})
+    return env["checks"]
 
 
 def direct(env: dict, objective: str, proxy: Any, reference: Any, seed: int, opts: dict, batch_size: int = 32) -> tuple[np.ndarray, float]:
     """Ratings of every pool sample by the frozen proxy (ProxyScorer on encoded batches in file order), with
-    the native-detail penalty of the default config unless ``opts`` turns it off."""
+    the image checks of the default config unless ``opts`` turns them off."""
     import torch
 
-    from lightning_alchemist.rater.config import RaterConfig
     from lightning_alchemist.rater.direct import ProxyScorer
 
-    use_detail = float(opts.get("detail_weight", RaterConfig.detail_weight)) > 0
-    ref, logd = detail_inputs(env) if use_detail else (None, None)
-    info = {"detail": ref.as_dict()} if ref is not None else None
+    refs, stats = check_inputs(env)
+    info = {"image_checks": {n: r.as_dict() for n, r in refs.items()}}
     scorer = ProxyScorer(proxy, {"objective": objective, "seed": seed, **opts}, reference=reference, info=info)
     t0 = time.perf_counter()
     out = []
     with torch.inference_mode():
         for i, enc in enumerate(env["pool"].batches(batch_size)):
-            part = logd[i * batch_size : i * batch_size + len(enc["key"])] if logd is not None else None
+            part = {n: v[i * batch_size : i * batch_size + len(enc["key"])] for n, v in stats.items()}
             out.append(scorer.rate_encoded(enc, i, part))
     return torch.cat(out).numpy(), time.perf_counter() - t0
 

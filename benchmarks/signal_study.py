@@ -10,7 +10,8 @@ check (:mod:`lightning_alchemist.rater.detail`), and tabulates, mean over the se
 1. per-scale losses and caption gains: which STAR scale sees which defect (AUC clean-above-kind);
 2. the contrast's knobs: β, partners (2/4/8 rolled captions), the empty caption's share, per-scale
    standardisation, a cap on the caption gain;
-3. the native-detail penalty (threshold, weight) on top of the contrast;
+3. the model-free image checks on top of the contrast: native detail (threshold, weight), then the noise
+   level and the near-empty check (threshold);
 4. the selection rule on the final ranking: top-K vs Shift-Gaussian (``head=auto``: n 0, µ 0) at σ 0.1–0.3,
    a small dropped head, the paper's head; and what lies in each band of the ranking.
 
@@ -78,15 +79,15 @@ def per_scale_contrast(p: dict, beta: float = 1.0) -> np.ndarray:
     return -ls + beta * g
 
 
-def detail_of(data: str, pool: int) -> tuple[Any, dict[str, float]]:
-    """The validation split's detail reference and each pool key's log detail share."""
+def checks_of(data: str, pool: int) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """The validation split's image-check references (``detail``, ``noise``, ``empty``) and each pool key's statistics."""
     import rater_signal as rs
     from torch.utils.data import DataLoader
 
     from lightning_alchemist.cli import check_overrides
     from lightning_alchemist.data.datamodule import build_datamodule
     from lightning_alchemist.data.sample import collate_samples
-    from lightning_alchemist.rater.detail import dataset_detail_reference, log_detail
+    from lightning_alchemist.rater.detail import CHECKS, dataset_image_references, image_statistics
     from lightning_alchemist.schema import validate
 
     overrides = [f"data={data}"] + ([f"data.{data}.num_pool={pool}"] if pool else [])
@@ -94,11 +95,12 @@ def detail_of(data: str, pool: int) -> tuple[Any, dict[str, float]]:
     dm = build_datamodule(cfg.data, seed=0)
     dm.prepare_data()
     dm.setup("fit")
-    ref = dataset_detail_reference(dm.val)
-    got: dict[str, float] = {}
+    refs = dataset_image_references(dm.val)
+    got: dict[str, dict[str, float]] = {n: {} for n in CHECKS}
     for b in DataLoader(dm.pool, batch_size=256, shuffle=False, num_workers=0, collate_fn=collate_samples):
-        got.update(zip(b["key"], log_detail(b["image"]).tolist()))
-    return ref, got
+        for n, v in image_statistics(b["image"]).items():
+            got[n].update(zip(b["key"], v.tolist()))
+    return refs, got
 
 
 def mean_rows(rows: list[dict]) -> dict[str, Any]:
@@ -123,7 +125,7 @@ def table(title: str, named: dict[str, dict], kinds_order: list[str]) -> list[st
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from lightning_alchemist.rater.detail import detail_penalty
+    from lightning_alchemist.rater.detail import CHECKS, detail_penalty, robust_penalty
     from lightning_alchemist.selection.ratings import Ratings
     from lightning_alchemist.selection.strategies import ShiftGaussian, TopK
 
@@ -148,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         if not dumps:
             print(f"no dumps for {name} under {args.probe}")
             continue
-        ref, logd_of = detail_of(name, int(pool or 0))
+        refs, stats_of = checks_of(name, int(pool or 0))
+        ref = refs["detail"]
         per: dict[str, list] = {}
         sel_rows: dict[str, list] = {}
         band_rows: dict[str, list] = {}
@@ -157,8 +160,13 @@ def main(argv: list[str] | None = None) -> int:
             d = dict(np.load(f, allow_pickle=True))
             kinds = d["kinds"].astype(str)
             kinds_order = ["clean", *sorted(set(kinds.tolist()) - {"clean"})]
-            logd = torch.tensor([logd_of[str(k)] for k in d["keys"]])
+            stats = {n: torch.tensor([v[str(k)] for k in d["keys"]]) for n, v in stats_of.items()}
+            logd = stats["detail"]
             pen = lambda t, w: detail_penalty(logd, ref, t, w).numpy()  # noqa: E731
+
+            def check(n: str, t: float, w: float = 4.0) -> np.ndarray:
+                return robust_penalty(stats[n], refs[n], CHECKS[n].side, t, w).numpy()
+
             pp = {P: parts(d, P) for P in (2, 4, 8)}
             c = pp[2]
             cand: dict[str, Callable[[], np.ndarray]] = {}
@@ -179,9 +187,14 @@ def main(argv: list[str] | None = None) -> int:
             for t in (1.5, 2.0, 3.0):
                 for w in (1.0, 4.0):
                     cand[f"contrast − detail penalty (threshold {t:g}, weight {w:g})"] = lambda t=t, w=w: contrast(c) - pen(t, w)
+            for t in (2.0, 3.0, 5.0):
+                cand[f"contrast − detail (2, 4) − noise penalty (threshold {t:g}, weight 4)"] = lambda t=t: contrast(c) - pen(2.0, 4.0) - check("noise", t)
+            for t in (2.0, 3.0, 5.0):
+                cand[f"contrast − detail (2, 4) − empty penalty (threshold {t:g}, weight 4)"] = lambda t=t: contrast(c) - pen(2.0, 4.0) - check("empty", t)
+            final = contrast(c) - pen(2.0, 4.0) - check("noise", 3.0) - check("empty", 3.0)
+            cand["contrast − detail (2, 4) − noise (3, 4) − empty (3, 4): the default"] = lambda: final
             for key, fn in cand.items():
                 per.setdefault(key, []).append(evaluate(fn(), kinds))
-            final = contrast(c) - pen(2.0, 4.0)
             order = np.argsort(-final, kind="stable")
             n = len(final)
             for lo, hi in ((0, 0.05), (0.05, 0.2), (0.2, 0.4), (0.4, 0.5), (0.5, 0.6)):
@@ -202,9 +215,11 @@ def main(argv: list[str] | None = None) -> int:
                                                        "defect_share": float((kinds[mask] != "clean").mean())})
         seeds = [s for s, _ in dumps]
         lines += ["", f"## {name} (pool {len(kinds)}, defect share {(kinds != 'clean').mean():.3f}; seeds {seeds})", "",
-                  f"Detail reference (validation split, {ref.n} images): median log10 share {ref.median:.2f}, robust spread {ref.spread:.2f}."]
+                  f"Image-check references (validation split, {ref.n} images; median / robust spread): "
+                  + ", ".join(f"{n} {r.median:.2f} / {r.spread:.2f}" for n, r in refs.items())
+                  + " (detail: log10 share; noise: grey levels; empty: log10 grey-level std)."]
         lines += table("Signals (top-K at keep 0.5)", {k: mean_rows(v) for k, v in per.items()}, kinds_order)
-        lines += table("Selection rules on the final ranking (contrast − detail penalty 2 / 4), keep 0.5",
+        lines += table("Selection rules on the final ranking (the default: contrast − the three image checks), keep 0.5",
                        {k: mean_rows(v) for k, v in sel_rows.items()}, kinds_order)
         lines += ["", "### What lies in each band of the final ranking (share of the band)", "",
                   "| band | " + " | ".join(kinds_order) + " |", "|---|" + "---:|" * len(kinds_order)]

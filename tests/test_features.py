@@ -167,10 +167,10 @@ def test_scoring_reads_the_cache_and_rates_the_same(encoded, dm, tmp_path, monke
     ra, rb = Ratings.read(a["ratings"]), Ratings.read(b["ratings"])
     assert list(ra.keys) == list(rb.keys) and len(ra.keys) == len(dm.pool)
     torch.testing.assert_close(torch.as_tensor(rb.ratings), torch.as_tensor(ra.ratings), rtol=0, atol=1e-5)
-    # a scorer whose native-detail penalty measures the images decodes them: the cache is not read
+    # a scorer whose image checks measure the images decodes them: the cache is not read
     from lightning_alchemist.rater.detail import DetailReference
 
-    scorer.detail = DetailReference(median=-1.0, spread=0.2, n=100)
+    scorer.checks = {"detail": (DetailReference(median=-1.0, spread=0.2, n=100), 2.0, 4.0)}
     calls.clear()
     c = score_pool(scorer, dm, tmp_path / "detail", devices=CPU, features=store)
     rc = Ratings.read(c["ratings"])

@@ -1,4 +1,5 @@
-"""Native-resolution detail: the measure, its reference and penalty, and the direct scorer applying it."""
+"""Model-free image checks (native detail, noise, near-empty): the measures, references and penalties, and the
+direct scorer applying them."""
 
 from __future__ import annotations
 
@@ -9,11 +10,16 @@ import torch.nn.functional as F
 from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.rater.config import rater_config
 from lightning_alchemist.rater.detail import (
+    CHECKS,
     DetailReference,
     detail_penalty,
     detail_reference,
     detail_share,
+    image_references,
+    log_contrast,
     log_detail,
+    noise_level,
+    robust_penalty,
 )
 from lightning_alchemist.rater.direct import ProxyScorer
 from lightning_alchemist.rater.scoring import score
@@ -116,3 +122,72 @@ def test_scorer_penalises_images_without_detail_and_records_the_reference(tmp_pa
     dm = ToyScoreData(num_shards=1, per_shard=8, batch_size=8)
     score(on, dm, tmp_path / "ratings", trainer_kwargs={"enable_progress_bar": False})
     assert len(Ratings.read(tmp_path / "ratings")) == 8
+
+
+def test_noise_level_reads_added_noise_in_grey_levels_and_ignores_edges():
+    sharp = _scenes(32)
+    g = torch.Generator().manual_seed(2)
+    assert noise_level(sharp).max() < 0.5  # flat regions and sharp edges: no noise
+    for sigma in (5.0, 20.0):
+        noisy = (sharp + torch.randn(sharp.shape, generator=g) * sigma / 127.5).clamp(-1, 1)
+        # grey = mean of 3 channels: the per-pixel sigma falls by sqrt(3); clipping lowers it a little more
+        assert noise_level(noisy).median() == pytest.approx(sigma / 3**0.5, rel=0.3)
+    pepper = sharp.clone()
+    mask = torch.rand(32, 1, 32, 32, generator=g) < 0.3
+    pepper[mask.expand_as(pepper)] = 1.0
+    assert noise_level(pepper).min() > 5 * noise_level(sharp).max() + 5
+
+
+def test_log_contrast_finds_near_empty_images():
+    scenes = _scenes(16)
+    plain = torch.full((16, 3, 32, 32), 0.2) + torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 / 127.5
+    assert log_contrast(scenes).min() > 0.9 and log_contrast(plain).max() < 0.5
+    assert log_contrast(torch.zeros(1, 3, 8, 8)).item() == pytest.approx(-2.0)  # floored
+
+
+def test_image_references_and_penalties_by_side():
+    refs = image_references([_scenes(seed=0), _scenes(seed=1)])
+    assert set(refs) == set(CHECKS) == {"detail", "noise", "empty"}
+    assert refs["detail"] == detail_reference([_scenes(seed=0), _scenes(seed=1)])
+    assert refs["noise"].spread == pytest.approx(1.0)  # clean renders: no noise, the one-grey-level floor
+    ref = DetailReference(0.0, 1.0, 10)
+    v = torch.tensor([-5.0, 0.0, 5.0])
+    assert robust_penalty(v, ref, "low", 3.0, 2.0).tolist() == [4.0, 0.0, 0.0]
+    assert robust_penalty(v, ref, "high", 3.0, 2.0).tolist() == [0.0, 0.0, 4.0]
+    with pytest.raises(ValueError, match="side"):
+        robust_penalty(v, ref, "both")
+    with pytest.raises(ValueError, match="no images"):
+        image_references([])
+
+
+def test_scorer_applies_every_check_on_its_side(tmp_path):
+    torch.manual_seed(0)
+    proxy = ToyProxy()
+    batch, _ = _toy_batch(16)
+    # blocky clean images (4x4 random cells, nearest-upscaled): no pixel noise, clear contrast
+    cells = torch.rand(16, 3, 4, 4, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    batch = dict(batch, image=F.interpolate(cells, scale_factor=2, mode="nearest"))
+    refs = image_references([batch["image"]])
+    info = {"image_checks": {k: r.as_dict() for k, r in refs.items()}}
+    cfg = {"objective": "contrast", "contrast_partners": 2}
+    on = ProxyScorer(proxy, cfg, info=info)
+    off = ProxyScorer(proxy, {**cfg, "detail_weight": 0.0, "noise_weight": 0.0, "empty_weight": 0.0}, info=info)
+    assert set(on.checks) == set(CHECKS) and not off.checks and not off.needs_images and on.needs_images
+    g = torch.Generator().manual_seed(4)
+    noisy = dict(batch, image=(batch["image"] + torch.randn(batch["image"].shape, generator=g) * 0.3).clamp(-1, 1))
+    empty = dict(batch, image=torch.zeros_like(batch["image"]))
+    for bad in (noisy, empty):
+        drop = off.predict_step(bad, 0)["rating"] - on.predict_step(bad, 0)["rating"]
+        assert drop.min() > 1.0  # every image penalised
+    # the clean batch itself loses nothing but for an outlier of its own reference; each reference is in the signature
+    same = (on.predict_step(batch, 0)["rating"] - off.predict_step(batch, 0)["rating"]).abs() < 1e-4
+    assert same.sum() >= 14
+    assert {"detail", "noise", "empty", "noise_weight"} <= set(on.scoring_signature())
+    # one check off: only its penalty goes
+    no_noise = ProxyScorer(proxy, {**cfg, "noise_weight": 0.0}, info=info)
+    assert set(no_noise.checks) == {"detail", "empty"}
+    # a checkpoint from before the image checks (detail alone) still scores, with the detail check only
+    old = ProxyScorer(proxy, cfg, info={"detail": refs["detail"].as_dict()})
+    assert set(old.checks) == {"detail"}
+    again = ProxyScorer.from_checkpoint(torch.load(on.save(tmp_path / "rater.ckpt"), weights_only=False), proxy=proxy)
+    assert again.checks == on.checks

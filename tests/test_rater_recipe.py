@@ -77,8 +77,9 @@ def test_default_rater_warms_up_then_scores_directly(tmp_path, small_shapes, sma
     assert scorer.info["warmup"]["steps_run"] == 6
     # encode once: the recipe's encode stage wrote the feature cache and the warm-up read its split from it
     assert scorer.info["encodes_val"].get("features") and list((out / "cache" / "features").glob("*/stage.json"))
-    # the native-detail reference of the validation split, which the scorer's penalty reads
-    assert scorer.detail is not None and scorer.detail.n == len(small_shapes.val) and scorer.detail.spread > 0
+    # the image checks' references of the validation split, which the scorer's penalties read
+    assert set(scorer.checks) == {"detail", "noise", "empty"}
+    assert all(ref.n == len(small_shapes.val) and ref.spread > 0 for ref, _, _ in scorer.checks.values())
     # the warm-up curve (held-out loss at steps 3 and 6) where the report reads rater curves
     rows = list(csv.DictReader(open(out / "rater_logs" / "version_0" / "metrics.csv")))
     assert [r["step"] for r in rows] == ["3", "6"] and all(float(r["warmup/holdout_loss"]) > 0 for r in rows)

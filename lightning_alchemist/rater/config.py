@@ -142,6 +142,14 @@ class RaterConfig:
     # AUC clean-above-degraded 0.58 -> 0.87 (shapes) and 0.49 -> 0.98 (glyphs); weight in the contrast's nats.
     detail_weight: float = 4.0
     detail_threshold: float = 2.0
+    # The same for two more model-free checks against the validation split (lightning_alchemist.rater.detail):
+    # ``noise``: Donoho's noise estimate far ABOVE the reference (heavy pixel noise, which the proxy rated above
+    # clean text renders; glyphs noise kept 17 % -> 0 %, shapes chaotic 2 % -> 0 %); ``empty``: the grey-level
+    # contrast far BELOW it (near-empty frames; shapes plain kept 19 % -> 0 %). benchmarks/results/rater_detail_checks.md.
+    noise_weight: float = 4.0
+    noise_threshold: float = 3.0
+    empty_weight: float = 4.0
+    empty_threshold: float = 3.0
     # ``rater``: the trained rater network scores (amortised); ``proxy``: the frozen warmed-up proxy
     # scores every sample with the objective's signal (no rater training; pools small enough).
     score_with: ScoreWith = ScoreWith.proxy
@@ -204,8 +212,11 @@ def validate_rater_config(cfg: RaterConfig) -> RaterConfig:
         raise ConfigError(
             f"config 'rater.warmup.continuation': got '{cfg.warmup.continuation}', expected one of {', '.join(WARMUP_CONTINUATIONS)}"
         )
-    if cfg.detail_weight < 0 or cfg.detail_threshold < 0:
-        raise ConfigError(f"config 'rater.detail_weight' ({cfg.detail_weight}) and 'rater.detail_threshold' ({cfg.detail_threshold}) must be >= 0; detail_weight=0 turns the check off")
+    for check in ("detail", "noise", "empty"):
+        weight, threshold = getattr(cfg, f"{check}_weight"), getattr(cfg, f"{check}_threshold")
+        if weight < 0 or threshold < 0:
+            raise ConfigError(f"config 'rater.{check}_weight' ({weight}) and 'rater.{check}_threshold' ({threshold}) "
+                              f"must be >= 0; {check}_weight=0 turns the check off")
     if cfg.contrast_partners < 1 or cfg.contrast_beta < 0:
         raise ConfigError("config 'rater.contrast_partners' must be >= 1 and 'rater.contrast_beta' >= 0")
     if not 0.0 <= cfg.warmup.holdout < 1.0 or cfg.warmup.steps < 0:

@@ -1,4 +1,4 @@
-"""Native-resolution detail: the model-free check that finds blurred and upscaled images.
+"""Model-free image checks: native-resolution detail, pixel noise, near-empty images.
 
 The proxy cannot see blur at the sizes it trains on: STAR's tokenizer at 32 px has a 4×4 latent
 (8-pixel cells), and its last scale's loss on heavily blurred or 8×-downscaled images equals that of
@@ -11,27 +11,55 @@ smaller one, has almost none. :func:`detail_share` measures that share:
     d = ‖x − up₂(down₂(x))‖² / ‖x − mean(x)‖²   (grey level, 2× box down, bilinear up)
 
 and the rating subtracts a penalty for images whose ``log10 d`` lies far *below* what the clean
-reference split shows (robust z under ``−threshold``; :func:`detail_penalty`). Only the low side is
-penalised: the high side (noise, clutter) is the proxy's to judge, and a sharp clean photo must not
-lose rating for being sharp. The reference (median and MAD of ``log10 d`` over the validation split)
-is computed once with the warm-up and stored in the scorer's checkpoint, so a rating stays a
-function of the sample alone (DESIGN.md §1: ratings are batch-independent).
+reference split shows (robust z under ``−threshold``; :func:`detail_penalty`). Only the low side of
+the detail share is penalised: a sharp clean photo must not lose rating for being sharp.
+
+Two more statistics cover what the proxy only half sees (``benchmarks/results/rater_detail_checks.md``):
+
+- :func:`noise_level`: Donoho's robust estimate of additive pixel noise, ``median |HH| / 0.6745`` over
+  the finest diagonal Haar band, in 8-bit grey levels. Edges and text barely move a median, so clean
+  renders and photos sit near their sensor noise; heavy Gaussian or salt-and-pepper noise sits far
+  *above* the reference (penalised on the high side). The proxy rated noisy text renders above clean
+  ones 16 % of the time (their caption still explains the text under the noise).
+- :func:`log_contrast`: ``log10`` of the grey-level standard deviation, in grey levels: a near-empty
+  image (a plain background, a blank frame) lies far *below* the reference (penalised on the low side).
+
+Each reference (median and robust spread, 1.4826·MAD, over the validation split) is computed once
+with the warm-up and stored in the scorer's checkpoint, so a rating stays a function of the sample
+alone (DESIGN.md §1: ratings are batch-independent). Images are as the datamodule gives them, in
+``[-1, 1]``; the detail share is scale-free, the other two are read in 8-bit grey levels.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["DetailReference", "dataset_detail_reference", "detail_penalty", "detail_reference", "detail_share", "log_detail"]
+__all__ = [
+    "CHECKS",
+    "DetailReference",
+    "dataset_detail_reference",
+    "dataset_image_references",
+    "detail_penalty",
+    "detail_reference",
+    "detail_share",
+    "image_references",
+    "image_statistics",
+    "log_contrast",
+    "log_detail",
+    "noise_level",
+    "robust_penalty",
+]
 
 # Floor of the share before the log: a flat image (no variance) has no detail to speak of.
 _FLOOR = 1e-6
+# [-1, 1] images to 8-bit grey levels.
+_GREY_LEVELS = 127.5
 
 
 def _grey(images: Tensor) -> Tensor:
@@ -66,9 +94,29 @@ def log_detail(images: Tensor) -> Tensor:
     return detail_share(images).clamp_min(_FLOOR).log10()
 
 
+def noise_level(images: Tensor) -> Tensor:
+    """``[B]``: the robust noise estimate ``median |HH| / 0.6745`` of each image's grey level (HH: the finest
+    diagonal Haar band), in 8-bit grey levels of ``[-1, 1]`` images; 0 for clean renders, tens for heavy noise."""
+    g = _grey(images)[:, 0] * _GREY_LEVELS
+    h, w = (g.shape[-2] // 2) * 2, (g.shape[-1] // 2) * 2
+    if h < 2 or w < 2:
+        raise ValueError(f"noise_level: images must be at least 2x2 pixels, got {tuple(images.shape[-2:])}")
+    g = g[:, :h, :w]
+    hh = (g[:, 0::2, 0::2] - g[:, 0::2, 1::2] - g[:, 1::2, 0::2] + g[:, 1::2, 1::2]) / 2
+    return hh.abs().flatten(1).median(dim=1).values / 0.6745
+
+
+def log_contrast(images: Tensor) -> Tensor:
+    """``[B]``: ``log10`` of each image's grey-level standard deviation in 8-bit grey levels of ``[-1, 1]``
+    images (floored at 0.01): about 1.5–2 for a scene, under 0.5 for a plain background."""
+    g = _grey(images) * _GREY_LEVELS
+    return g.flatten(1).std(dim=1, unbiased=False).clamp_min(0.01).log10()
+
+
 @dataclass(frozen=True)
 class DetailReference:
-    """Where clean images' ``log10`` detail share lies: its median and robust spread (1.4826·MAD)."""
+    """Where clean images' statistic lies (the ``log10`` detail share, or another check's): its median and
+    robust spread (1.4826·MAD, floored)."""
 
     median: float
     spread: float
@@ -84,33 +132,91 @@ class DetailReference:
         return cls(float(d["median"]), float(d["spread"]), int(d.get("n", 0)))
 
 
+def _robust(values: list[Tensor], floor: float) -> DetailReference:
+    v = torch.cat(values).double()
+    med = float(v.median())
+    mad = float((v - med).abs().median()) * 1.4826
+    # a split of near-identical images has no spread: keep the z finite with the statistic's tolerance
+    return DetailReference(med, max(mad, floor), int(v.numel()))
+
+
 def detail_reference(batches: Iterable[Tensor]) -> DetailReference:
     """The reference of a split from its image batches (``[B, C, H, W]`` each; e.g. the validation split)."""
     values = [log_detail(b) for b in batches if b is not None and len(b)]
     if not values:
         raise ValueError("detail_reference: no images given; the reference needs the validation split's images")
-    v = torch.cat(values).double()
-    med = float(v.median())
-    mad = float((v - med).abs().median()) * 1.4826
-    # a split of near-identical images has no spread: keep the z finite (0.05 dex is a tiny tolerance)
-    return DetailReference(med, max(mad, 0.05), int(v.numel()))
+    return _robust(values, CHECKS["detail"].floor)
+
+
+def robust_penalty(values: Tensor, ref: DetailReference, side: str, threshold: float = 2.0, weight: float = 1.0) -> Tensor:
+    """``[B]``: ``weight · max(0, s·z − threshold)`` with ``z = (values − median) / spread`` and ``s`` −1 for a
+    ``"low"`` check (penalise what lies far below the reference), +1 for a ``"high"`` one."""
+    if side not in ("low", "high"):
+        raise ValueError(f"robust_penalty: side must be 'low' or 'high', got {side!r}")
+    if not math.isfinite(ref.spread) or ref.spread <= 0:
+        raise ValueError(f"robust_penalty: the reference spread must be positive, got {ref.spread}")
+    z = (values.double() - ref.median) / ref.spread
+    z = -z if side == "low" else z
+    return (weight * (z - threshold).clamp_min(0.0)).to(values.dtype)
 
 
 def detail_penalty(logd: Tensor, ref: DetailReference, threshold: float = 2.0, weight: float = 1.0) -> Tensor:
     """``[B]``: ``weight · max(0, −z − threshold)`` with ``z = (logd − median) / spread``: zero for every
     image within ``threshold`` robust deviations below the reference (or above it), growing linearly
     with how far below it lies."""
-    if not math.isfinite(ref.spread) or ref.spread <= 0:
-        raise ValueError(f"detail_penalty: the reference spread must be positive, got {ref.spread}")
-    z = (logd.double() - ref.median) / ref.spread
-    return (weight * (-z - threshold).clamp_min(0.0)).to(logd.dtype)
+    return robust_penalty(logd, ref, "low", threshold, weight)
 
 
-def dataset_detail_reference(dataset: Any, batch_size: int = 256) -> DetailReference:
-    """:func:`detail_reference` of a map-style dataset's images (undecodable samples are skipped by the collate)."""
+@dataclass(frozen=True)
+class Check:
+    """One model-free image check: its statistic, which side of the reference is penalised, the spread's floor."""
+
+    statistic: Callable[[Tensor], Tensor]
+    side: str
+    floor: float
+
+
+# name -> check; the names are the scorer's config prefixes (rater.<name>_weight, rater.<name>_threshold)
+CHECKS: dict[str, Check] = {
+    "detail": Check(log_detail, "low", 0.05),   # blurred / upscaled (0.05 dex)
+    "noise": Check(noise_level, "high", 1.0),   # heavy pixel noise (one grey level: quantisation)
+    "empty": Check(log_contrast, "low", 0.05),  # near-empty images (0.05 dex)
+}
+
+
+def image_statistics(images: Tensor, names: Iterable[str] = tuple(CHECKS)) -> dict[str, Tensor]:
+    """``{name: [B]}``: the statistics of the checks named (see :data:`CHECKS`) on one batch of images."""
+    return {n: CHECKS[n].statistic(images) for n in names}
+
+
+def image_references(batches: Iterable[Tensor], names: Iterable[str] = tuple(CHECKS)) -> dict[str, DetailReference]:
+    """``{name: reference}`` of a split from its image batches, one pass for every check named."""
+    names = list(names)
+    values: dict[str, list[Tensor]] = {n: [] for n in names}
+    for b in batches:
+        if b is None or not len(b):
+            continue
+        for n, v in image_statistics(b, names).items():
+            values[n].append(v)
+    if not names or not values[names[0]]:
+        raise ValueError("image_references: no images given; the references need the validation split's images")
+    return {n: _robust(values[n], CHECKS[n].floor) for n in names}
+
+
+def _image_batches(dataset: Any, batch_size: int) -> Iterable[Tensor]:
     from torch.utils.data import DataLoader
 
     from lightning_alchemist.data.sample import collate_samples
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=collate_samples)
-    return detail_reference(b["image"] for b in loader if len(b.get("key") or []))
+    return (b["image"] for b in loader if len(b.get("key") or []))
+
+
+def dataset_detail_reference(dataset: Any, batch_size: int = 256) -> DetailReference:
+    """:func:`detail_reference` of a map-style dataset's images (undecodable samples are skipped by the collate)."""
+    return detail_reference(_image_batches(dataset, batch_size))
+
+
+def dataset_image_references(dataset: Any, names: Iterable[str] = tuple(CHECKS), batch_size: int = 256) -> dict[str, DetailReference]:
+    """:func:`image_references` of a map-style dataset's images, one decoding pass."""
+    return image_references(_image_batches(dataset, batch_size), names)

@@ -24,7 +24,7 @@ import torch
 from lightning_alchemist.errors import DataError
 from lightning_alchemist.proxy.base import Batch, T2IProxy
 from lightning_alchemist.rater.config import RaterConfig, rater_config
-from lightning_alchemist.rater.detail import DetailReference, detail_penalty, log_detail
+from lightning_alchemist.rater.detail import CHECKS, DetailReference, image_statistics, robust_penalty
 from lightning_alchemist.rater.module import encode_batch
 from lightning_alchemist.rater.signals import RankingEnds, ends_of, proxy_signal
 
@@ -58,11 +58,12 @@ class ProxyScorer(pl.LightningModule):
 
     Args:
         proxy: the warmed-up proxy (frozen here).
-        cfg: the ``rater`` config: ``objective``, ``contrast_beta``, ``contrast_partners``, ``seed``,
-            ``detail_weight``, ``detail_threshold``.
+        cfg: the ``rater`` config: ``objective``, ``contrast_beta``, ``contrast_partners``, ``seed``, and each
+            image check's ``<check>_weight`` and ``<check>_threshold`` (``detail``, ``noise``, ``empty``).
         reference: the pool-trained reference proxy (``objective: penalty``).
-        info: the warm-up's results; ``info["detail"]`` (a :class:`DetailReference` as a dict, from the
-            validation split) turns on the native-detail penalty when ``cfg.detail_weight > 0``.
+        info: the warm-up's results; ``info["image_checks"]`` (``{check: DetailReference dict}`` of the
+            validation split; a checkpoint from before it has ``info["detail"]`` alone) turns each image check
+            on whose weight is > 0.
     """
 
     def __init__(self, proxy: T2IProxy, cfg: Union[RaterConfig, dict, Any] = None, reference: Optional[T2IProxy] = None,
@@ -81,8 +82,21 @@ class ProxyScorer(pl.LightningModule):
 
             raise ConfigError("config 'rater.objective=penalty' scores with the reference proxy: pass reference=... (a pool warm-up)")
         self.ends: RankingEnds = ends_of(self.cfg.objective)
-        # No reference (a checkpoint from before the check, or detail_weight 0): ratings without the penalty.
-        self.detail = DetailReference.from_dict(self.info.get("detail")) if self.cfg.detail_weight > 0 else None
+        # name -> (reference, threshold, weight) of the image checks on; a check without a reference (a checkpoint
+        # from before it) or with weight 0 is off: ratings without its penalty.
+        refs = dict(self.info.get("image_checks") or {})
+        if not refs and self.info.get("detail"):
+            refs = {"detail": self.info["detail"]}
+        self.checks: dict[str, tuple[DetailReference, float, float]] = {}
+        for name in CHECKS:
+            ref, weight = DetailReference.from_dict(refs.get(name)), float(getattr(self.cfg, f"{name}_weight"))
+            if ref is not None and weight > 0:
+                self.checks[name] = (ref, float(getattr(self.cfg, f"{name}_threshold")), weight)
+
+    @property
+    def detail(self) -> Optional[DetailReference]:
+        """The native-detail check's reference, when that check is on."""
+        return self.checks["detail"][0] if "detail" in self.checks else None
 
     # ----------------------------------------------------------------------------- checkpoint
     def save(self, path: str | Path) -> Path:
@@ -124,8 +138,8 @@ class ProxyScorer(pl.LightningModule):
 
     @property
     def needs_images(self) -> bool:
-        """Whether scoring reads the decoded images (the native-detail penalty), not only cached encoder features."""
-        return self.detail is not None
+        """Whether scoring reads the decoded images (the image checks), not only cached encoder features."""
+        return bool(self.checks)
 
     def scoring_signature(self) -> dict[str, Any]:
         """What besides the weights changes a rating (part of the scoring fingerprint)."""
@@ -133,8 +147,8 @@ class ProxyScorer(pl.LightningModule):
         if self.cfg.objective == "contrast":
             sig.update(beta=self.cfg.contrast_beta, partners=self.cfg.contrast_partners, null=self.cfg.contrast_null,
                        draws="by_keys")
-        if self.detail is not None:
-            sig.update(detail=self.detail.as_dict(), detail_weight=self.cfg.detail_weight, detail_threshold=self.cfg.detail_threshold)
+        for name, (ref, threshold, weight) in self.checks.items():
+            sig.update({name: ref.as_dict(), f"{name}_weight": weight, f"{name}_threshold": threshold})
         return sig
 
     def _generators(self, batch_idx: int, keys: Optional[Sequence[str]] = None):
@@ -148,17 +162,18 @@ class ProxyScorer(pl.LightningModule):
 
         return make
 
-    def rate_encoded(self, encoded: dict[str, Any], batch_idx: int = 0, logd: Optional[torch.Tensor] = None,
+    def rate_encoded(self, encoded: dict[str, Any], batch_idx: int = 0, stats: Optional[dict[str, torch.Tensor]] = None,
                      keys: Optional[Sequence[str]] = None) -> torch.Tensor:
-        """Ratings ``[B]`` of one encoded batch; ``logd`` (:func:`~lightning_alchemist.rater.detail.log_detail`
-        of its images) applies the native-detail penalty when the scorer has a reference; the caption partners'
-        random streams come from ``keys`` (else from ``batch_idx``)."""
+        """Ratings ``[B]`` of one encoded batch; ``stats`` (:func:`~lightning_alchemist.rater.detail.image_statistics`
+        of its images) applies the image checks that are on; the caption partners' random streams come from
+        ``keys`` (else from ``batch_idx``)."""
         rating = proxy_signal(self.cfg.objective, self.proxy, encoded, beta=self.cfg.contrast_beta,
                               partners=self.cfg.contrast_partners, null=self.cfg.contrast_null, reference=self.reference,
                               generator=self._generators(batch_idx, keys))
-        if self.detail is not None and logd is not None:
-            rating = rating - detail_penalty(logd.to(rating.device), self.detail, self.cfg.detail_threshold,
-                                             self.cfg.detail_weight).to(rating.dtype)
+        for name, (ref, threshold, weight) in self.checks.items():
+            if stats is not None and name in stats:
+                pen = robust_penalty(stats[name].to(rating.device), ref, CHECKS[name].side, threshold, weight)
+                rating = rating - pen.to(rating.dtype)
         return rating
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
@@ -166,11 +181,11 @@ class ProxyScorer(pl.LightningModule):
         enc = encode_batch(self.proxy, batch)
         keys = list(batch["key"])
         image = batch.get("image")
-        if self.detail is not None and not isinstance(image, torch.Tensor):
-            raise DataError("the scorer's native-detail penalty reads the images, but this batch has none (cached "
-                            "features?): score with features.use=off, or rater.detail_weight=0")
-        logd = log_detail(image) if self.detail is not None else None
-        out = {"key": keys, "shard": list(batch["shard"]), "rating": self.rate_encoded(enc, batch_idx, logd, keys=keys).float().cpu()}
+        if self.checks and not isinstance(image, torch.Tensor):
+            raise DataError(f"the scorer's image checks ({', '.join(self.checks)}) read the images, but this batch has "
+                            "none (cached features?): score with features.use=off, or set rater.<check>_weight=0")
+        stats = image_statistics(image, self.checks) if self.checks else None
+        out = {"key": keys, "shard": list(batch["shard"]), "rating": self.rate_encoded(enc, batch_idx, stats, keys=keys).float().cpu()}
         if getattr(self.cfg.score, "store_embedding", False):
             out["embedding"] = pooled_features(self.proxy.rater_inputs(enc)).float().cpu()
         return out

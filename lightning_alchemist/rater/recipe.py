@@ -27,6 +27,7 @@ from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.paths import resume_checkpoint
 from lightning_alchemist.runtime import distributed_guard, set_threads
 from lightning_alchemist.rater.config import RaterConfig, rater_config
+from lightning_alchemist.rater.detail import CHECKS, dataset_image_references
 
 __all__ = [
     "ScoreRecipeConfig",
@@ -122,12 +123,12 @@ def warm_up_stage(rcfg: Any, model_cfg: Any, datamodule: Any, seed: int = 0, fea
         info["warmup"] = warm_up_proxy(proxy, val, wcfg, vinfo["fingerprint"], role="val", resume=resume).as_dict()
         info["encodes_val"] = vinfo
         log.info("rater proxy: %s", _warmup_line(info))
-    if rcfg.score_with == "proxy" and rcfg.detail_weight > 0:
-        from lightning_alchemist.rater.detail import dataset_detail_reference
-
-        # where clean images' native-resolution detail lies (the scorer penalises images far below it)
-        info["detail"] = dataset_detail_reference(datamodule.val).as_dict()
-        log.info("rater detail reference (validation split): %s", info["detail"])
+    checks = [name for name in CHECKS if getattr(rcfg, f"{name}_weight") > 0]
+    if rcfg.score_with == "proxy" and checks:
+        # where clean images' detail, noise level and contrast lie (the scorer penalises images far outside)
+        refs = dataset_image_references(datamodule.val, checks)
+        info["image_checks"] = {name: ref.as_dict() for name, ref in refs.items()}
+        log.info("rater image-check references (validation split): %s", info["image_checks"])
     if rcfg.objective == "penalty":
         if rcfg.warmup.steps <= 0:
             raise ConfigError("config 'rater.objective=penalty' warms a reference up on the pool: set rater.warmup.steps > 0")
@@ -244,8 +245,8 @@ def score_pool(rater: Any, datamodule: Any, out: str | Path, devices: Optional[M
     from lightning_alchemist.features.dataset import use_features
 
     if features is not None and getattr(module, "needs_images", False):
-        # (the native-detail penalty measures the decoded images; the cached features hold none)
-        print("scoring decodes the images: the rater's native-detail check reads them", flush=True)
+        # (the image checks measure the decoded images; the cached features hold none)
+        print("scoring decodes the images: the rater's image checks read them", flush=True)
         features = None
     with use_features(datamodule, features, module.proxy, stage="score") as cached:
         info = score(module, datamodule, ratings_dir, trainer_kwargs=dict(devices or {}), overwrite=overwrite)

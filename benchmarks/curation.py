@@ -152,7 +152,10 @@ def run_dataset(name: str, keeps: list[float], seeds: list[int], eps_list: list[
     res["embed_s"] = round(time.perf_counter() - t, 2)
     print(f"{name}: {len(keys)} samples, {res['copy_groups']} copy groups; embeddings {res['embed_s']} s", flush=True)
     flat = Ratings.from_arrays(keys, np.zeros(len(keys)))
-    heur = run_heuristic(dm, {"score": "compressed_size", "workers": 1, "progress": False}, work / name / "compressed_size").ratings
+    # one folder per materialised dataset (its cache folder's fingerprinted name): another pool size or generator
+    # version scores afresh instead of meeting the other's ratings
+    heur = run_heuristic(dm, {"score": "compressed_size", "workers": 1, "progress": False},
+                         work / name / Path(dm.labels_path).parent.name / "compressed_size").ratings
     raters: dict[str, tuple[Any, Any]] = {"random": (flat, Random()), "heuristic middle": (heur, Block(centre=0.5))}
     if extra:
         raters["learned shift_gauss"] = (Ratings.read(extra), ShiftGaussian())

@@ -10,7 +10,7 @@ import pytest
 import webdataset as wds
 
 from lightning_alchemist.config import ShapesConfig
-from lightning_alchemist.data.shapes import DEFECT_KINDS, caption_of, ensure_shapes, make_sample, random_scene
+from lightning_alchemist.data.shapes import DEFECT_KINDS, GENERATOR_VERSION, caption_of, ensure_shapes, make_sample, random_scene
 from lightning_alchemist.errors import ConfigError
 
 CFG = dict(num_pool=300, num_val=50, shard_size=100, resolution=32)
@@ -41,6 +41,7 @@ def test_defect_shares_match_the_config_and_val_is_clean(tmp_path):
         assert counts[kind] == round(share * 300)
     assert counts["clean"] == 300 - sum(round(s * 300) for s in defects.values())
     assert art.summary["defects"] == dict(counts) | {k: counts.get(k, 0) for k in DEFECT_KINDS}
+    assert art.summary["generator"]["version"] == GENERATOR_VERSION and art.summary["generator"]["libjpeg"]
     val_keys = [s["__key__"] for s in wds.WebDataset(art.val_urls, shardshuffle=False, empty_check=False)]
     assert len(val_keys) == 50 and not set(val_keys) & set(labels["key"])
 

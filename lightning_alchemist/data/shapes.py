@@ -33,7 +33,7 @@ from typing import Any, Optional
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, features
 from PIL.PngImagePlugin import PngInfo
 
 from lightning_alchemist.config import ShapesConfig
@@ -313,6 +313,8 @@ def ensure_shapes(cfg: ShapesConfig, cache_dir: Optional[str] = None, workers: O
         pq.write_table(pa.table({"key": keys, "defect": [str(k) for k in kinds]}), tmp / "labels.parquet")
         summary = {
             "config": asdict(cfg),
+            # the JPEG copies' pixels come from this libjpeg (recorded, not fingerprinted: its encoder is stable)
+            "generator": {"version": GENERATOR_VERSION, "libjpeg": features.version("jpg")},
             "pool_samples": cfg.num_pool,
             "val_samples": cfg.num_val,
             "pool_shards": len(pool_jobs),

@@ -246,7 +246,8 @@ def markdown(results: dict[str, Any], command: str) -> str:
                       "|---|---:|---:|---:|---:|---:|" + "---:|" * len(kinds) + "---:|"]
             for row, per_keep in res["rows"].items():
                 r = per_keep[keep]
-                multi = f"{r['multi']} ({', '.join(str(v) for v in r['per_seed']['multi'])})" if len(r['per_seed']['multi']) > 1 else r['multi']
+                seeds = r["per_seed"]["multi"]
+                multi = f"{r['multi']} ({', '.join(str(v) for v in seeds)})" if len(seeds) > 1 else r["multi"]
                 lines.append(f"| {row} | {r['num_kept']:.0f} | {multi} | {r['any']} | {r['defect_share_wo_dup']} | "
                              f"{r.get('collateral', '-')} | " + " | ".join(str(r['kept_share'].get(k, '-')) for k in kinds)
                              + f" | {r['seconds']} |")

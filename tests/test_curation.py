@@ -177,7 +177,8 @@ def test_dedup_on_shapes_finds_the_copy_groups_and_spares_distinct_clean_samples
             kept = np.isin(keys, res.selection.keys.to_pylist())
             assert (np.bincount(group[kept & (group >= 0)], minlength=group.max() + 1) > 1).mean() <= 0.05
             prov = res.provenance.to_pydict()
-            dropped = np.isin(keys, [k for k, st, kp in zip(prov["key"], prov["stage"], prov["kept"]) if st == "dedup" and not kp])
+            gone = [k for k, st, kp in zip(prov["key"], prov["stage"], prov["kept"]) if st == "dedup" and not kp]
+            dropped = np.isin(keys, gone)
             survivors = np.bincount(group[~dropped & (group >= 0)], minlength=group.max() + 1)
             assert (survivors == 1).all()  # dedup leaves one member of each group (the content stays)
             assert not (dropped & distinct_clean).any() and (dropped & clean).sum() <= 0.02 * clean.sum()

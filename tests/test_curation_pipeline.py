@@ -72,7 +72,7 @@ def test_tiny_run_with_dedup_writes_provenance_and_report(tmp_path):
     cur = report["curation"]
     assert cur["counts"]["dedup"] == len(dropped) and cur["counts"]["kept"] == 500
     assert report["selection"]["strategy"] == "curation:dedup+random" and report["params"]["selection"] == "dedup+random"
-    assert report["defects"]["duplicate"]["kept_share"] < 0.3  # shapes' near-copies go first
+    assert report["defects"]["duplicate"]["kept_share"] < 0.3  # shapes' copies go first
     files = report["files"]
     assert {"curation_clusters", "curation_samples"} <= set(files)
     assert "## Curation (dedup" in (tmp_path / "report" / "summary.md").read_text()

@@ -8,7 +8,10 @@ found at the ends of its ranking:
 - ``plain``: an empty or near-empty solid background with a generic caption (the too-easy product shot);
 - ``chaotic``: noise or dense clutter;
 - ``mismatch``: a correct image with the caption of another scene;
-- ``duplicate``: near-copies of a few clean samples (clusters of near-identical pairs);
+- ``duplicate``: genuine copies of a few clean samples under other keys, as a web crawl has them: the
+  source's pixels stored byte-identical, losslessly re-encoded (same pixels, other bytes) or through a
+  high-quality JPEG round trip (stored back as PNG); ~4 copies per source. The ``.json`` names the
+  source (``copy_of``) and the copy's ``encoding`` (``identical``, ``reencoded``, ``jpeg``);
 - ``degraded``: heavy blur or low resolution.
 
 The validation split is always clean. The defect kind of each key goes into ``labels.parquet``
@@ -30,7 +33,8 @@ from typing import Any, Optional
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, features
+from PIL.PngImagePlugin import PngInfo
 
 from lightning_alchemist.config import ShapesConfig
 from lightning_alchemist.data import generated
@@ -39,7 +43,7 @@ from lightning_alchemist.data.generated import CLEAN, degrade, read_labels, samp
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: duplicates are genuine copies (were re-rendered near-copies)
 DEFECT_KINDS = ("plain", "chaotic", "mismatch", "duplicate", "degraded")
 
 SHAPES = ("circle", "square", "triangle", "diamond")
@@ -68,6 +72,9 @@ RELATIONS = {  # relation of object A to object B -> (A centre, B centre)
     "to the right of": ((0.73, 0.5), (0.27, 0.5)),
 }
 THREE_OBJECT_SLOTS = ((0.25, 0.3), (0.75, 0.3), (0.5, 0.75))
+# How a copy is stored, with its seeded probability: the same file, a lossless re-encode, a JPEG round trip.
+COPY_ENCODINGS: dict[str, float] = {"identical": 0.4, "reencoded": 0.3, "jpeg": 0.3}
+JPEG_QUALITY = (90, 95)  # inclusive; 4:4:4 chroma (an export at high quality), so colour edges do not bleed
 PLAIN_CAPTIONS = (
     "a plain background",
     "an empty image",
@@ -159,7 +166,7 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, hal
 
 
 def render_scene(scene: dict[str, Any], resolution: int, jitter: Optional[np.random.Generator] = None) -> Image.Image:
-    """Draw a scene; ``jitter`` shifts objects by a pixel or two (for near-duplicates)."""
+    """Draw a scene; ``jitter`` shifts objects by a pixel or two (the judge's robustness renders)."""
     side = resolution * _SUPERSAMPLE
     image = Image.new("RGB", (side, side), COLORS[scene["background"]])
     draw = ImageDraw.Draw(image)
@@ -195,9 +202,33 @@ def _chaotic_image(rng: np.random.Generator, resolution: int) -> Image.Image:
     return image.resize((resolution, resolution), Image.Resampling.LANCZOS)
 
 
-def _near_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    array = np.asarray(image, dtype=np.float32) + rng.normal(0.0, 3.0, size=(*image.size[::-1], 3))
-    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
+def _png(image: Image.Image, compress_level: int = 6, text: Optional[dict[str, str]] = None) -> bytes:
+    info = None
+    if text:
+        info = PngInfo()
+        for k, v in text.items():
+            info.add_text(k, v)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=compress_level, pnginfo=info)
+    return buffer.getvalue()
+
+
+def copy_bytes(png: bytes, rng: np.random.Generator) -> tuple[bytes, dict[str, Any]]:
+    """The stored bytes of a copy of ``png`` and how it was stored (``{"encoding": ...}``), drawn from ``rng``.
+
+    ``identical``: the same bytes; ``reencoded``: the same pixels written again (another compress level and a
+    text chunk, so the bytes differ); ``jpeg``: a JPEG round trip at :data:`JPEG_QUALITY`, stored back as PNG.
+    """
+    encoding = str(rng.choice(list(COPY_ENCODINGS), p=list(COPY_ENCODINGS.values())))
+    if encoding == "identical":
+        return png, {"encoding": encoding}
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    if encoding == "reencoded":
+        return _png(image, compress_level=1, text={"Comment": "re-encoded copy"}), {"encoding": encoding}
+    quality = int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality, subsampling=0)
+    return _png(Image.open(buffer).convert("RGB")), {"encoding": encoding, "jpeg_quality": quality}
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -215,7 +246,7 @@ def _duplicate_sources(cfg: ShapesConfig, kinds: np.ndarray) -> dict[int, int]:
     if len(dups) == 0 or len(clean) == 0:
         return {}
     rng = np.random.default_rng([cfg.seed, 11])
-    n_sources = max(1, len(dups) // 4)  # clusters of ~4 near-copies (+ the original)
+    n_sources = max(1, len(dups) // 4)  # groups of ~4 copies (+ the original)
     sources = rng.choice(clean, size=min(n_sources, len(clean)), replace=False)
     return {int(d): int(sources[i % len(sources)]) for i, d in enumerate(rng.permutation(dups))}
 
@@ -234,11 +265,13 @@ def make_sample(cfg: ShapesConfig, split: str, index: int, kind: str, dup_source
         image = _chaotic_image(rng, res)
         caption = caption_of(random_scene(rng))
     elif kind == "duplicate":
-        assert dup_source is not None
-        scene = random_scene(scene_rng(cfg.seed, split, dup_source))
-        image = _near_copy(render_scene(scene, res, jitter=rng), rng)
-        caption = caption_of(scene)
-        scene = {**scene, "copy_of": sample_key(split, dup_source)}
+        if dup_source is None:
+            raise ValueError(f"shapes sample {key}: a duplicate needs its source index (dup_source); pass the plan's entry")
+        # The source regenerated (shards stay independent), then stored as a crawl stores a copy.
+        source = make_sample(cfg, split, dup_source, CLEAN)
+        png, how = copy_bytes(source["png"], rng)
+        meta = {**json.loads(source["json"]), "copy_of": source["__key__"], **how}
+        return {"__key__": key, "png": png, "txt": source["txt"], "json": json.dumps(meta)}
     else:
         scene = random_scene(rng)
         image = render_scene(scene, res)
@@ -248,9 +281,7 @@ def make_sample(cfg: ShapesConfig, split: str, index: int, kind: str, dup_source
             caption = caption_of(other)
         elif kind == "degraded":
             image, _ = degrade(image, rng)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return {"__key__": key, "png": buffer.getvalue(), "txt": caption, "json": json.dumps(scene)}
+    return {"__key__": key, "png": _png(image), "txt": caption, "json": json.dumps(scene)}
 
 
 # ----------------------------------------------------------------------------- writing
@@ -282,6 +313,8 @@ def ensure_shapes(cfg: ShapesConfig, cache_dir: Optional[str] = None, workers: O
         pq.write_table(pa.table({"key": keys, "defect": [str(k) for k in kinds]}), tmp / "labels.parquet")
         summary = {
             "config": asdict(cfg),
+            # the JPEG copies' pixels come from this libjpeg (recorded, not fingerprinted: its encoder is stable)
+            "generator": {"version": GENERATOR_VERSION, "libjpeg": features.version("jpg")},
             "pool_samples": cfg.num_pool,
             "val_samples": cfg.num_val,
             "pool_shards": len(pool_jobs),

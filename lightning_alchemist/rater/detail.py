@@ -54,6 +54,7 @@ __all__ = [
     "log_detail",
     "noise_level",
     "robust_penalty",
+    "robust_reference",
 ]
 
 # Floor of the share before the log: a flat image (no variance) has no detail to speak of.
@@ -132,8 +133,9 @@ class DetailReference:
         return cls(float(d["median"]), float(d["spread"]), int(d.get("n", 0)))
 
 
-def _robust(values: list[Tensor], floor: float) -> DetailReference:
-    v = torch.cat(values).double()
+def robust_reference(values: Iterable[Tensor], floor: float) -> DetailReference:
+    """The median and robust spread (1.4826·MAD, at least ``floor``) of the concatenated ``values``."""
+    v = torch.cat(list(values)).double()
     med = float(v.median())
     mad = float((v - med).abs().median()) * 1.4826
     # a split of near-identical images has no spread: keep the z finite with the statistic's tolerance
@@ -145,7 +147,7 @@ def detail_reference(batches: Iterable[Tensor]) -> DetailReference:
     values = [log_detail(b) for b in batches if b is not None and len(b)]
     if not values:
         raise ValueError("detail_reference: no images given; the reference needs the validation split's images")
-    return _robust(values, CHECKS["detail"].floor)
+    return robust_reference(values, CHECKS["detail"].floor)
 
 
 def robust_penalty(values: Tensor, ref: DetailReference, side: str, threshold: float = 2.0, weight: float = 1.0) -> Tensor:
@@ -200,7 +202,7 @@ def image_references(batches: Iterable[Tensor], names: Iterable[str] = tuple(CHE
             values[n].append(v)
     if not names or not values[names[0]]:
         raise ValueError("image_references: no images given; the references need the validation split's images")
-    return {n: _robust(values[n], CHECKS[n].floor) for n in names}
+    return {n: robust_reference(values[n], CHECKS[n].floor) for n in names}
 
 
 def _image_batches(dataset: Any, batch_size: int) -> Iterable[Tensor]:

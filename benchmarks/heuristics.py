@@ -73,8 +73,9 @@ def band_order_score(ratings: np.ndarray, band: str) -> np.ndarray:
 
 
 def evaluate(keys: list[str], ratings: np.ndarray, strategy_of_band: dict[str, Any], pool_kinds: dict[str, str],
-             keeps: list[float], seed: int) -> dict[str, Any]:
-    """AUC per kind for each band, and kept shares / defect share per band and keep."""
+             keeps: list[float], seed: int, ranking: Optional[dict] = None) -> dict[str, Any]:
+    """AUC per kind for each band, and kept shares / defect share per band and keep; ``ranking``: the ratings'
+    declared ends (a learned rater's), which ``shift_gauss`` (head=auto) follows."""
     from lightning_alchemist.rater.auc import auc
     from lightning_alchemist.selection.ratings import Ratings
 
@@ -82,6 +83,8 @@ def evaluate(keys: list[str], ratings: np.ndarray, strategy_of_band: dict[str, A
     pool_counts = {k: sum(1 for v in pool_kinds.values() if v == k) for k in kinds}
     label = np.array([pool_kinds.get(k, "?") for k in keys], dtype=object)
     table = Ratings.from_arrays(keys, ratings)
+    if ranking:
+        table = Ratings(table.keys, table.ratings, ranking=ranking)
     out: dict[str, Any] = {}
     for band, strategy in strategy_of_band.items():
         res: dict[str, Any] = {"auc": {}, "keep": {}}
@@ -130,7 +133,7 @@ def run_dataset(name: str, keeps: list[float], work: Path, seed: int, workers: i
         folder = work / name / row.replace(" ", "_").replace("(", "").replace(")", "")
         run = run_heuristic(dm, {**fields, "workers": workers, "progress": False}, folder, overwrite=True)  # data regenerated: rescore
         r = run.ratings
-        ev = evaluate(r.keys.to_pylist(), r.ratings, bands, pool_kinds, keeps, seed)
+        ev = evaluate(r.keys.to_pylist(), r.ratings, bands, pool_kinds, keeps, seed, ranking=r.ranking)
         res["rows"][row] = {"natural": HEURISTICS[fields["score"]].band, "skipped": run.skipped, "rated": len(r),
                             "seconds": round(run.seconds, 1), "reused": run.shards_reused > 0, "bands": ev}
         print(f"  {name}: {row}: {len(r)} rated in {run.seconds:.1f} s{' (cached)' if run.shards_reused else ''}", flush=True)
@@ -139,7 +142,7 @@ def run_dataset(name: str, keeps: list[float], work: Path, seed: int, workers: i
                                                                      pool_kinds, keeps, seed)}
     if extra_ratings:
         r = Ratings.read(extra_ratings)
-        ev = evaluate(r.keys.to_pylist(), r.ratings, bands, pool_kinds, keeps, seed)
+        ev = evaluate(r.keys.to_pylist(), r.ratings, bands, pool_kinds, keeps, seed, ranking=r.ranking)
         res["rows"][label] = {"natural": "shift_gauss", "rated": len(r), "bands": ev, "ratings": str(extra_ratings)}
     return res
 
@@ -157,7 +160,8 @@ def markdown(res: dict[str, Any]) -> str:
         "`*` marks each heuristic's natural band. AUC(clean > kind) is taken on the band's own order (middle: closeness to the",
         "median rank), so 1.0 = the band drops that kind before any clean sample. Kept share = share of the pool's samples of",
         "that kind in the selection (random keeps ≈ keep of each). `shift_gauss` (defaults n 0.2, µ 0.6, σ 0.2) on the same ratings",
-        "is what `rater=heuristic` gives with the default `selection`.",
+        "is what `rater=heuristic` gives with the default `selection`; on a learned rater's ratings it follows their declared",
+        "ends (`head=auto`: the default rating's clean top is kept, nothing skipped), as the pipeline does.",
     ]
     if res.get("note"):
         lines += ["", res["note"]]

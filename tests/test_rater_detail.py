@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_alchemist.errors import ConfigError
-from lightning_alchemist.rater.config import rater_config
+from lightning_alchemist.rater.config import IMAGE_CHECKS, rater_config
 from lightning_alchemist.rater.detail import (
     CHECKS,
     DetailReference,
@@ -147,7 +147,7 @@ def test_log_contrast_finds_near_empty_images():
 
 def test_image_references_and_penalties_by_side():
     refs = image_references([_scenes(seed=0), _scenes(seed=1)])
-    assert set(refs) == set(CHECKS) == {"detail", "noise", "empty"}
+    assert set(refs) == set(CHECKS) == set(IMAGE_CHECKS) == {"detail", "noise", "empty"}
     assert refs["detail"] == detail_reference([_scenes(seed=0), _scenes(seed=1)])
     assert refs["noise"].spread == pytest.approx(1.0)  # clean renders: no noise, the one-grey-level floor
     ref = DetailReference(0.0, 1.0, 10)

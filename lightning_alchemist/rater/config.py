@@ -63,6 +63,9 @@ class ScoreWith(Choice):
 
 OBJECTIVES = Objective.values()
 SCORE_WITH = ScoreWith.values()
+# The direct scorer's model-free image checks (lightning_alchemist.rater.detail.CHECKS): each has
+# ``<name>_weight`` and ``<name>_threshold`` below.
+IMAGE_CHECKS = ("detail", "noise", "empty")
 
 
 @dataclass
@@ -212,7 +215,7 @@ def validate_rater_config(cfg: RaterConfig) -> RaterConfig:
         raise ConfigError(
             f"config 'rater.warmup.continuation': got '{cfg.warmup.continuation}', expected one of {', '.join(WARMUP_CONTINUATIONS)}"
         )
-    for check in ("detail", "noise", "empty"):
+    for check in IMAGE_CHECKS:
         weight, threshold = getattr(cfg, f"{check}_weight"), getattr(cfg, f"{check}_threshold")
         if weight < 0 or threshold < 0:
             raise ConfigError(f"config 'rater.{check}_weight' ({weight}) and 'rater.{check}_threshold' ({threshold}) "

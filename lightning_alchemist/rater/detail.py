@@ -43,7 +43,6 @@ from torch import Tensor
 __all__ = [
     "CHECKS",
     "DetailReference",
-    "dataset_detail_reference",
     "dataset_image_references",
     "detail_penalty",
     "detail_reference",
@@ -63,14 +62,24 @@ _FLOOR = 1e-6
 _GREY_LEVELS = 127.5
 
 
-def _grey(images: Tensor) -> Tensor:
-    """``[B, 1, H, W]`` grey level of ``[B, C, H, W]`` (or ``[B, H, W]``) images, any value range."""
+def _grey(images: Tensor, name: str) -> Tensor:
+    """``[B, 1, H, W]`` grey level of ``[B, C, H, W]`` (or ``[B, H, W]``) images, any value range; ``name``: the
+    statistic, for the error."""
     x = images.float()
     if x.ndim == 3:
         x = x.unsqueeze(1)
     if x.ndim != 4:
-        raise ValueError(f"detail_share: expected images [B, C, H, W], got shape {tuple(images.shape)}")
+        raise ValueError(f"{name}: expected images [B, C, H, W], got shape {tuple(images.shape)}")
     return x.mean(1, keepdim=True)
+
+
+def _even_grey(images: Tensor, name: str) -> Tensor:
+    """:func:`_grey` cropped to even height and width (the last odd row/column dropped) for 2×2 blocks."""
+    g = _grey(images, name)
+    h, w = (g.shape[-2] // 2) * 2, (g.shape[-1] // 2) * 2
+    if h < 2 or w < 2:
+        raise ValueError(f"{name}: images must be at least 2x2 pixels, got {tuple(images.shape[-2:])}")
+    return g[..., :h, :w]
 
 
 def detail_share(images: Tensor) -> Tensor:
@@ -79,12 +88,8 @@ def detail_share(images: Tensor) -> Tensor:
     Scale-free (a contrast or brightness change leaves it unchanged); images of odd size lose their
     last row/column; a flat image gets 0.
     """
-    g = _grey(images)
-    h, w = (g.shape[-2] // 2) * 2, (g.shape[-1] // 2) * 2
-    if h < 2 or w < 2:
-        raise ValueError(f"detail_share: images must be at least 2x2 pixels, got {tuple(images.shape[-2:])}")
-    g = g[..., :h, :w]
-    low = F.interpolate(F.avg_pool2d(g, 2), size=(h, w), mode="bilinear", align_corners=False)
+    g = _even_grey(images, "detail_share")
+    low = F.interpolate(F.avg_pool2d(g, 2), size=g.shape[-2:], mode="bilinear", align_corners=False)
     resid = (g - low).pow(2).mean((1, 2, 3))
     var = (g - g.mean((2, 3), keepdim=True)).pow(2).mean((1, 2, 3))
     return torch.where(var > 1e-12, resid / var.clamp_min(1e-12), torch.zeros_like(var)).clamp(0.0, 1.0)
@@ -98,11 +103,7 @@ def log_detail(images: Tensor) -> Tensor:
 def noise_level(images: Tensor) -> Tensor:
     """``[B]``: the robust noise estimate ``median |HH| / 0.6745`` of each image's grey level (HH: the finest
     diagonal Haar band), in 8-bit grey levels of ``[-1, 1]`` images; 0 for clean renders, tens for heavy noise."""
-    g = _grey(images)[:, 0] * _GREY_LEVELS
-    h, w = (g.shape[-2] // 2) * 2, (g.shape[-1] // 2) * 2
-    if h < 2 or w < 2:
-        raise ValueError(f"noise_level: images must be at least 2x2 pixels, got {tuple(images.shape[-2:])}")
-    g = g[:, :h, :w]
+    g = _even_grey(images, "noise_level")[:, 0] * _GREY_LEVELS
     hh = (g[:, 0::2, 0::2] - g[:, 0::2, 1::2] - g[:, 1::2, 0::2] + g[:, 1::2, 1::2]) / 2
     return hh.abs().flatten(1).median(dim=1).values / 0.6745
 
@@ -110,7 +111,7 @@ def noise_level(images: Tensor) -> Tensor:
 def log_contrast(images: Tensor) -> Tensor:
     """``[B]``: ``log10`` of each image's grey-level standard deviation in 8-bit grey levels of ``[-1, 1]``
     images (floored at 0.01): about 1.5–2 for a scene, under 0.5 for a plain background."""
-    g = _grey(images) * _GREY_LEVELS
+    g = _grey(images, "log_contrast") * _GREY_LEVELS
     return g.flatten(1).std(dim=1, unbiased=False).clamp_min(0.01).log10()
 
 
@@ -143,11 +144,8 @@ def robust_reference(values: Iterable[Tensor], floor: float) -> DetailReference:
 
 
 def detail_reference(batches: Iterable[Tensor]) -> DetailReference:
-    """The reference of a split from its image batches (``[B, C, H, W]`` each; e.g. the validation split)."""
-    values = [log_detail(b) for b in batches if b is not None and len(b)]
-    if not values:
-        raise ValueError("detail_reference: no images given; the reference needs the validation split's images")
-    return robust_reference(values, CHECKS["detail"].floor)
+    """The detail check's reference of a split from its image batches (``[B, C, H, W]`` each; e.g. the validation split)."""
+    return image_references(batches, ["detail"])["detail"]
 
 
 def robust_penalty(values: Tensor, ref: DetailReference, side: str, threshold: float = 2.0, weight: float = 1.0) -> Tensor:
@@ -214,11 +212,7 @@ def _image_batches(dataset: Any, batch_size: int) -> Iterable[Tensor]:
     return (b["image"] for b in loader if len(b.get("key") or []))
 
 
-def dataset_detail_reference(dataset: Any, batch_size: int = 256) -> DetailReference:
-    """:func:`detail_reference` of a map-style dataset's images (undecodable samples are skipped by the collate)."""
-    return detail_reference(_image_batches(dataset, batch_size))
-
-
 def dataset_image_references(dataset: Any, names: Iterable[str] = tuple(CHECKS), batch_size: int = 256) -> dict[str, DetailReference]:
-    """:func:`image_references` of a map-style dataset's images, one decoding pass."""
+    """:func:`image_references` of a map-style dataset's images, one decoding pass (undecodable samples are
+    skipped by the collate)."""
     return image_references(_image_batches(dataset, batch_size), names)

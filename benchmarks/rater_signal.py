@@ -115,24 +115,31 @@ def parse_variant(variant: str) -> tuple[str, str, dict]:
     return parts[0], (parts[1] if len(parts) > 1 else ""), opts
 
 
-def check_inputs(env: dict) -> tuple[dict, dict]:
-    """``(references, statistics)``: the validation split's image-check references and each pool sample's
-    statistics (aligned with the pool encodes; computed once per dataset and kept in ``env``)."""
-    import torch
+def image_check_inputs(dm: Any) -> tuple[dict, dict[str, dict[str, float]]]:
+    """``(references, {check: {key: statistic}})``: the image-check references of ``dm``'s validation split and
+    every pool sample's statistics (one decoding pass of each split)."""
     from torch.utils.data import DataLoader
 
     from lightning_alchemist.data.sample import collate_samples
     from lightning_alchemist.rater.detail import CHECKS, dataset_image_references, image_statistics
 
+    refs = dataset_image_references(dm.val)
+    got: dict[str, dict[str, float]] = {n: {} for n in CHECKS}
+    for b in DataLoader(dm.pool, batch_size=256, shuffle=False, num_workers=0, collate_fn=collate_samples):
+        if len(b["key"]):
+            for n, v in image_statistics(b["image"]).items():
+                got[n].update(zip(b["key"], v.tolist()))
+    return refs, got
+
+
+def check_inputs(env: dict) -> tuple[dict, dict]:
+    """``(references, statistics)``: :func:`image_check_inputs` with each check's statistics as a tensor aligned
+    with the pool encodes (computed once per dataset and kept in ``env``)."""
+    import torch
+
     if "checks" not in env:
-        dm = env["dm"]
-        refs = dataset_image_references(dm.val)
-        got: dict[str, dict[str, float]] = {n: {} for n in CHECKS}
-        for b in DataLoader(dm.pool, batch_size=256, shuffle=False, num_workers=0, collate_fn=collate_samples):
-            if len(b["key"]):
-                for n, v in image_statistics(b["image"]).items():
-                    got[n].update(zip(b["key"], v.tolist()))
-        env["checks"] = (refs, {n: torch.tensor([got[n][k] for k in env["pool"].keys]) for n in CHECKS})
+        refs, got = image_check_inputs(env["dm"])
+        env["checks"] = (refs, {n: torch.tensor([v[k] for k in env["pool"].keys]) for n, v in got.items()})
     return env["checks"]
 
 

@@ -82,12 +82,9 @@ def per_scale_contrast(p: dict, beta: float = 1.0) -> np.ndarray:
 def checks_of(data: str, pool: int) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
     """The validation split's image-check references (``detail``, ``noise``, ``empty``) and each pool key's statistics."""
     import rater_signal as rs
-    from torch.utils.data import DataLoader
 
     from lightning_alchemist.cli import check_overrides
     from lightning_alchemist.data.datamodule import build_datamodule
-    from lightning_alchemist.data.sample import collate_samples
-    from lightning_alchemist.rater.detail import CHECKS, dataset_image_references, image_statistics
     from lightning_alchemist.schema import validate
 
     overrides = [f"data={data}"] + ([f"data.{data}.num_pool={pool}"] if pool else [])
@@ -95,12 +92,7 @@ def checks_of(data: str, pool: int) -> tuple[dict[str, Any], dict[str, dict[str,
     dm = build_datamodule(cfg.data, seed=0)
     dm.prepare_data()
     dm.setup("fit")
-    refs = dataset_image_references(dm.val)
-    got: dict[str, dict[str, float]] = {n: {} for n in CHECKS}
-    for b in DataLoader(dm.pool, batch_size=256, shuffle=False, num_workers=0, collate_fn=collate_samples):
-        for n, v in image_statistics(b["image"]).items():
-            got[n].update(zip(b["key"], v.tolist()))
-    return refs, got
+    return rs.image_check_inputs(dm)
 
 
 def mean_rows(rows: list[dict]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ same bytes (bar the tar members' mtimes) for the same config.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -37,6 +38,7 @@ __all__ = [
     "degrade",
     "fingerprint",
     "materialise",
+    "png_bytes",
     "read_labels",
     "sample_key",
     "scene_rng",
@@ -73,6 +75,20 @@ class GeneratedArtifacts:
             labels_path=root / "labels.parquet",
             summary=json.loads((root / "summary.json").read_text()),
         )
+
+
+def png_bytes(image: Image.Image, compress_level: int = 6, text: Optional[dict[str, str]] = None) -> bytes:
+    """``image`` as PNG bytes at ``compress_level``, with ``text`` as tEXt chunks (other bytes, same pixels)."""
+    info = None
+    if text:
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        for k, v in text.items():
+            info.add_text(k, v)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=compress_level, pnginfo=info)
+    return buffer.getvalue()
 
 
 def validate_generated_config(cfg: Any, section: str, kinds: Sequence[str]) -> None:

@@ -41,7 +41,7 @@ from PIL import Image, ImageDraw, ImageFont, features
 
 from lightning_alchemist.config import GlyphsConfig
 from lightning_alchemist.data import generated
-from lightning_alchemist.data.generated import CLEAN, degrade, read_labels, sample_key, scene_rng
+from lightning_alchemist.data.generated import CLEAN, degrade, png_bytes, read_labels, sample_key, scene_rng
 from lightning_alchemist.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -280,12 +280,6 @@ def _noisy(image: Optional[Image.Image], rng: np.random.Generator, resolution: i
     return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8)), info
 
 
-def _png(image: Image.Image, compress_level: int = 6) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=compress_level)
-    return buffer.getvalue()
-
-
 # ----------------------------------------------------------------------------- the plan
 
 
@@ -339,7 +333,7 @@ def make_sample(cfg: GlyphsConfig, split: str, index: int, kind: str = CLEAN,
         meta = {**json.loads(source["json"]), "copy_of": source["__key__"]}
         png = source["png"]
         if plan.get("reencode"):
-            png = _png(Image.open(io.BytesIO(png)), compress_level=1)
+            png = png_bytes(Image.open(io.BytesIO(png)), compress_level=1)
         meta["encoding"] = "reencoded" if plan.get("reencode") else "identical"
         return {"__key__": sample_key(split, index), "png": png, "txt": source["txt"], "json": json.dumps(meta)}
     scene = random_scene(rng, cfg.char_share)
@@ -361,7 +355,7 @@ def make_sample(cfg: GlyphsConfig, split: str, index: int, kind: str = CLEAN,
             meta["degraded"] = how
     if "dup_group" in plan:
         meta["dup_group"] = plan["dup_group"]
-    return {"__key__": sample_key(split, index), "png": _png(image), "txt": caption, "json": json.dumps(meta)}
+    return {"__key__": sample_key(split, index), "png": png_bytes(image), "txt": caption, "json": json.dumps(meta)}
 
 
 # ----------------------------------------------------------------------------- writing

@@ -34,12 +34,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, features
-from PIL.PngImagePlugin import PngInfo
 
 from lightning_alchemist.config import ShapesConfig
 from lightning_alchemist.data import generated
 # CLEAN and read_labels are also this module's API (recipes, reports and benchmarks import them from here).
-from lightning_alchemist.data.generated import CLEAN, degrade, read_labels, sample_key, scene_rng  # noqa: F401
+from lightning_alchemist.data.generated import CLEAN, degrade, png_bytes, read_labels, sample_key, scene_rng  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -202,17 +201,6 @@ def _chaotic_image(rng: np.random.Generator, resolution: int) -> Image.Image:
     return image.resize((resolution, resolution), Image.Resampling.LANCZOS)
 
 
-def _png(image: Image.Image, compress_level: int = 6, text: Optional[dict[str, str]] = None) -> bytes:
-    info = None
-    if text:
-        info = PngInfo()
-        for k, v in text.items():
-            info.add_text(k, v)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=compress_level, pnginfo=info)
-    return buffer.getvalue()
-
-
 def copy_bytes(png: bytes, rng: np.random.Generator) -> tuple[bytes, dict[str, Any]]:
     """The stored bytes of a copy of ``png`` and how it was stored (``{"encoding": ...}``), drawn from ``rng``.
 
@@ -224,11 +212,11 @@ def copy_bytes(png: bytes, rng: np.random.Generator) -> tuple[bytes, dict[str, A
         return png, {"encoding": encoding}
     image = Image.open(io.BytesIO(png)).convert("RGB")
     if encoding == "reencoded":
-        return _png(image, compress_level=1, text={"Comment": "re-encoded copy"}), {"encoding": encoding}
+        return png_bytes(image, compress_level=1, text={"Comment": "re-encoded copy"}), {"encoding": encoding}
     quality = int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1))
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality, subsampling=0)
-    return _png(Image.open(buffer).convert("RGB")), {"encoding": encoding, "jpeg_quality": quality}
+    return png_bytes(Image.open(buffer).convert("RGB")), {"encoding": encoding, "jpeg_quality": quality}
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -281,7 +269,7 @@ def make_sample(cfg: ShapesConfig, split: str, index: int, kind: str, dup_source
             caption = caption_of(other)
         elif kind == "degraded":
             image, _ = degrade(image, rng)
-    return {"__key__": key, "png": _png(image), "txt": caption, "json": json.dumps(scene)}
+    return {"__key__": key, "png": png_bytes(image), "txt": caption, "json": json.dumps(scene)}
 
 
 # ----------------------------------------------------------------------------- writing

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = ("official", "direct-loss", "direct-contrast", "direct-penalty", "rater-regression", "rater-contrast")
 # A variant may end in options: ``-p2`` (contrast partners), ``-b2`` (contrast beta), ``-nonull`` (no
-# empty-caption partner), ``-nodetail`` / ``-nonoise`` / ``-noempty`` (direct scoring without that image check,
+# empty-caption partner), ``-e0.25`` (the empty caption's share), ``-nodetail`` / ``-nonoise`` / ``-noempty`` (direct scoring without that image check,
 # each on by default), ``-nochecks`` (without any), e.g. ``direct-contrast-p2``.
 OBJECTIVE_OF = {"loss": "regression", "contrast": "contrast", "penalty": "penalty", "regression": "regression"}
 KEEPS = (0.5, 0.2)
@@ -104,13 +104,15 @@ def parse_variant(variant: str) -> tuple[str, str, dict]:
         elif p.startswith("b"):
             opts["contrast_beta"] = float(p[1:])
         elif p == "nonull":
-            opts["contrast_null"] = False
+            opts["contrast_null"] = 0.0
+        elif p.startswith("e") and p[1:].replace(".", "", 1).isdigit():
+            opts["contrast_null"] = float(p[1:])
         elif p in ("nodetail", "nonoise", "noempty"):
             opts[f"{p[2:]}_weight"] = 0.0
         elif p == "nochecks":
             opts.update(detail_weight=0.0, noise_weight=0.0, empty_weight=0.0)
         else:
-            raise SystemExit(f"variant '{variant}': unknown option '{p}' (use -pN, -bX, -nonull, -nodetail, -nonoise, "
+            raise SystemExit(f"variant '{variant}': unknown option '{p}' (use -pN, -bX, -nonull, -eS (empty-caption share S), -nodetail, -nonoise, "
                              "-noempty, -nochecks)")
     return parts[0], (parts[1] if len(parts) > 1 else ""), opts
 

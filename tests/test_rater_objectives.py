@@ -106,8 +106,16 @@ def test_contrast_signal_hand_reference():
     assert int(got.argmin()) == 2
     # with the empty caption as a partner: half the rolled mean, half ℓ(∅) = x²
     gain_null = [(f + xi**2) / 2 - l for f, xi, l in zip(foreign, x, loss)]
-    got_null = proxy_signal("contrast", proxy, enc, beta=beta, partners=4, null=True)
+    got_null = proxy_signal("contrast", proxy, enc, beta=beta, partners=4, null=0.5)
     assert torch.allclose(got_null, torch.tensor([-(l - beta * g) for l, g in zip(loss, gain_null)]))
+    # the former switch (True) meant half the weight
+    assert torch.allclose(proxy_signal("contrast", proxy, enc, beta=beta, partners=4, null=True), got_null)
+    # a quarter: ℓ̄ = ¾ rolled mean + ¼ ℓ(∅)
+    gain_q = [0.75 * f + 0.25 * xi**2 - l for f, xi, l in zip(foreign, x, loss)]
+    got_q = proxy_signal("contrast", proxy, enc, beta=beta, partners=4, null=0.25)
+    assert torch.allclose(got_q, torch.tensor([-(l - beta * g) for l, g in zip(loss, gain_q)]))
+    with pytest.raises(ValueError, match="null"):
+        caption_gain(proxy, enc, torch.tensor(loss), 4, null=1.5)
 
 
 def test_loss_and_penalty_signals_hand_reference():
@@ -145,6 +153,17 @@ def test_penalty_objective_needs_reference_and_config_is_checked():
         rater_config({"objective": "likelihood"})
     with pytest.raises(ConfigError, match="warmup.steps"):
         rater_config({"score_with": "proxy", "warmup": {"steps": 0}})
+    with pytest.raises(ConfigError, match="rater.contrast_null"):
+        rater_config({"contrast_null": 1.5})
+
+
+def test_contrast_null_switch_of_old_checkpoints_reads_as_a_share():
+    from omegaconf import OmegaConf
+
+    # a rater.ckpt written when the empty caption was a switch (True: half the weight) still loads as before
+    assert rater_config({"contrast_null": True}).contrast_null == 0.5
+    assert rater_config({"contrast_null": False}).contrast_null == 0.0
+    assert rater_config(OmegaConf.create({"contrast_null": True})).contrast_null == 0.5
 
 
 # --------------------------------------------------------------------------- encodes and warm-up

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from omegaconf import DictConfig, OmegaConf
+
 from lightning_alchemist.config import Choice, to_dataclass
 from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.rater.warmup import WARMUP_CONTINUATIONS, WarmupConfig
@@ -132,12 +134,11 @@ class RaterConfig:
     # penalty's pool warm-up; amortised raters never learned the caption signal (mismatch AUC ~0.5).
     objective: Objective = Objective.contrast
     # contrast: weight β of the caption gain (2/8 trade plain for noise), the rolled captions it averages
-    # over, and whether the empty caption is a partner too (half the weight; it exposes generic captions).
-    # Partners: 2 rolled + the empty caption measured equal to 4 + empty on both datasets (2 seeds each)
-    # at 2/3 of the scoring cost (each partner is one more proxy forward per sample).
+    # over, and the empty caption's share of the partners' loss (it exposes generic captions; 0 = not a
+    # partner; a checkpoint's former ``true`` reads as 0.5). Each partner is one more proxy forward per sample.
     contrast_beta: float = 4.0
     contrast_partners: int = 2
-    contrast_null: bool = True
+    contrast_null: float = 0.5
     # Direct scoring: subtract ``detail_weight · max(0, −z − detail_threshold)`` from the rating, z the robust z of
     # the image's log native-resolution detail share against the validation split (lightning_alchemist.rater.detail):
     # blurred and upscaled images, which no proxy loss at 32 px tells from clean ones (AUC 0.49–0.58 on both
@@ -222,6 +223,9 @@ def validate_rater_config(cfg: RaterConfig) -> RaterConfig:
                               f"must be >= 0; {check}_weight=0 turns the check off")
     if cfg.contrast_partners < 1 or cfg.contrast_beta < 0:
         raise ConfigError("config 'rater.contrast_partners' must be >= 1 and 'rater.contrast_beta' >= 0")
+    if not 0.0 <= cfg.contrast_null <= 1.0:
+        raise ConfigError(f"config 'rater.contrast_null': got {cfg.contrast_null}, expected the empty caption's share in [0, 1] "
+                          "(0: not a partner)")
     if not 0.0 <= cfg.warmup.holdout < 1.0 or cfg.warmup.steps < 0:
         raise ConfigError("config 'rater.warmup': holdout must be in [0, 1) and steps >= 0")
     if cfg.score_with == "proxy" and cfg.warmup.steps == 0:
@@ -270,4 +274,8 @@ def rater_identity(node: Any) -> Any:
 
 def rater_config(node: Any) -> RaterConfig:
     """Validate the ``rater`` group (a DictConfig, dict, RaterConfig or None for defaults)."""
+    if isinstance(node, (dict, DictConfig)) and isinstance(node.get("contrast_null"), bool):
+        # a checkpoint or config from when the empty caption was a switch at half the weight
+        share = 0.5 if node.get("contrast_null") else 0.0
+        node = {**node, "contrast_null": share} if isinstance(node, dict) else OmegaConf.merge(node, {"contrast_null": share})
     return validate_rater_config(to_dataclass(node, RaterConfig, "rater"))

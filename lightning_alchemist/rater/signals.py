@@ -9,9 +9,9 @@ Every objective turns the proxy's losses on a batch into a per-sample *signal*, 
   weights the proxy's pool term). Every sample teaches the rater, unlike the softmax rule whose
   gradient on a logit is ∝ its (often tiny) weight.
 - ``contrast``: −c_i with c_i = ℓ_i − β·(ℓ̄_i(c′) − ℓ_i), ℓ̄_i(c′) the loss with the captions of
-  ``partners`` other samples of the batch (rolled), averaged half and half with the loss under the
-  empty caption (``null``): a caption that does not describe its image gains nothing over a
-  foreign one (mismatch), a generic caption nothing over none (plain backgrounds).
+  ``partners`` other samples of the batch (rolled), mixed with the loss under the empty caption
+  (its share ``null``): a caption that does not describe its image gains nothing over a foreign one
+  (mismatch), a generic caption nothing over none (plain backgrounds).
 - ``penalty``: ℓ_i(θ̂) − ℓ_i(θ), θ̂ a reference proxy trained on the pool (paper Eq. 6, cached):
   a density ratio between the clean validation data and the pool.
 
@@ -143,22 +143,29 @@ def null_captions(proxy: T2IProxy, encoded: Encoded) -> Optional[Encoded]:
 
 def caption_gain(
     proxy: T2IProxy, encoded: Encoded, losses: Tensor, partners: int, generator: GeneratorFactory = lambda i: None,
-    null: bool = False,
+    null: float = 0.0,
 ) -> Tensor:
     """ℓ̄_i(c′) − ℓ_i ``[B]``: the mean loss with ``partners`` rolled captions minus the true-caption loss;
-    with ``null``, ℓ̄_i(c′) is the mean of that and the empty-caption loss (half each)."""
+    with ``null`` > 0, ℓ̄_i(c′) is ``(1 − null)·`` that mean ``+ null·`` the empty-caption loss (``null`` in [0, 1];
+    a proxy without an empty caption uses the rolled mean alone)."""
+    if isinstance(null, bool):  # the former switch: the empty caption at half the weight
+        null = 0.5 if null else 0.0
+    null = float(null)
+    if not 0.0 <= null <= 1.0:
+        raise ValueError(f"caption_gain: the empty caption's share 'null' must be in [0, 1], got {null}")
     shifts = partner_shifts(int(losses.shape[0]), partners)
     # the same noise/timesteps as the true-caption pass (generator 0), so only the caption differs
     foreign = [proxy.per_sample_loss(rolled_captions(encoded, s), generator=generator(0)) for s in shifts]
     rolled = torch.stack(foreign).mean(0) if foreign else None
     empty = None
-    if null:
+    if null > 0:
         enc_null = null_captions(proxy, encoded)
         empty = proxy.per_sample_loss(enc_null, generator=generator(0)) if enc_null is not None else None
-    parts = [p for p in (rolled, empty) if p is not None]
-    if not parts:
+    if rolled is None and empty is None:
         return torch.zeros_like(losses)
-    return torch.stack(parts).mean(0) - losses
+    if rolled is None or empty is None:
+        return (rolled if rolled is not None else empty) - losses
+    return (1.0 - null) * rolled + null * empty - losses
 
 
 def proxy_signal(
@@ -170,7 +177,7 @@ def proxy_signal(
     reference: Optional[T2IProxy] = None,
     generator: GeneratorFactory = lambda i: None,
     losses: Optional[Tensor] = None,
-    null: bool = True,
+    null: float = 0.25,
 ) -> Tensor:
     """The objective's per-sample signal ``[B]`` under ``proxy`` (no grad; higher = keep).
 
@@ -180,7 +187,7 @@ def proxy_signal(
         encoded: one encoded batch (contrast pairs its samples' captions within it).
         beta: weight of the caption gain (``contrast``).
         partners: rolled captions the gain is averaged over (``contrast``).
-        null: the empty caption is a partner too (``contrast``; half the weight).
+        null: the empty caption's share of the partners' loss (``contrast``; 0 = not a partner).
         reference: the pool-trained reference proxy (``penalty``; required there).
         generator: fixed random streams of the step (noise, timesteps of diffusion proxies).
         losses: ℓ_i already computed for this batch (saves a forward).

@@ -13,7 +13,7 @@ import torch
 from lightning_alchemist.data.datamodule import T2IDataModule
 from lightning_alchemist.data.sample import collate_samples
 from lightning_alchemist.features import FeatureStore, encode_features, use_features
-from lightning_alchemist.features.dataset import FeatureDataset
+from lightning_alchemist.features.dataset import FeatureDataset, collate_features
 from lightning_alchemist.features.store import KEYS_FILE, write_feature_shard
 from lightning_alchemist.proxy.base import encoded_batch
 from lightning_alchemist.proxy.factory import build_proxy
@@ -167,14 +167,100 @@ def test_scoring_reads_the_cache_and_rates_the_same(encoded, dm, tmp_path, monke
     ra, rb = Ratings.read(a["ratings"]), Ratings.read(b["ratings"])
     assert list(ra.keys) == list(rb.keys) and len(ra.keys) == len(dm.pool)
     torch.testing.assert_close(torch.as_tensor(rb.ratings), torch.as_tensor(ra.ratings), rtol=0, atol=1e-5)
-    # a scorer whose image checks measure the images decodes them: the cache is not read
+    # a scorer whose image checks measure the images reads the cache too, its batches carrying the images
     from lightning_alchemist.rater.detail import DetailReference
 
     scorer.checks = {"detail": (DetailReference(median=-1.0, spread=0.2, n=100), 2.0, 4.0)}
     calls.clear()
     c = score_pool(scorer, dm, tmp_path / "detail", devices=CPU, features=store)
     rc = Ratings.read(c["ratings"])
-    assert calls == [] and not c["features"] and len(rc.keys) == len(dm.pool)
+    assert calls == [len(dm.pool)] and c["features"] and len(rc.keys) == len(dm.pool)
+
+
+def test_feature_view_with_images_serves_encodes_and_the_decoded_images(encoded, dm, monkeypatch):
+    root, info = encoded
+    store = FeatureStore(root, info["fingerprint"])
+    online = list(dm.predict_dataloader())[:2]
+    with use_features(dm, store, with_images=True) as on:
+        assert on
+        both = list(dm.predict_dataloader())[:2]
+    for plain, b in zip(online, both):
+        assert b["key"] == plain["key"] and b["caption"] == plain["caption"] and b["shard"] == plain["shard"]
+        assert b["meta"] == plain["meta"] and torch.equal(b["image"], plain["image"])  # the same decoded images
+        rows = store.rows(plain["key"])
+        assert all(torch.equal(b["features"][n], rows[n]) for n in store.names)
+    # a key the encode stage could not decode (absent from the store) is dropped without decoding, as without images
+    class Without:
+        def row(self, key):
+            return None if key == dm.pool.keys[3] else store.row(key)
+
+    decoded: list = []
+    original = type(dm.pool).__getitem__
+    monkeypatch.setattr(type(dm.pool), "__getitem__", lambda self, i: decoded.append(i) or original(self, i))
+    ds = FeatureDataset(dm.pool, Without(), with_images=True)
+    assert ds[3] is None and decoded == []
+    item = ds[4]
+    assert item["key"] == dm.pool.keys[4] and item["image"].shape[0] == 3 and decoded == [4]
+    batch = collate_features([None, item])
+    assert batch["key"] == [dm.pool.keys[4]] and batch["image"].shape[0] == 1 and batch["features"]["idx"].shape[0] == 1
+
+
+def _counting_encoders(monkeypatch, proxy) -> dict:
+    """Count the frozen encoders' calls on ``proxy``: ``encode``, the image tokenizer, and the text encoder's captions."""
+    seen: dict = {"encode": 0, "image": 0, "captions": []}
+    encode, img_to_idx, text = proxy.encode, proxy.tokenizer.img_to_idx, proxy.text_encoder.encode
+
+    def count_encode(batch):
+        seen["encode"] += 1
+        return encode(batch)
+
+    def count_image(img):
+        seen["image"] += 1
+        return img_to_idx(img)
+
+    def count_text(captions, keys=None):
+        seen["captions"].extend(captions)
+        return text(captions, keys=keys)
+
+    monkeypatch.setattr(proxy, "encode", count_encode)
+    monkeypatch.setattr(proxy.tokenizer, "img_to_idx", count_image)
+    monkeypatch.setattr(proxy.text_encoder, "encode", count_text)
+    return seen
+
+
+def test_scoring_with_image_checks_reads_cached_encodes_and_rates_the_same(encoded, dm, tmp_path, monkeypatch):
+    """The default scorer (caption contrast + the three image checks) on cached encodes + decoded images rates every
+    sample bit for bit as on decoded images + the encoders, with the same fingerprint (a run resumes across the two),
+    and its frozen encoders never see a pool image or caption."""
+    from lightning_alchemist.rater.config import RaterConfig
+    from lightning_alchemist.rater.detail import CHECKS, dataset_image_references
+    from lightning_alchemist.rater.direct import ProxyScorer
+    from lightning_alchemist.rater.recipe import score_pool
+    from lightning_alchemist.selection.ratings import Ratings
+
+    root, info = encoded
+    store = FeatureStore(root, info["fingerprint"])
+    refs = dataset_image_references(dm.val)
+    cfg = RaterConfig(objective="contrast", contrast_partners=2, **{f"{n}_threshold": 0.5 for n in CHECKS})
+    scorer = ProxyScorer(build_proxy(STAR), cfg, info={"image_checks": {n: r.as_dict() for n, r in refs.items()}})
+    assert scorer.needs_images and set(scorer.checks) == set(CHECKS)
+    a = score_pool(scorer, dm, tmp_path / "online", devices=CPU)  # no store: decode + encode (the path the cache bypassed)
+    seen = _counting_encoders(monkeypatch, scorer.proxy)
+    b = score_pool(scorer, dm, tmp_path / "cached", devices=CPU, features=store)
+    assert b["features"] and not a["features"] and b["fingerprint"] == a["fingerprint"]
+    # no image tokenized, no pool caption encoded (the contrast's empty caption is encoded on both paths)
+    assert seen["encode"] == 0 and seen["image"] == 0 and seen["captions"] and set(seen["captions"]) == {""}
+    ra, rb = Ratings.read(a["ratings"]), Ratings.read(b["ratings"])
+    assert list(ra.keys) == list(rb.keys) and sorted(map(str, ra.keys)) == sorted(dm.pool.keys)
+    assert torch.equal(torch.as_tensor(rb.ratings), torch.as_tensor(ra.ratings))  # bit for bit
+    # the checks did read the images: without them the ratings differ
+    plain = ProxyScorer(scorer.proxy, cfg)
+    monkeypatch.undo()
+    c = score_pool(plain, dm, tmp_path / "plain", devices=CPU, features=store)
+    assert (torch.as_tensor(Ratings.read(c["ratings"]).ratings) != torch.as_tensor(ra.ratings)).sum() > 0
+    # same fingerprint: the cached path resumes a run the image path wrote (and the reverse), rewriting nothing
+    again = score_pool(scorer, dm, tmp_path / "online", devices=CPU, features=store)
+    assert again["written_shards"] == [] and len(again["skipped_shards"]) == len(dm.pool_shards())
 
 
 def _train(dm, out, store=None):

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_alchemist.errors import ConfigError
+from lightning_alchemist.errors import ConfigError, DataError
 from lightning_alchemist.rater.config import IMAGE_CHECKS, rater_config
 from lightning_alchemist.rater.detail import (
     CHECKS,
@@ -191,3 +191,9 @@ def test_scorer_applies_every_check_on_its_side(tmp_path):
     assert set(old.checks) == {"detail"}
     again = ProxyScorer.from_checkpoint(torch.load(on.save(tmp_path / "rater.ckpt"), weights_only=False), proxy=proxy)
     assert again.checks == on.checks
+    # a batch without images (cached features served without them) is refused in one line, before any encoder runs
+    calls: list = []
+    proxy.encode = lambda b: calls.append(b) or ToyProxy.encode(proxy, b)
+    with pytest.raises(DataError, match=r"image checks \(detail, noise, empty\) read the images, but this batch has none"):
+        on.predict_step({k: v for k, v in batch.items() if k != "image"}, 0)
+    assert calls == []

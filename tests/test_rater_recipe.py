@@ -87,9 +87,9 @@ def test_default_rater_warms_up_then_scores_directly(tmp_path, small_shapes, sma
     info = run_score(compose_with("score", rater_path_override([f"rater={ckpt}", f"out={out}"]), data=small_shapes_cfg, trainer=TRAINER))
     ratings = Ratings.read(out / "ratings", expected_keys=list(small_shapes.pool.keys))
     assert info["rows"] == len(small_shapes.pool) and np.isfinite(ratings.ratings).all()
-    # the score recipe finds the feature cache train_rater wrote, but the default scorer's native-detail check
-    # measures the decoded images, so it decodes them
-    assert scorer.needs_images and not info["features"]
+    # the score recipe finds the feature cache train_rater wrote and reads its encodes; the default scorer's image
+    # checks measure the decoded images, which its batches carry beside them
+    assert scorer.needs_images and info["features"]
     assert ratings.ranking["objective"] == "contrast" and ratings.ranking["head"] == "clean"
 
 

@@ -22,7 +22,7 @@ from typing import Any
 _EXPORTS = {
     "FeaturesConfig": "config", "FeaturesUse": "config", "features_config": "config",
     "FeatureStore": "store", "find_store": "store", "finished_feature_shards": "store", "write_feature_shard": "store",
-    "FeatureDataset": "dataset", "collate_features": "dataset", "use_features": "dataset",
+    "FeatureDataset": "dataset", "FeatureView": "dataset", "collate_features": "dataset", "use_features": "dataset",
     "FeatureEncoder": "encode", "FeatureWriter": "encode", "encode_features": "encode", "features_fingerprint": "encode",
     "data_fingerprint": "encode",
     "encoder_digest": "identity",

@@ -177,13 +177,18 @@ class ProxyScorer(pl.LightningModule):
         return rating
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        """``{"key", "shard", "rating"}`` for one batch."""
-        enc = encode_batch(self.proxy, batch)
+        """``{"key", "shard", "rating"}`` for one batch.
+
+        The encodes come from the batch when it brings them (``features`` read from the cache, or ``encoded``),
+        else from the proxy's frozen encoders; the image checks that are on read the batch's decoded ``image``
+        (a cached batch carries it when served ``with_images``).
+        """
         keys = list(batch["key"])
         image = batch.get("image")
         if self.checks and not isinstance(image, torch.Tensor):
             raise DataError(f"the scorer's image checks ({', '.join(self.checks)}) read the images, but this batch has "
                             "none (cached features?): score with features.use=off, or set rater.<check>_weight=0")
+        enc = encode_batch(self.proxy, batch)
         stats = image_statistics(image, self.checks) if self.checks else None
         out = {"key": keys, "shard": list(batch["shard"]), "rating": self.rate_encoded(enc, batch_idx, stats, keys=keys).float().cpu()}
         if getattr(self.cfg.score, "store_embedding", False):

@@ -233,7 +233,8 @@ def score_pool(rater: Any, datamodule: Any, out: str | Path, devices: Optional[M
                overwrite: bool = False, features: Any = None) -> dict[str, Any]:
     """Score every pool sample of ``datamodule`` with ``rater`` (a RaterModule or a ``rater.ckpt`` path) into ``OUT/ratings``.
 
-    ``features``: a feature store of the rater's proxy encoders over this data, read instead of decoding images.
+    ``features``: a feature store of the rater's proxy encoders over this data, read instead of running the encoders;
+    the images are not decoded either, unless the rater's image checks measure them (``needs_images``).
 
     Returns the scorer's summary (``fingerprint``, ``rows``, written and skipped shards) plus ``ratings``, the folder,
     and ``features``, whether the feature cache was read.
@@ -244,11 +245,10 @@ def score_pool(rater: Any, datamodule: Any, out: str | Path, devices: Optional[M
     ratings_dir = Path(out) / "ratings"
     from lightning_alchemist.features.dataset import use_features
 
-    if features is not None and getattr(module, "needs_images", False):
-        # (the image checks measure the decoded images; the cached features hold none)
-        print("scoring decodes the images: the rater's image checks read them", flush=True)
-        features = None
-    with use_features(datamodule, features, module.proxy, stage="score") as cached:
+    # The image checks measure the decoded images, which the cache holds none of: the batches then carry both,
+    # the stored encodes (no encoder forward) and the images (decoded, as the image path decodes them).
+    with_images = bool(getattr(module, "needs_images", False))
+    with use_features(datamodule, features, module.proxy, stage="score", with_images=with_images) as cached:
         info = score(module, datamodule, ratings_dir, trainer_kwargs=dict(devices or {}), overwrite=overwrite)
     print(
         f"scored {info['rows']} samples into {len(info['written_shards'])} shard files "

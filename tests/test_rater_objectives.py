@@ -142,7 +142,8 @@ def test_objective_gradient_reaches_rater_only(objective):
     assert all(g is not None and g.abs().sum() > 0 for g in grads)
     assert m.ends == ends_of(objective)
     # the loss is the regression of the logits onto the standardised signal, recomputed by hand
-    signal = proxy_signal(objective, m.proxy, m.proxy.encode(batch["pool"]), reference=reference)
+    signal = proxy_signal(objective, m.proxy, m.proxy.encode(batch["pool"]), reference=reference,
+                          partners=m.cfg.contrast_partners, null=m.cfg.contrast_null)
     assert torch.allclose(out["rater"], regression_loss(out["logits"], signal), atol=1e-5)
 
 

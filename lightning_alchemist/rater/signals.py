@@ -173,7 +173,7 @@ def proxy_signal(
     proxy: T2IProxy,
     encoded: Encoded,
     beta: float = 4.0,
-    partners: int = 2,
+    partners: int = 3,
     reference: Optional[T2IProxy] = None,
     generator: GeneratorFactory = lambda i: None,
     losses: Optional[Tensor] = None,

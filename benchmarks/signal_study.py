@@ -159,14 +159,14 @@ def main(argv: list[str] | None = None) -> int:
             def check(n: str, t: float, w: float = 4.0) -> np.ndarray:
                 return robust_penalty(stats[n], refs[n], CHECKS[n].side, t, w).numpy()
 
-            pp = {P: parts(d, P) for P in (2, 4, 8)}
+            pp = {P: parts(d, P) for P in (2, 3, 4, 8)}
             c = pp[2]
             cand: dict[str, Callable[[], np.ndarray]] = {}
             for si, (lsc, rsc, esc) in enumerate(zip(c["Ls"], c["Rs"], c["Es"])):
                 cand[f"scale {si} ({c['tokens'][si]} tokens): −ℓ"] = lambda lsc=lsc: -lsc
                 cand[f"scale {si}: caption gain"] = lambda lsc=lsc, rsc=rsc, esc=esc: 0.5 * (rsc - lsc) + 0.5 * (esc - lsc)
             cand["all scales: −ℓ"] = lambda: -c["l"]
-            cand["contrast β4, 2 partners (previous default)"] = lambda: contrast(c)
+            cand["contrast β4, 2 partners, empty caption ½ (no checks)"] = lambda: contrast(c)
             cand["contrast β4, 4 partners"] = lambda: contrast(pp[4])
             cand["contrast β4, 8 partners"] = lambda: contrast(pp[8])
             for beta in (2.0, 3.0, 8.0):
@@ -183,12 +183,21 @@ def main(argv: list[str] | None = None) -> int:
                 cand[f"contrast − detail (2, 4) − noise penalty (threshold {t:g}, weight 4)"] = lambda t=t: contrast(c) - pen(2.0, 4.0) - check("noise", t)
             for t in (2.0, 3.0, 5.0):
                 cand[f"contrast − detail (2, 4) − empty penalty (threshold {t:g}, weight 4)"] = lambda t=t: contrast(c) - pen(2.0, 4.0) - check("empty", t)
-            final = contrast(c) - pen(2.0, 4.0) - check("noise", 3.0) - check("empty", 3.0)
-            cand["contrast − detail (2, 4) − noise (3, 4) − empty (3, 4): the default"] = lambda: final
+            checks = pen(2.0, 4.0) + check("noise", 3.0) + check("empty", 3.0)
+            cand["contrast (2 partners, empty ½) − detail (2, 4) − noise (3, 4) − empty (3, 4): the previous default"] = \
+                lambda: contrast(c) - checks
+            # the partners and the empty caption's share, on top of the three checks (which now catch the plain images
+            # the empty caption was first added for)
+            for P in (2, 3, 4, 8):
+                for share in (0.0, 0.25, 0.5):
+                    cand[f"contrast, {P} partners, empty caption {share:g} − the three checks"] = \
+                        lambda P=P, share=share: contrast(pp[P], 4.0, share) - checks
+            final = contrast(pp[3], 4.0, 0.25) - checks
+            cand["contrast (3 partners, empty ¼) − detail (2, 4) − noise (3, 4) − empty (3, 4): the default"] = lambda: final
             # without a clean split the references come from a held-out random 10 % of the (dirty) pool
             held = torch.from_numpy(np.random.default_rng(seed).random(len(kinds)) < 0.1)
             pool_refs = {n: robust_reference([stats[n][held]], CHECKS[n].floor) for n in CHECKS}
-            cand["the default, references from a random 10 % of the pool (no clean split)"] = lambda: contrast(c) - sum(
+            cand["the default, references from a random 10 % of the pool (no clean split)"] = lambda: contrast(pp[3], 4.0, 0.25) - sum(
                 robust_penalty(stats[n], pool_refs[n], CHECKS[n].side, t, 4.0).numpy()
                 for n, t in (("detail", 2.0), ("noise", 3.0), ("empty", 3.0)))
             for key, fn in cand.items():

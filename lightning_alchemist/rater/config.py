@@ -136,9 +136,9 @@ class RaterConfig:
     # contrast: weight β of the caption gain (2/8 trade plain for noise), the rolled captions it averages
     # over, and the empty caption's share of the partners' loss (it exposes generic captions; 0 = not a
     # partner; a checkpoint's former ``true`` reads as 0.5). Each partner is one more proxy forward per sample.
-    # 3 rolled + the empty caption at ¼ (was 2 + ½): glyphs mismatch kept 27.9/24.3 -> 25.3/22.5 % (top-K, seeds
-    # 0/1), shapes unchanged (defect share 0.153 -> 0.151), for one more forward per sample; 4 rolled gains no
-    # more, no empty caption costs shapes' degraded (benchmarks/results/rater_contrast_partners.md).
+    # 3 rolled + the empty caption at ¼ (was 2 + ½), with the image checks on, top-K at keep 0.5, 3 seeds: glyphs
+    # mismatch kept 26 -> 23 %, shapes unchanged (defect share 0.151), for one more forward per sample; 4 rolled
+    # gain nothing more, no empty caption costs shapes' degraded 15 -> 18 % (benchmarks/results/rater_detail_partners.md).
     contrast_beta: float = 4.0
     contrast_partners: int = 3
     contrast_null: float = 0.25

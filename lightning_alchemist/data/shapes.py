@@ -125,41 +125,69 @@ def validate_shapes_config(cfg: ShapesConfig) -> None:
 def random_scene(rng: np.random.Generator) -> dict[str, Any]:
     """A random clean scene: background colour and 1–3 objects with size, colour, shape, centre.
 
-    The named attributes (what the caption says) are drawn first, as in v2, so a seed gives the same
-    captions; then the drawn values within them: each object's ``side``, ``center`` and ``rgb`` shade,
-    and the ``background_rgb`` shade (see :data:`SIZE_RANGES`, :data:`OFFSET`, :data:`SHADE`).
+    The named attributes (what the caption says) are drawn first; then the drawn values within them:
+    each object's ``side``, ``center`` and ``rgb`` shade, the ``background_rgb`` shade and the ``light``
+    (see :data:`SIZE_RANGES`, :data:`OFFSET`, :data:`SHADE`, :data:`LIGHT`).
     """
-    background = str(rng.choice(list(COLORS)))
-    n = int(rng.choice(len(OBJECT_COUNTS), p=OBJECT_COUNTS)) + 1
+    scene, places = _named_scene(rng)
+    _draw_values(rng, scene, places)
+    return scene
+
+
+def random_caption(rng: np.random.Generator) -> str:
+    """The caption of a random clean scene (:func:`random_scene`'s, without drawing its values)."""
+    return caption_of(_named_scene(rng)[0])
+
+
+_COLOR_NAMES, _SIZE_NAMES = tuple(COLORS), tuple(SIZES)
+_POSITION_NAMES, _RELATION_NAMES = tuple(ONE_OBJECT_POSITIONS), tuple(RELATIONS)
+
+
+def _pick(rng: np.random.Generator, names: Any) -> str:
+    """A uniform choice (what ``rng.choice`` draws, without its array conversion: this runs ~10x per scene)."""
+    return str(names[int(rng.integers(len(names)))])
+
+
+def _named_scene(rng: np.random.Generator) -> tuple[dict[str, Any], list[tuple[float, float]]]:
+    """The named attributes of a random scene (what its caption says) and its objects' places."""
+    background = _pick(rng, _COLOR_NAMES)
+    n = _object_count(rng.random())
     palette = [c for c in COLORS if c != background]
     objects = []
     for _ in range(n):
         objects.append(
             {
-                "shape": str(rng.choice(SHAPES)),
-                "color": str(rng.choice(palette)),
-                "size": str(rng.choice(list(SIZES))),
+                "shape": _pick(rng, SHAPES),
+                "color": _pick(rng, palette),
+                "size": _pick(rng, _SIZE_NAMES),
             }
         )
     scene: dict[str, Any] = {"background": background, "objects": objects}
     if n == 1:
-        position = str(rng.choice(list(ONE_OBJECT_POSITIONS)))
+        position = _pick(rng, _POSITION_NAMES)
         places = [ONE_OBJECT_POSITIONS[position]]
         scene["layout"] = position
     elif n == 2:
-        relation = str(rng.choice(list(RELATIONS)))
+        relation = _pick(rng, _RELATION_NAMES)
         places = list(RELATIONS[relation])
         scene["layout"] = relation
     else:
         places = list(THREE_OBJECT_SLOTS)
         scene["layout"] = "row"
-    _draw_values(rng, scene, places)
-    return scene
+    return scene, places
 
 
-def _shade(rng: np.random.Generator, name: str) -> list[int]:
-    rgb = np.asarray(COLORS[name]) + rng.integers(-SHADE, SHADE + 1, size=3)
-    return [int(v) for v in np.clip(rgb, 0, 255)]
+def _object_count(u: float) -> int:
+    """1, 2 or 3 objects for a uniform draw ``u`` (:data:`OBJECT_COUNTS`; cheaper than ``rng.choice(p=...)``)."""
+    for n, p in enumerate(OBJECT_COUNTS, start=1):
+        u -= p
+        if u < 0:
+            return n
+    return len(OBJECT_COUNTS)
+
+
+def _shade(name: str, shift: Any) -> list[int]:
+    return [min(max(c + int(d), 0), 255) for c, d in zip(COLORS[name], shift)]
 
 
 def _draw_values(rng: np.random.Generator, scene: dict[str, Any], places: list[tuple[float, float]]) -> None:
@@ -179,9 +207,10 @@ def _draw_values(rng: np.random.Generator, scene: dict[str, Any], places: list[t
     else:
         for obj, place in zip(objects, places):
             obj["center"] = [float(place[0]), float(place[1])]
-    for obj in objects:
-        obj["rgb"] = _shade(rng, obj["color"])
-    scene["background_rgb"] = _shade(rng, scene["background"])
+    shifts = rng.integers(-SHADE, SHADE + 1, size=(len(objects) + 1, 3)).tolist()
+    for obj, shift in zip(objects, shifts):
+        obj["rgb"] = _shade(obj["color"], shift)
+    scene["background_rgb"] = _shade(scene["background"], shifts[-1])
     for _ in range(16):  # a strong light can push a shade of yellow towards orange at the dark end: redraw it
         scene["light"] = [round(float(rng.uniform(0.0, 360.0)), 2), round(float(rng.uniform(*LIGHT)), 2)]
         if _colours_are_true(scene):
@@ -190,20 +219,19 @@ def _draw_values(rng: np.random.Generator, scene: dict[str, Any], places: list[t
         scene["light"] = [scene["light"][0], 0.0]
 
 
-def _nearest_colour(rgb: Any) -> str:
-    return min(COLORS, key=lambda c: sum((float(a) - b) ** 2 for a, b in zip(rgb, COLORS[c])))
+_PALETTE = np.asarray(list(COLORS.values()), dtype=np.float32)  # [C, 3], in COLORS' order
 
 
 def _colours_are_true(scene: dict[str, Any]) -> bool:
     """Whether every drawn colour, at both ends of the light's ramp, is nearest its named palette colour."""
     strength = float(scene.get("light", (0.0, 0.0))[1])
-    named = [(o.get("rgb", COLORS[o["color"]]), o["color"]) for o in scene["objects"]]
-    named.append((scene.get("background_rgb", COLORS[scene["background"]]), scene["background"]))
-    for rgb, name in named:
-        for delta in (-strength, strength):
-            if _nearest_colour([min(max(v + delta, 0.0), 255.0) for v in rgb]) != name:
-                return False
-    return True
+    objs = scene["objects"]
+    rgb = np.asarray([o.get("rgb", COLORS[o["color"]]) for o in objs]
+                     + [scene.get("background_rgb", COLORS[scene["background"]])], dtype=np.float32)
+    names = [list(COLORS).index(o["color"]) for o in objs] + [list(COLORS).index(scene["background"])]
+    ends = np.clip(rgb[None] + np.float32([[[-strength]], [[strength]]]), 0.0, 255.0)  # [2, K, 3]
+    nearest = ((ends[:, :, None, :] - _PALETTE) ** 2).sum(-1).argmin(-1)  # [2, K]
+    return bool((nearest == np.asarray(names)).all())
 
 
 def _box(obj: dict[str, Any]) -> tuple[float, float, float, float]:
@@ -322,8 +350,8 @@ def _light_ramp(resolution: int, angle_deg: float, strength: float) -> np.ndarra
 
 
 def _lit(image: Image.Image, angle_deg: float, strength: float) -> Image.Image:
-    array = np.asarray(image, dtype=np.float32) + _light_ramp(image.size[0], angle_deg, strength)[:, :, None]
-    return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8))
+    array = np.asarray(image, dtype=np.int16) + np.rint(_light_ramp(image.size[0], angle_deg, strength)).astype(np.int16)[:, :, None]
+    return Image.fromarray(np.clip(array, 0, 255, out=array).astype(np.uint8))
 
 
 def _plain_image(rng: np.random.Generator, resolution: int) -> Image.Image:
@@ -388,11 +416,11 @@ def _duplicate_sources(cfg: ShapesConfig, kinds: np.ndarray) -> dict[int, int]:
 
 def _other_caption(seed: int, index: int, own: str) -> str:
     """The caption of another seeded scene, redrawn while it equals ``own`` (a mismatch must not describe its image)."""
-    caption = caption_of(random_scene(np.random.default_rng([seed, 99, index])))
+    caption = random_caption(np.random.default_rng([seed, 99, index]))
     attempt = 0
     while caption == own:
         attempt += 1
-        caption = caption_of(random_scene(np.random.default_rng([seed, 99, index, attempt])))
+        caption = random_caption(np.random.default_rng([seed, 99, index, attempt]))
     return caption
 
 
@@ -408,7 +436,7 @@ def make_sample(cfg: ShapesConfig, split: str, index: int, kind: str, dup_source
     elif kind == "chaotic":
         scene = {"background": None, "objects": [], "clutter": True}
         image = _chaotic_image(rng, res)
-        caption = caption_of(random_scene(rng))
+        caption = random_caption(rng)
     elif kind == "duplicate":
         if dup_source is None:
             raise ValueError(f"shapes sample {key}: a duplicate needs its source index (dup_source); pass the plan's entry")

@@ -72,8 +72,8 @@ SIZES = {"small": 0.2, "large": 0.36}  # nominal object side (fraction of the im
 # one below 0.18 (under 6 px at 32 px) was too small for the judge to tell its shape.
 SIZE_RANGES: dict[str, tuple[float, float]] = {"small": (0.18, 0.24), "large": (0.32, 0.40)}
 OFFSET = 0.05  # max shift of an object's centre from its place, per axis (fraction of the side; the judge reads places)
-SHADE = 12  # max per-channel shift of a drawn colour from its named one (the name stays the nearest palette colour)
-LIGHT = (8.0, 20.0)  # uneven light: a scene brightens/darkens linearly by this many levels (uniform) towards a seeded side
+SHADE = 16  # max per-channel shift of a drawn colour from its named one (the name stays the nearest palette colour)
+LIGHT = (15.0, 40.0)  # uneven light: a scene brightens/darkens linearly by this many levels (uniform) towards a seeded side
 # Chance of a scene holding 1, 2 or 3 objects. A one-object caption has only 2240 variants and the curation
 # fallback's blurred 8x8 thumbnail sees two draws of one as near-copies however they vary within its words, so
 # they are rare (v2: a third, and 29 % of the clean samples had a twin).

@@ -148,6 +148,13 @@ def test_scenes_vary_within_what_their_captions_state():
         assert not caption_is_true({**scene, "objects": [{**obj, **change}]}, caption)
     assert not caption_is_true({**scene, "light": [0.0, 200.0]}, caption)
     assert not caption_is_true(scene, caption.replace("on the left", "on the right"))
+    # the fallback after too many redraws: every layout's places hold its words even at the largest sides
+    from lightning_alchemist.data.shapes import ONE_OBJECT_POSITIONS, RELATIONS, THREE_OBJECT_SLOTS, _geometry_is_true
+
+    largest = {"shape": "square", "color": "red", "size": "large", "side": SIZE_RANGES["large"][1]}
+    layouts = [(k, [c]) for k, c in ONE_OBJECT_POSITIONS.items()] + [(k, list(c)) for k, c in RELATIONS.items()]
+    for layout, places in layouts + [("row", list(THREE_OBJECT_SLOTS))]:
+        assert _geometry_is_true({"layout": layout, "objects": [{**largest, "center": list(c)} for c in places]})
 
 
 def test_no_two_samples_outside_the_duplicates_are_copies_and_captions_stay_true():

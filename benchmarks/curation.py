@@ -16,7 +16,8 @@ A group is its source plus its copies. For each selection at each ``keep`` the b
 - ``collateral``: the share of samples outside every copy group that dedup dropped (natural near-copies), by kind,
   and ``clean unique``: the share of clean samples outside every copy group whose caption no other pool sample has
   (so no other sample shows their scene) that dedup dropped — the clean data lost, as opposed to a scene the
-  generator drew twice (``shapes`` has 2240 one-object scenes) or a degraded twin of it;
+  generator drew twice (``shapes`` has 2240 one-object captions; up to its generator v2 two draws of one were the
+  same picture, since v3 they differ in position, size, shade and light) or a degraded twin of it;
 - ``split``: the copy groups whose members k-means put in more than one cluster (dedup compares within a cluster).
 
 Rows: ``random``; ``dedup+random``; the model-free rater alone (compressed size, its natural middle band,
@@ -236,7 +237,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
         lines += [f"## {name} ({res['pool']} samples, {res['copy_groups']} copy groups holding {res['in_groups']} samples; "
                   f"embeddings {res['embed_s']} s)", "",
                   f"{res['clean_shared_caption']:.1%} of the clean samples outside the copy groups share their caption "
-                  "(their scene) with another pool sample: a scene drawn twice, or a degraded or mismatched one.", ""]
+                  "(their scene) with another pool sample: a caption drawn twice, or a degraded or mismatched one.", ""]
         keeps = list(next(iter(res["rows"].values())).keys())
         kinds = list(next(iter(next(iter(res["rows"].values())).values()))["kept_share"].keys())
         for keep in keeps:

@@ -38,6 +38,11 @@ def test_every_grammar_position_is_a_place():
         place_of((0.9, 0.9))
     t = scene_targets({"background": "white", "objects": [{"shape": "circle", "color": "red", "size": "small", "center": [0.27, 0.5]}]})
     assert t["shape"].tolist().count(0) == len(PLACES) - 1 and t["shape"][place_of((0.27, 0.5))] == 1
+    # the generator draws each centre near its place (continuously, since v3): it still reads as that place
+    for scene in _scenes(500, seed=1):
+        n, layout = len(scene["objects"]), scene["layout"]
+        nominal = [ONE_OBJECT_POSITIONS[layout]] if n == 1 else list(RELATIONS[layout]) if n == 2 else list(THREE_OBJECT_SLOTS)
+        assert [place_of(o["center"]) for o in scene["objects"]] == [place_of(c) for c in nominal]
 
 
 def test_judge_is_accurate_on_heldout_clean_renders(judge_and_stats):

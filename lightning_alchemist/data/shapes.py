@@ -2,10 +2,19 @@
 
 Each clean sample shows 1–3 objects (shape, colour, size, position) on a coloured background,
 captioned from a small grammar, e.g. "a small red circle above a large blue square on a white
-background". A configurable share of the pool is defective, modelled on what the Alchemist paper
-found at the ends of its ranking:
+background". The caption names discrete attributes; the drawing is continuous within what it
+states (generator v3): each object's centre lies within :data:`OFFSET` of its place, its side within
+its size word's range (:data:`SIZE_RANGES`), and every colour is a seeded shade within :data:`SHADE` of
+the named one, under a seeded uneven light (:data:`LIGHT`), on a quarter-pixel grid; and one-object scenes,
+whose captions have only 2240 variants, are a tenth of the scenes (:data:`OBJECT_COUNTS`). So no two samples
+show the same pixels, and few are near-copies at the curation fallback's threshold (v2 drew a third of its
+scenes from ~2240 distinct one-object pictures: 29 % of the clean samples had a pixel-identical clean twin). The
+``.json`` records the drawn values (``center``, ``side``, ``rgb``, ``background_rgb``, ``light``) and
+:func:`caption_is_true` checks a scene against its caption's words. A configurable share of the pool
+is defective, modelled on what the Alchemist paper found at the ends of its ranking:
 
-- ``plain``: an empty or near-empty solid background with a generic caption (the too-easy product shot);
+- ``plain``: an empty or near-empty solid background with a generic caption (the too-easy product shot;
+  faint noise makes each one's pixels its own, but near-empty images are near-copies of each other by nature);
 - ``chaotic``: noise or dense clutter;
 - ``mismatch``: a correct image with the caption of another scene;
 - ``duplicate``: genuine copies of a few clean samples under other keys, as a web crawl has them: the
@@ -42,7 +51,8 @@ from lightning_alchemist.data.generated import CLEAN, degrade, png_bytes, read_l
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "2"  # 2: duplicates are genuine copies (were re-rendered near-copies)
+GENERATOR_VERSION = "3"  # 2: duplicates are genuine copies (were re-rendered near-copies); 3: continuous
+# positions, sizes, shades and light, 4x supersampling with box reduction, one-object scenes rarer, mismatches redrawn
 DEFECT_KINDS = ("plain", "chaotic", "mismatch", "duplicate", "degraded")
 
 SHAPES = ("circle", "square", "triangle", "diamond")
@@ -56,7 +66,19 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "white": (245, 245, 245),
     "black": (25, 25, 25),
 }
-SIZES = {"small": 0.2, "large": 0.36}  # object side as a fraction of the image side
+SIZES = {"small": 0.2, "large": 0.36}  # nominal object side (fraction of the image side): a scene without its drawn `side`
+# The side an object of each size word is drawn at (uniform within; fractions of the image side): disjoint, so
+# "small" and "large" stay true (the largest small object is 1.33x smaller than the smallest large one); a small
+# one below 0.18 (under 6 px at 32 px) was too small for the judge to tell its shape.
+SIZE_RANGES: dict[str, tuple[float, float]] = {"small": (0.18, 0.24), "large": (0.32, 0.40)}
+OFFSET = 0.05  # max shift of an object's centre from its place, per axis (fraction of the side; the judge reads places)
+SHADE = 16  # max per-channel shift of a drawn colour from its named one (the name stays the nearest palette colour)
+LIGHT = (15.0, 40.0)  # uneven light: a scene brightens/darkens linearly by this many levels (uniform) towards a seeded side
+# Chance of a scene holding 1, 2 or 3 objects. A one-object caption has only 2240 variants and the curation
+# fallback's blurred 8x8 thumbnail sees two draws of one as near-copies however they vary within its words, so
+# they are rare (v2: a third, and 29 % of the clean samples had a twin).
+OBJECT_COUNTS = (0.1, 0.45, 0.45)
+MARGIN = 0.02  # min gap between an object's box and the image border or another object's box (fraction of the side)
 ONE_OBJECT_POSITIONS = {
     "on the left": (0.27, 0.5),
     "on the right": (0.73, 0.5),
@@ -101,34 +123,167 @@ def validate_shapes_config(cfg: ShapesConfig) -> None:
 
 
 def random_scene(rng: np.random.Generator) -> dict[str, Any]:
-    """A random clean scene: background colour and 1–3 objects with size, colour, shape, centre."""
-    background = str(rng.choice(list(COLORS)))
-    n = int(rng.integers(1, 4))
+    """A random clean scene: background colour and 1–3 objects with size, colour, shape, centre.
+
+    The named attributes (what the caption says) are drawn first; then the drawn values within them:
+    each object's ``side``, ``center`` and ``rgb`` shade, the ``background_rgb`` shade and the ``light``
+    (see :data:`SIZE_RANGES`, :data:`OFFSET`, :data:`SHADE`, :data:`LIGHT`).
+    """
+    scene, places = _named_scene(rng)
+    _draw_values(rng, scene, places)
+    return scene
+
+
+def random_caption(rng: np.random.Generator) -> str:
+    """The caption of a random clean scene (:func:`random_scene`'s, without drawing its values)."""
+    return caption_of(_named_scene(rng)[0])
+
+
+_COLOR_NAMES, _SIZE_NAMES = tuple(COLORS), tuple(SIZES)
+_POSITION_NAMES, _RELATION_NAMES = tuple(ONE_OBJECT_POSITIONS), tuple(RELATIONS)
+
+
+def _pick(rng: np.random.Generator, names: Any) -> str:
+    """A uniform choice (what ``rng.choice`` draws, without its array conversion: this runs ~10x per scene)."""
+    return str(names[int(rng.integers(len(names)))])
+
+
+def _named_scene(rng: np.random.Generator) -> tuple[dict[str, Any], list[tuple[float, float]]]:
+    """The named attributes of a random scene (what its caption says) and its objects' places."""
+    background = _pick(rng, _COLOR_NAMES)
+    n = _object_count(rng.random())
     palette = [c for c in COLORS if c != background]
     objects = []
     for _ in range(n):
         objects.append(
             {
-                "shape": str(rng.choice(SHAPES)),
-                "color": str(rng.choice(palette)),
-                "size": str(rng.choice(list(SIZES))),
+                "shape": _pick(rng, SHAPES),
+                "color": _pick(rng, palette),
+                "size": _pick(rng, _SIZE_NAMES),
             }
         )
     scene: dict[str, Any] = {"background": background, "objects": objects}
     if n == 1:
-        position = str(rng.choice(list(ONE_OBJECT_POSITIONS)))
-        objects[0]["center"] = list(ONE_OBJECT_POSITIONS[position])
+        position = _pick(rng, _POSITION_NAMES)
+        places = [ONE_OBJECT_POSITIONS[position]]
         scene["layout"] = position
     elif n == 2:
-        relation = str(rng.choice(list(RELATIONS)))
-        a, b = RELATIONS[relation]
-        objects[0]["center"], objects[1]["center"] = list(a), list(b)
+        relation = _pick(rng, _RELATION_NAMES)
+        places = list(RELATIONS[relation])
         scene["layout"] = relation
     else:
-        for obj, slot in zip(objects, THREE_OBJECT_SLOTS):
-            obj["center"] = list(slot)
+        places = list(THREE_OBJECT_SLOTS)
         scene["layout"] = "row"
-    return scene
+    return scene, places
+
+
+def _object_count(u: float) -> int:
+    """1, 2 or 3 objects for a uniform draw ``u`` (:data:`OBJECT_COUNTS`; cheaper than ``rng.choice(p=...)``)."""
+    for n, p in enumerate(OBJECT_COUNTS, start=1):
+        u -= p
+        if u < 0:
+            return n
+    return len(OBJECT_COUNTS)
+
+
+def _shade(name: str, shift: Any) -> list[int]:
+    return [min(max(c + int(d), 0), 255) for c, d in zip(COLORS[name], shift)]
+
+
+def _draw_values(rng: np.random.Generator, scene: dict[str, Any], places: list[tuple[float, float]]) -> None:
+    """Draw each object's side, centre and shade, the background's shade and the light, within what the caption
+    states (see :func:`caption_is_true`).
+
+    Centres are redrawn (seeded) until the layout's words hold (about 1.07 draws per scene); the places themselves
+    always satisfy them, so after 64 tries the objects sit at their places. The light is redrawn until every colour
+    stays nearest its name at both ends of its ramp (0.8 % of scenes keep none after 16 tries: mostly orange or
+    yellow ones at the edge of their shade).
+    """
+    objects = scene["objects"]
+    for obj in objects:
+        obj["side"] = round(float(rng.uniform(*SIZE_RANGES[obj["size"]])), 4)
+    for _ in range(64):
+        for obj, (cx, cy) in zip(objects, places):
+            obj["center"] = [round(cx + float(rng.uniform(-OFFSET, OFFSET)), 4), round(cy + float(rng.uniform(-OFFSET, OFFSET)), 4)]
+        if _geometry_is_true(scene):
+            break
+    else:
+        for obj, place in zip(objects, places):
+            obj["center"] = [float(place[0]), float(place[1])]
+    shifts = rng.integers(-SHADE, SHADE + 1, size=(len(objects) + 1, 3)).tolist()
+    for obj, shift in zip(objects, shifts):
+        obj["rgb"] = _shade(obj["color"], shift)
+    scene["background_rgb"] = _shade(scene["background"], shifts[-1])
+    for _ in range(16):  # a strong light can push a shade of yellow towards orange at the dark end: redraw it
+        scene["light"] = [round(float(rng.uniform(0.0, 360.0)), 2), round(float(rng.uniform(*LIGHT)), 2)]
+        if _colours_are_true(scene):
+            break
+    else:
+        scene["light"] = [scene["light"][0], 0.0]
+
+
+_PALETTE = np.asarray(list(COLORS.values()), dtype=np.float32)  # [C, 3], in COLORS' order
+
+
+def _colours_are_true(scene: dict[str, Any]) -> bool:
+    """Whether every drawn colour, at both ends of the light's ramp, is nearest its named palette colour."""
+    strength = float(scene.get("light", (0.0, 0.0))[1])
+    objs = scene["objects"]
+    rgb = np.asarray([o.get("rgb", COLORS[o["color"]]) for o in objs]
+                     + [scene.get("background_rgb", COLORS[scene["background"]])], dtype=np.float32)
+    names = [list(COLORS).index(o["color"]) for o in objs] + [list(COLORS).index(scene["background"])]
+    ends = np.clip(rgb[None] + np.float32([[[-strength]], [[strength]]]), 0.0, 255.0)  # [2, K, 3]
+    nearest = ((ends[:, :, None, :] - _PALETTE) ** 2).sum(-1).argmin(-1)  # [2, K]
+    return bool((nearest == np.asarray(names)).all())
+
+
+def _box(obj: dict[str, Any]) -> tuple[float, float, float, float]:
+    half = float(obj.get("side", SIZES[obj["size"]])) / 2
+    cx, cy = obj["center"]
+    return cx - half, cy - half, cx + half, cy + half
+
+
+def _geometry_is_true(scene: dict[str, Any]) -> bool:
+    """Whether the objects' centres and sides fit the layout's words (see :func:`caption_is_true`)."""
+    objs, layout = scene["objects"], scene.get("layout")
+    boxes = [_box(o) for o in objs]
+    if any(min(b) < MARGIN or max(b) > 1 - MARGIN for b in boxes):
+        return False  # inside the image, with a margin
+    for i in range(len(boxes)):  # no two objects touch: each is seen whole
+        for j in range(i + 1, len(boxes)):
+            a, b = boxes[i], boxes[j]
+            if not (a[2] + MARGIN <= b[0] or b[2] + MARGIN <= a[0] or a[3] + MARGIN <= b[1] or b[3] + MARGIN <= a[1]):
+                return False
+    if len(objs) == 1:
+        (x0, y0, x1, y1), (cx, cy) = boxes[0], objs[0]["center"]
+        region = {"on the left": x1 <= 0.5, "on the right": x0 >= 0.5, "at the top": y1 <= 0.5, "at the bottom": y0 >= 0.5,
+                  "in the center": max(abs(cx - 0.5), abs(cy - 0.5)) <= OFFSET + 1e-9}
+        if layout not in region:
+            return False
+        # the object lies in the named half (or the middle), and nearer its place than any other position's
+        nearest = min(ONE_OBJECT_POSITIONS, key=lambda k: max(abs(cx - ONE_OBJECT_POSITIONS[k][0]), abs(cy - ONE_OBJECT_POSITIONS[k][1])))
+        return region[layout] and nearest == layout
+    if len(objs) == 2:
+        (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = boxes
+        relation = {"above": ay1 + MARGIN <= by0, "below": by1 + MARGIN <= ay0,
+                    "to the left of": ax1 + MARGIN <= bx0, "to the right of": bx1 + MARGIN <= ax0}
+        return bool(relation.get(layout, False))
+    return layout == "row" and len(objs) == 3
+
+
+def caption_is_true(scene: dict[str, Any], caption: str) -> bool:
+    """Whether ``caption`` is the grammar's caption of ``scene`` and the scene's drawn values fit its words:
+    each object's side within its size word's range; every drawn colour (the objects' and the background's,
+    at both ends of the light's ramp) nearest its named palette colour; every object inside the image and
+    apart from the others; and the layout's words true ("on the left": the object's box in the left half;
+    "A above B": A's box wholly above B's; ...)."""
+    if caption != caption_of(scene):
+        return False
+    for obj in scene["objects"]:
+        lo, hi = SIZE_RANGES[obj["size"]]
+        if not lo <= float(obj.get("side", SIZES[obj["size"]])) <= hi:
+            return False
+    return _colours_are_true(scene) and _geometry_is_true(scene)
 
 
 def _phrase(obj: dict[str, Any]) -> str:
@@ -148,7 +303,12 @@ def caption_of(scene: dict[str, Any]) -> str:
 
 # ----------------------------------------------------------------------------- drawing
 
-_SUPERSAMPLE = 2  # draw at 2x and downsample: cheap anti-aliasing
+_SUPERSAMPLE = 4  # draw at 4x and average 4x4 blocks: exact-coverage anti-aliasing on a quarter-pixel grid (PIL draws whole pixels)
+
+
+def _reduce(image: Image.Image, resolution: int) -> Image.Image:
+    """The supersampled drawing at ``resolution``: the mean of each block (a box filter, cheaper than LANCZOS)."""
+    return image.reduce(image.size[0] // resolution)
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, half: float, fill) -> None:
@@ -165,18 +325,36 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, hal
 
 
 def render_scene(scene: dict[str, Any], resolution: int, jitter: Optional[np.random.Generator] = None) -> Image.Image:
-    """Draw a scene; ``jitter`` shifts objects by a pixel or two (the judge's robustness renders)."""
+    """Draw a scene at its drawn values (``center``, ``side``, ``rgb``, ``background_rgb``; a scene without
+    them, e.g. written by hand, is drawn at the nominal size and the named colours). ``jitter`` shifts
+    objects by up to two pixels more (the judge's robustness renders)."""
     side = resolution * _SUPERSAMPLE
-    image = Image.new("RGB", (side, side), COLORS[scene["background"]])
+    image = Image.new("RGB", (side, side), tuple(scene.get("background_rgb", COLORS[scene["background"]])))
     draw = ImageDraw.Draw(image)
     for obj in scene["objects"]:
         cx, cy = obj["center"][0] * side, obj["center"][1] * side
         if jitter is not None:
             cx += float(jitter.integers(-2, 3)) * _SUPERSAMPLE
             cy += float(jitter.integers(-2, 3)) * _SUPERSAMPLE
-        half = SIZES[obj["size"]] * side / 2
-        _draw_shape(draw, obj["shape"], cx, cy, half, COLORS[obj["color"]])
-    return image.resize((resolution, resolution), Image.Resampling.LANCZOS)
+        half = float(obj.get("side", SIZES[obj["size"]])) * side / 2
+        _draw_shape(draw, obj["shape"], cx, cy, half, tuple(obj.get("rgb", COLORS[obj["color"]])))
+    image = _reduce(image, resolution)
+    if "light" in scene:
+        image = _lit(image, *scene["light"])
+    return image
+
+
+def _light_ramp(resolution: int, angle_deg: float, strength: float) -> np.ndarray:
+    """``[res, res]`` levels of uneven light: linear along ``angle_deg``, ``±strength`` at the far corners."""
+    a = np.deg2rad(angle_deg)
+    c, s = float(np.cos(a)), float(np.sin(a))
+    axis = (np.arange(resolution, dtype=np.float32) + 0.5) / resolution - 0.5
+    return (axis[None, :] * c + axis[:, None] * s) * np.float32(2 * strength / max(abs(c) + abs(s), 1e-6))
+
+
+def _lit(image: Image.Image, angle_deg: float, strength: float) -> Image.Image:
+    array = np.asarray(image, dtype=np.int16) + np.rint(_light_ramp(image.size[0], angle_deg, strength)).astype(np.int16)[:, :, None]
+    return Image.fromarray(np.clip(array, 0, 255, out=array).astype(np.uint8))
 
 
 def _plain_image(rng: np.random.Generator, resolution: int) -> Image.Image:
@@ -198,7 +376,7 @@ def _chaotic_image(rng: np.random.Generator, resolution: int) -> Image.Image:
         cx, cy = rng.uniform(0, side, 2)
         half = rng.uniform(0.03, 0.15) * side
         _draw_shape(draw, shape, cx, cy, half, tuple(int(v) for v in rng.integers(0, 256, 3)))
-    return image.resize((resolution, resolution), Image.Resampling.LANCZOS)
+    return _reduce(image, resolution)
 
 
 def copy_bytes(png: bytes, rng: np.random.Generator) -> tuple[bytes, dict[str, Any]]:
@@ -239,6 +417,16 @@ def _duplicate_sources(cfg: ShapesConfig, kinds: np.ndarray) -> dict[int, int]:
     return {int(d): int(sources[i % len(sources)]) for i, d in enumerate(rng.permutation(dups))}
 
 
+def _other_caption(seed: int, index: int, own: str) -> str:
+    """The caption of another seeded scene, redrawn while it equals ``own`` (a mismatch must not describe its image)."""
+    caption = random_caption(np.random.default_rng([seed, 99, index]))
+    attempt = 0
+    while caption == own:
+        attempt += 1
+        caption = random_caption(np.random.default_rng([seed, 99, index, attempt]))
+    return caption
+
+
 def make_sample(cfg: ShapesConfig, split: str, index: int, kind: str, dup_source: Optional[int] = None) -> dict[str, Any]:
     """Generate one sample deterministically: ``{"__key__", "png", "txt", "json"}``."""
     rng = scene_rng(cfg.seed, split, index)
@@ -251,7 +439,7 @@ def make_sample(cfg: ShapesConfig, split: str, index: int, kind: str, dup_source
     elif kind == "chaotic":
         scene = {"background": None, "objects": [], "clutter": True}
         image = _chaotic_image(rng, res)
-        caption = caption_of(random_scene(rng))
+        caption = random_caption(rng)
     elif kind == "duplicate":
         if dup_source is None:
             raise ValueError(f"shapes sample {key}: a duplicate needs its source index (dup_source); pass the plan's entry")
@@ -265,8 +453,7 @@ def make_sample(cfg: ShapesConfig, split: str, index: int, kind: str, dup_source
         image = render_scene(scene, res)
         caption = caption_of(scene)
         if kind == "mismatch":
-            other = random_scene(np.random.default_rng([cfg.seed, 99, index]))
-            caption = caption_of(other)
+            caption = _other_caption(cfg.seed, index, caption)
         elif kind == "degraded":
             image, _ = degrade(image, rng)
     return {"__key__": key, "png": png_bytes(image), "txt": caption, "json": json.dumps(scene)}

@@ -184,16 +184,14 @@ def main(argv: list[str] | None = None) -> int:
             for t in (2.0, 3.0, 5.0):
                 cand[f"contrast − detail (2, 4) − empty penalty (threshold {t:g}, weight 4)"] = lambda t=t: contrast(c) - pen(2.0, 4.0) - check("empty", t)
             checks = pen(2.0, 4.0) + check("noise", 3.0) + check("empty", 3.0)
-            cand["contrast (2 partners, empty ½) − detail (2, 4) − noise (3, 4) − empty (3, 4): the previous default"] = \
-                lambda: contrast(c) - checks
-            # the partners and the empty caption's share, on top of the three checks (which now catch the plain images
-            # the empty caption was first added for)
+            # the partners and the empty caption's share, on top of the three checks (detail (2, 4), noise (3, 4),
+            # empty (3, 4); they now catch the plain images the empty caption was first added for)
+            named = {(2, 0.5): ": the previous default", (3, 0.25): ": the default"}
             for P in (2, 3, 4, 8):
                 for share in (0.0, 0.25, 0.5):
-                    cand[f"contrast, {P} partners, empty caption {share:g} − the three checks"] = \
+                    cand[f"contrast, {P} partners, empty caption {share:g} − the three checks{named.get((P, share), '')}"] = \
                         lambda P=P, share=share: contrast(pp[P], 4.0, share) - checks
             final = contrast(pp[3], 4.0, 0.25) - checks
-            cand["contrast (3 partners, empty ¼) − detail (2, 4) − noise (3, 4) − empty (3, 4): the default"] = lambda: final
             # without a clean split the references come from a held-out random 10 % of the (dirty) pool
             held = torch.from_numpy(np.random.default_rng(seed).random(len(kinds)) < 0.1)
             pool_refs = {n: robust_reference([stats[n][held]], CHECKS[n].floor) for n in CHECKS}

@@ -287,6 +287,13 @@ def test_declared_ends_drive_shift_gaussian_head():
     sel = sg.select(clean, 0.5, seed=0)
     assert sel.meta["params"]["head"] == "keep" and sel.meta["params"]["head_declared"] == "clean"
     assert sel.meta["params"]["n"] == 0.0 and sel.meta["params"]["head_asked"] == "auto"
+    # an unset sigma follows the head: the narrow soft top-K on a clean head, the paper's width on a dropped one
+    assert sel.meta["params"]["sigma"] == ShiftGaussian.KEEP_SIGMA == 0.1
+    assert sg.select(easy, 0.5).meta["params"]["sigma"] == ShiftGaussian.DROP_SIGMA == 0.2
+    # at keep 0.5 the narrow top reaches less far into the bottom half than the paper's width would
+    wide = set(ShiftGaussian(sigma=0.2).select(clean, 0.5, seed=0).indices.tolist())
+    assert len(kept_clean - set(range(500))) < len(wide - set(range(500)))
+    assert ShiftGaussian(sigma=0.3).select(clean, 0.5).meta["params"]["sigma"] == 0.3
     # an explicit head overrides the declaration
     forced = ShiftGaussian(head="drop").select(clean, 0.5, seed=0)
     assert not set(forced.indices.tolist()) & set(range(200))

@@ -109,13 +109,15 @@ def expected_inclusion(log_w: np.ndarray, k: int) -> np.ndarray:
     return 1 - np.exp(-c * p)
 
 
-@pytest.mark.parametrize("strategy,keep", [(ShiftGaussian(), 0.3), (Gsample(), 0.2), (ShiftGaussian(0.1, 0.7, 0.1), 0.1)])
+@pytest.mark.parametrize("strategy,keep", [(ShiftGaussian(), 0.3), (Gsample(), 0.2), (ShiftGaussian(0.1, 0.7, 0.1), 0.1),
+                                           (ShiftGaussian(head="keep"), 0.3), (ShiftGaussian(head="keep", sigma=0.3), 0.5)])
 def test_gaussian_strategies_follow_the_gaussian_per_percentile_bin(strategy, keep):
     n, bins = 100_000, 20
     ratings = make_ratings(n, seed=1)
     sel = strategy.select(ratings, keep, seed=3)
     share = kept_share_by_percentile(ratings, kept_mask(ratings, sel), bins)
     u = np.arange(n) / n
+    strategy = strategy.resolved(ratings)  # the reference reads the applied n, mu, sigma
     head = strategy.head_size(n, round(keep * n))
     log_w = np.where(np.arange(n) < head, -np.inf, strategy.log_weights(u))
     expect = expected_inclusion(log_w, round(keep * n)).reshape(bins, -1).mean(axis=1)

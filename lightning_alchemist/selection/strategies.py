@@ -132,17 +132,25 @@ class ShiftGaussian(Strategy):
     Gaussian sits at the top, ``u = 0``, so the noisy tail is avoided), or ``auto`` (default): what
     the ratings' objective declared (:attr:`Ratings.ranking`, written by the scorer), ``drop`` when
     they declare nothing (the official rule's likelihood ranking).
+
+    ``sigma`` (default ``None``) follows the head mode too: 0.2 (:attr:`DROP_SIGMA`) around ``mu`` when
+    the head is dropped, 0.1 (:attr:`KEEP_SIGMA`) from the top when it is kept. A soft top-K of width
+    0.2 reaches well past the kept fraction into the noisy tail; measured on both embedded datasets
+    (3 seeds, keep 0.5), 0.1 keeps 2-3 points fewer mismatched captions and as many clean samples as
+    an exact top-K, while still drawing the boundary at random. A number applies in both modes.
     """
 
     n: float = 0.2
     mu: float = 0.6
-    sigma: float = 0.2
+    sigma: Optional[float] = None
     head: HeadMode = HeadMode.auto
     name: ClassVar[str] = "shift_gauss"
+    DROP_SIGMA: ClassVar[float] = 0.2
+    KEEP_SIGMA: ClassVar[float] = 0.1
 
     def __post_init__(self) -> None:
         _check_fraction("n", self.n)
-        if not self.sigma > 0:
+        if self.sigma is not None and not self.sigma > 0:
             raise ConfigError(f"config 'selection.sigma': got {self.sigma}, expected > 0")
         if self.head not in HEAD_MODES:
             raise ConfigError(f"config 'selection.head': got '{self.head}', expected one of {', '.join(HEAD_MODES)}")
@@ -150,15 +158,18 @@ class ShiftGaussian(Strategy):
     def resolved(self, ratings: Optional[Ratings]) -> "ShiftGaussian":
         """This strategy with ``head`` resolved against the ratings' declared ranking ends.
 
-        ``keep`` gives ``n = 0, mu = 0``; ``drop`` the configured ``n, mu``.
+        ``keep`` gives ``n = 0, mu = 0``; ``drop`` the configured ``n, mu``; an unset ``sigma`` becomes
+        :attr:`KEEP_SIGMA` or :attr:`DROP_SIGMA`.
         """
         mode = self.head
         if mode == "auto":
             declared = (getattr(ratings, "ranking", None) or {}).get("head")
             mode = "keep" if declared == "clean" else "drop"
         if mode == "keep":
-            return dataclasses.replace(self, n=0.0, mu=0.0, head="keep")
-        return dataclasses.replace(self, head="drop")
+            sigma = self.KEEP_SIGMA if self.sigma is None else self.sigma
+            return dataclasses.replace(self, n=0.0, mu=0.0, sigma=sigma, head="keep")
+        sigma = self.DROP_SIGMA if self.sigma is None else self.sigma
+        return dataclasses.replace(self, sigma=sigma, head="drop")
 
     def head_size(self, n_items: int, k: int) -> int:
         """How many top-ranked samples are dropped outright (with ``head`` resolved)."""

@@ -14,13 +14,15 @@ cheap numpy computation on the saved ``.npz``: ``benchmarks/signal_study.py`` re
 from __future__ import annotations
 
 import argparse
-import io
-import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,8 +38,6 @@ def token_ce(proxy, enc) -> "torch.Tensor":
 
 def image_stats(dm, keys: list[str], size: int) -> dict[str, np.ndarray]:
     """Model-free statistics of each pool image at the proxy's resolution (aligned with ``keys``)."""
-    from PIL import Image
-
     from lightning_alchemist.data.decode import SampleDecoder, SkipStats
     from lightning_alchemist.rater.heuristics import _Image, compressed_size, grey_entropy
 
@@ -69,6 +69,11 @@ def image_stats(dm, keys: list[str], size: int) -> dict[str, np.ndarray]:
         on = (np.abs(gx[:, 7::8]).sum() + np.abs(gy[7::8, :]).sum())
         out["block"][j] = on / max(np.abs(gx).sum() + np.abs(gy).sum(), 1e-12)
     return out
+
+
+def data_id(dm: Any) -> str:
+    """The identity of a generated dataset: its cache folder's name (``shapes-64px-<fingerprint>``)."""
+    return Path(dm.labels_path).parent.name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
             levels = proxy.var.lvl_1L.cpu().numpy() if hasattr(proxy.var, "lvl_1L") else np.zeros(true[0].shape[1])
             blob = dict(keys=np.asarray(env["pool"].keys), kinds=env["kinds"], true=torch.cat(true).numpy().astype(np.float32),
                         empty=torch.cat(empty).numpy().astype(np.float32), rolled=torch.cat(rolled).numpy().astype(np.float32),
-                        levels=np.asarray(levels).reshape(-1), warmup=str(winfo))
+                        levels=np.asarray(levels).reshape(-1), warmup=str(winfo),
+                        # the generated dataset's cache folder (its name fingerprints the generator version and
+                        # config): signal_study decodes images by key and must decode the ones this dump rated
+                        data_id=data_id(env["dm"]))
             if si == 0 and not args.no_images:
                 size = int(proxy.image_size)
                 for k, v in image_stats(env["dm"], list(env["pool"].keys), size).items():

@@ -79,8 +79,9 @@ def per_scale_contrast(p: dict, beta: float = 1.0) -> np.ndarray:
     return -ls + beta * g
 
 
-def checks_of(data: str, pool: int) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
-    """The validation split's image-check references (``detail``, ``noise``, ``empty``) and each pool key's statistics."""
+def checks_of(data: str, pool: int) -> tuple[dict[str, Any], dict[str, dict[str, float]], str]:
+    """The validation split's image-check references (``detail``, ``noise``, ``empty``), each pool key's statistics,
+    and the dataset's identity (``signal_probe.data_id``)."""
     import rater_signal as rs
 
     from lightning_alchemist.cli import check_overrides
@@ -92,7 +93,21 @@ def checks_of(data: str, pool: int) -> tuple[dict[str, Any], dict[str, dict[str,
     dm = build_datamodule(cfg.data, seed=0)
     dm.prepare_data()
     dm.setup("fit")
-    return rs.image_check_inputs(dm)
+    from signal_probe import data_id
+
+    return (*rs.image_check_inputs(dm), data_id(dm))
+
+
+def check_dump_matches(dump: Path, blob: dict[str, Any], data: str) -> None:
+    """Refuse a dump rated on other images than the ones this code generates under the same keys.
+
+    The study decodes the pool by key to compute the image checks; a dump made before the generator
+    changed (or at another pool size) pairs its ratings with the wrong images, silently.
+    """
+    made_on = str(blob["data_id"]) if "data_id" in blob else None
+    if made_on != data:
+        raise SystemExit(f"{dump}: made on data {made_on or '(not recorded: an older signal_probe.py)'}, but this code "
+                         f"generates {data} for the same keys; rerun benchmarks/signal_probe.py to make dumps of this data")
 
 
 def mean_rows(rows: list[dict]) -> dict[str, Any]:
@@ -142,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         if not dumps:
             print(f"no dumps for {name} under {args.probe}")
             continue
-        refs, stats_of = checks_of(name, int(pool or 0))
+        refs, stats_of, data = checks_of(name, int(pool or 0))
         ref = refs["detail"]
         per: dict[str, list] = {}
         sel_rows: dict[str, list] = {}
@@ -150,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         kinds_order: list[str] = []
         for seed, f in dumps:
             d = dict(np.load(f, allow_pickle=True))
+            check_dump_matches(f, d, data)
             kinds = d["kinds"].astype(str)
             kinds_order = ["clean", *sorted(set(kinds.tolist()) - {"clean"})]
             stats = {n: torch.tensor([v[str(k)] for k in d["keys"]]) for n, v in stats_of.items()}

@@ -201,6 +201,7 @@ def summarise(reports: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                 reached = samples_to_reach(r, full_final[seed])
                 speedups.append(full_samples[seed] / reached if reached else None)
         row["speedup_to_full_quality"] = speedups
+        row["val_loss_by_seed"] = {r["params"]["seed"]: r["metrics"]["val_loss"] for r in runs if "val_loss" in r["metrics"]}
         defects = runs[0].get("defects") or {}
         # each kind's kept share: the mean over seeds (the selections differ per seed)
         row["kept_share"] = {k: statistics.fmean(r["defects"][k]["kept_share"] for r in runs
@@ -255,6 +256,25 @@ def _fmt(pair: Any) -> str:
     return str(pair)
 
 
+def per_seed_lines(rows: dict[str, Any]) -> list[str]:
+    """Validation loss per seed, and each run's difference to random@0.5 in the same seed (the selections of a seed
+    share its rater and its target's initialisation, so the paired difference is the comparison that counts)."""
+    seeds = sorted({s for r in rows.values() for s in r.get("val_loss_by_seed", {})})
+    if not seeds:
+        return []
+    base = rows.get("random@0.5", {}).get("val_loss_by_seed", {})
+    lines = ["", "Validation loss per seed" + (" (in brackets: minus random@0.5 of the same seed)" if base else "") + ":", "",
+             "| run | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|" + "---:|" * len(seeds)]
+    for name, row in rows.items():
+        cells = []
+        for s in seeds:
+            v = row.get("val_loss_by_seed", {}).get(s)
+            paired = f" ({v - base[s]:+.3f})" if v is not None and s in base and name != "random@0.5" else ""
+            cells.append("-" if v is None else f"{v:.3f}{paired}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(rows: dict[str, Any], checks: list, meta: dict[str, Any]) -> str:
     metrics = [m for m in METRICS if any(m in r for r in rows.values())]
     lines = [f"# Data efficiency ({meta['date']}, {meta['machine']})", "", f"Command: `{meta['command']}`", "",
@@ -264,6 +284,7 @@ def markdown(rows: dict[str, Any], checks: list, meta: dict[str, Any]) -> str:
     for name, row in rows.items():
         speed = ", ".join("not reached" if s is None else f"{s:.2f}x" for s in row["speedup_to_full_quality"]) or "-"
         lines.append(f"| {name} | " + " | ".join(_fmt(row.get(m, "-")) for m in metrics) + f" | {speed} | {_fmt(row['seconds'])} |")
+    lines += per_seed_lines(rows)
     kinds = sorted({k for r in rows.values() for k in r["kept_share"]})
     if kinds:
         lines += ["", "Share of each defect kind kept by each selection, mean over seeds (the generator's labels; evaluation only):", "",

@@ -1,0 +1,30 @@
+"""benchmarks/data_efficiency.py's tables: means over seeds, kept shares, and the per-seed losses paired with random."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _report(seed: int, val_loss: float, kept_mismatch: float) -> dict:
+    return {"params": {"seed": seed}, "metrics": {"val_loss": val_loss}, "train": {"samples_seen": 100},
+            "wall_seconds": 1.0, "defects": {"clean": {"n": 10, "kept_share": 0.5},
+                                            "mismatch": {"n": 10, "kept_share": kept_mismatch, "auc_clean_above": 0.8}}}
+
+
+def test_summary_pairs_each_seed_with_random():
+    bench = runpy.run_path(str(ROOT / "benchmarks" / "data_efficiency.py"))
+    reports = {"random@0.5": [_report(0, 2.0, 0.5), _report(1, 2.2, 0.5)],
+               "shift_gauss@0.5": [_report(0, 1.9, 0.1), _report(1, 2.25, 0.3)]}
+    rows = bench["summarise"](reports)
+    sg = rows["shift_gauss@0.5"]
+    assert sg["val_loss"] == pytest.approx((2.075, 0.2474873734))
+    assert sg["val_loss_by_seed"] == {0: 1.9, 1: 2.25} and sg["kept_share"]["mismatch"] == pytest.approx(0.2)
+    assert sg["defect_share"][0] == pytest.approx((1 / 6 + 3 / 8) / 2)  # kept mismatch / all kept, per seed
+    text = bench["markdown"](rows, [], {"date": "d", "machine": "m", "command": "c", "seeds": [0, 1]})
+    assert "| shift_gauss@0.5 | 1.900 (-0.100) | 2.250 (+0.050) |" in text
+    assert "| random@0.5 | 2.000 | 2.200 |" in text

@@ -32,7 +32,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -48,8 +48,9 @@ WARMUP_OVERRIDES: dict[str, Any] = {}  # --warmup KEY=VALUE (WarmupConfig fields
 GOALS = "keep 0.5: defect share <= half the pool's; noise/chaotic kept <= 10 %, mismatch <= 25 %, plain <= 25 %, clean >= 75 %"
 
 
-def setup(data_name: str, pool: int, seed: int, quick: bool) -> dict[str, Any]:
-    """Data module, proxy (seeded), cached pool/val encodes, labels."""
+def setup(data_name: str, pool: int, seed: int, quick: bool, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Data module, proxy (seeded), cached pool/val encodes, labels; ``overrides``: more Hydra overrides
+    (e.g. ``rater.proxy.tokenizer.patch_nums=[1,2,3,4,6,8]`` for a finer proxy)."""
     import pyarrow.parquet as pq
 
     from lightning_alchemist.cli import check_overrides
@@ -60,9 +61,7 @@ def setup(data_name: str, pool: int, seed: int, quick: bool) -> dict[str, Any]:
     from lightning_alchemist.rater.recipe import build_rater_proxy
     from lightning_alchemist.schema import validate
 
-    overrides = [f"data={data_name}"]
-    if pool:
-        overrides.append(f"data.{data_name}.num_pool={pool}")
+    overrides = [f"data={data_name}", *([f"data.{data_name}.num_pool={pool}"] if pool else []), *overrides]
     cfg = validate(check_overrides("config", overrides, ROOT / "conf"))
     dm = build_datamodule(cfg.data, seed=0)
     dm.prepare_data()
@@ -327,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", nargs="*", default=[], metavar="KEY=VALUE",
                         help="other warm-up settings (WarmupConfig fields, e.g. final_factor=0.1)")
     parser.add_argument("--quick", action="store_true", help="smoke run: pool 500, warm-up 40 steps, 10 rater steps")
+    parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="Hydra overrides for every run, e.g. rater.proxy.tokenizer.patch_nums=[1,2,3,4,6,8]")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--tag", default="", help="suffix of the result files (rater_signal<tag>.md)")
     parser.add_argument("--save", default="", help="also save each variant's ratings as DIR/<data>_<variant>_<seed>.npz")
@@ -353,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         args.current_data = data_name
         block: dict[str, Any] = {"runs": []}
         for seed in args.seeds:
-            env = setup(data_name, args.pool, seed, args.quick)
+            env = setup(data_name, args.pool, seed, args.quick, args.override)
             block.update(pool_size=len(env["pool"]), pool_defect_share=float((env["kinds"] != "clean").mean()),
                          encode_s={"pool": env["pool_info"]["seconds"], "val": env["val_info"]["seconds"]},
                          encode_cached=env["pool_info"]["cached"])

@@ -102,6 +102,7 @@ def _full_draw(values, k, strategy, seed):
     from lightning_alchemist.selection.draw import make_rng, rank_order
 
     n = len(values)
+    strategy = strategy.resolved(None)  # the applied n, mu, sigma (no declared ends: the head is dropped)
     head = strategy.head_size(n, k)
     rank = np.empty(n, dtype=np.int64)
     rank[rank_order(values)] = np.arange(n)
@@ -134,7 +135,8 @@ def test_shift_gaussian_draw_equals_the_full_sort_definition(name, monkeypatch):
     values = _shift_gauss_values()[name]
     n = len(values)
     ratings = Ratings.from_arrays([f"k{i}" for i in range(n)], values, check=False)
-    strategies = (ShiftGaussian(), Gsample(), ShiftGaussian(0.1, 0.7, 0.01), ShiftGaussian(0.3, 0.1, 0.5))
+    strategies = (ShiftGaussian(), Gsample(), ShiftGaussian(0.1, 0.7, 0.01), ShiftGaussian(0.3, 0.1, 0.5),
+                  ShiftGaussian(head="keep"))
     for strategy in strategies:
         for keep in (0.01, 0.5, 0.8, 1.0):
             k = round(keep * n)

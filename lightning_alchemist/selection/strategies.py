@@ -178,7 +178,10 @@ class ShiftGaussian(Strategy):
         return max(0, min(head, n_items - k))
 
     def log_weights(self, u: np.ndarray, inplace: bool = False) -> np.ndarray:
-        """Unnormalised log-probability of percentile ``u`` (the head is handled separately)."""
+        """Unnormalised log-probability of percentile ``u`` (the head is handled separately; call on :meth:`resolved`)."""
+        if self.sigma is None:
+            raise ValueError("ShiftGaussian.log_weights: sigma is unset until the head mode is resolved; "
+                             "call it on strategy.resolved(ratings)")
         z = u if inplace else np.array(u, dtype=np.float64)
         z -= self.mu
         z *= z

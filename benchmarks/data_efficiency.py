@@ -105,21 +105,33 @@ def base_overrides(args: argparse.Namespace) -> list[str]:
     return out + list(args.overrides)
 
 
+def composed_key(cfg: Any) -> str:
+    """The composed config a run ran with (``out`` aside), as text: equal overrides can compose differently once a
+    default changes, and a report made under the old default must not be reused for the new one."""
+    from lightning_alchemist.config import as_container
+
+    return json.dumps({k: v for k, v in as_container(cfg).items() if k != "out"}, sort_keys=True, default=str)
+
+
 def run_one(name: str, overrides: list[str], work: Path, reuse: bool = False) -> dict[str, Any]:
     from lightning_alchemist.cli import check_overrides
     from lightning_alchemist.pipeline.run import run_pipeline
 
+    cfg = check_overrides("config", [f"out={work}", *overrides], ROOT / "conf")
+    key = composed_key(cfg)
     saved = work / "runs" / f"{name}.report.json"
     if reuse and saved.is_file():
         report = json.loads(saved.read_text())
-        if report.get("overrides") == overrides:
-            print(f"reused {saved}", flush=True)
+        if report.get("overrides") == overrides and report.get("composed", key) == key:
+            note = "" if "composed" in report else " (it predates recorded configs: a changed default would go unnoticed)"
+            print(f"reused {saved}{note}", flush=True)
             return report
-    cfg = check_overrides("config", [f"out={work}", *overrides], ROOT / "conf")
+        print(f"not reusing {saved}: its overrides or composed config differ from this run's", flush=True)
     t0 = time.time()
     report = run_pipeline(cfg, work / "runs" / name)
     report["wall_seconds"] = round(time.time() - t0, 1)
     report["overrides"] = overrides
+    report["composed"] = key
     saved.write_text(json.dumps(report, default=str))
     return report
 

@@ -28,3 +28,21 @@ def test_summary_pairs_each_seed_with_random():
     text = bench["markdown"](rows, [], {"date": "d", "machine": "m", "command": "c", "seeds": [0, 1]})
     assert "| shift_gauss@0.5 | 1.900 (-0.100) | 2.250 (+0.050) |" in text
     assert "| random@0.5 | 2.000 | 2.200 |" in text
+
+
+def test_reuse_needs_the_same_composed_config(tmp_path, monkeypatch):
+    bench = runpy.run_path(str(ROOT / "benchmarks" / "data_efficiency.py"))
+    import lightning_alchemist.pipeline.run as run
+
+    calls = []
+    monkeypatch.setattr(run, "run_pipeline", lambda cfg, d: calls.append(cfg.selection.name) or {"metrics": {}})
+    (tmp_path / "runs").mkdir()
+    overrides = ["selection=shift_gauss", "keep=0.5", "seed=0"]
+    first = bench["run_one"]("sg-s0", overrides, tmp_path, reuse=True)
+    assert calls == ["shift_gauss"] and "composed" in first
+    again = bench["run_one"]("sg-s0", overrides, tmp_path, reuse=True)
+    assert calls == ["shift_gauss"] and again == first  # same overrides, same composed config: reused
+    saved = tmp_path / "runs" / "sg-s0.report.json"
+    saved.write_text(saved.read_text().replace('\\"sigma\\": null', '\\"sigma\\": 0.2'))  # made under another default
+    bench["run_one"]("sg-s0", overrides, tmp_path, reuse=True)
+    assert calls == ["shift_gauss", "shift_gauss"]  # not reused

@@ -161,7 +161,7 @@ def markdown(res: dict[str, Any]) -> str:
         "median rank), so 1.0 = the band drops that kind before any clean sample. Kept share = share of the pool's samples of",
         "that kind in the selection (random keeps ≈ keep of each). `shift_gauss` (defaults n 0.2, µ 0.6, σ 0.2) on the same ratings",
         "is what `rater=heuristic` gives with the default `selection`; on a learned rater's ratings it follows their declared",
-        "ends (`head=auto`: the default rating's clean top is kept, nothing skipped), as the pipeline does.",
+        "ends (`head=auto`: the default rating's clean top is kept, nothing skipped, σ 0.1), as the pipeline does.",
     ]
     if res.get("note"):
         lines += ["", res["note"]]

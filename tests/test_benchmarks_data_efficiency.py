@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import runpy
 from pathlib import Path
 
 import pytest
+
+from helpers import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,6 +46,7 @@ def test_reuse_needs_the_same_composed_config(tmp_path, monkeypatch):
     again = bench["run_one"]("sg-s0", overrides, tmp_path, reuse=True)
     assert calls == ["shift_gauss"] and again == first  # same overrides, same composed config: reused
     saved = tmp_path / "runs" / "sg-s0.report.json"
-    saved.write_text(saved.read_text().replace('\\"sigma\\": null', '\\"sigma\\": 0.2'))  # made under another default
+    other = bench["composed_key"](compose("config", [f"out={tmp_path}", *overrides, "selection.sigma=0.2"]))
+    saved.write_text(json.dumps({**first, "composed": other}))  # made under another default, same overrides
     bench["run_one"]("sg-s0", overrides, tmp_path, reuse=True)
     assert calls == ["shift_gauss", "shift_gauss"]  # not reused

@@ -3,6 +3,10 @@ direct scorer applying them."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,7 +25,9 @@ from lightning_alchemist.rater.detail import (
     noise_level,
     robust_penalty,
 )
+from lightning_alchemist.pipeline.cache import fingerprint
 from lightning_alchemist.rater.direct import ProxyScorer
+from lightning_alchemist.rater.recipe import image_check_versions
 from lightning_alchemist.rater.scoring import score
 from lightning_alchemist.selection.ratings import Ratings
 
@@ -69,6 +75,24 @@ def test_detail_share_separates_blurred_and_upscaled_images():
         detail_share(torch.zeros(1, 3, 1, 1))
 
 
+@pytest.mark.parametrize("factor", [2, 4, 8])
+@pytest.mark.parametrize("shift", [0, 1])
+def test_detail_share_is_zero_for_pixel_replicated_upscales(factor, shift):
+    # 64 px images upscaled by pixel replication from a random smaller one: sharp block edges, which a smooth
+    # reconstruction reads as detail (version 1 of the check let most 8x ones through), but no detail of their own;
+    # on either 2x2 pixel grid (shift: the blocks start one pixel in)
+    small = torch.rand(8, 3, 64 // factor, 64 // factor, generator=torch.Generator().manual_seed(factor)) * 2 - 1
+    blocky = F.interpolate(small, scale_factor=factor, mode="nearest")
+    if shift:
+        blocky = torch.cat([blocky[..., :1, :], blocky[..., :-1, :]], dim=-2)
+        blocky = torch.cat([blocky[..., :1], blocky[..., :-1]], dim=-1)
+    sharp = _scenes(8, size=64)
+    assert detail_share(blocky).max() < 1e-3 < detail_share(sharp).min()
+    refs = image_references([sharp])
+    assert refs["detail"].version == CHECKS["detail"].version == 2
+    assert detail_penalty(log_detail(blocky), refs["detail"], 2.0, 1.0).min() > 1.0
+
+
 def test_reference_and_penalty():
     ref = detail_reference([_scenes(seed=0), _scenes(seed=1)])
     assert ref.n == 32 and ref.spread > 0
@@ -89,6 +113,24 @@ def test_config_checks_detail_fields():
     assert cfg.detail_weight > 0 and cfg.detail_threshold > 0  # on by default
     with pytest.raises(ConfigError, match="detail_weight"):
         rater_config({"detail_weight": -1.0})
+    # what names a trained direct scorer: the version of each check it applies, none for a rater network
+    assert image_check_versions(cfg) == {name: check.version for name, check in CHECKS.items()}
+    assert image_check_versions(rater_config({"noise_weight": 0.0})) == {"detail": 2, "empty": 1}
+    assert image_check_versions(rater_config({"score_with": "rater"})) == {}
+
+
+def test_rater_stage_is_named_by_the_checks_versions(monkeypatch, tmp_path):
+    # a changed statistic (version bump) must train the scorer again: its references are measured in that stage
+    from lightning_alchemist.pipeline import run
+
+    keys: list = []
+    monkeypatch.setattr(run, "cached_stage", lambda root, stage, key, build: keys.append(fingerprint(key)))
+    v = SimpleNamespace(rater=rater_config(None), data=SimpleNamespace(batch_size=8), rater_proxy={"kind": "toy"},
+                        seed=0)
+    run.rater_stage(v, None, tmp_path, {"data": "d"})
+    monkeypatch.setitem(CHECKS, "detail", dataclasses.replace(CHECKS["detail"], version=CHECKS["detail"].version + 1))
+    run.rater_stage(v, None, tmp_path, {"data": "d"})
+    assert keys[0] != keys[1]
 
 
 def _toy_batch(n: int = 8):
@@ -160,7 +202,7 @@ def test_image_references_and_penalties_by_side():
         image_references([])
 
 
-def test_scorer_applies_every_check_on_its_side(tmp_path):
+def test_scorer_applies_every_check_on_its_side(tmp_path, caplog):
     torch.manual_seed(0)
     proxy = ToyProxy()
     batch, _ = _toy_batch(16)
@@ -191,6 +233,14 @@ def test_scorer_applies_every_check_on_its_side(tmp_path):
     assert set(old.checks) == {"detail"}
     again = ProxyScorer.from_checkpoint(torch.load(on.save(tmp_path / "rater.ckpt"), weights_only=False), proxy=proxy)
     assert again.checks == on.checks
+    # a reference measured with an earlier version of its statistic still scores, with a warning, and under
+    # another scoring signature than an exact one
+    assert on.scoring_signature()["detail_version"] == CHECKS["detail"].version
+    stale = {k: {**r, "version": 1} if k == "detail" else r for k, r in info["image_checks"].items()}
+    with caplog.at_level(logging.WARNING, logger="lightning_alchemist.rater.direct"):
+        older = ProxyScorer(proxy, cfg, info={"image_checks": stale})
+    assert "'detail' check's reference was measured with version 1" in caplog.text
+    assert set(older.checks) == set(CHECKS) and older.scoring_signature() != on.scoring_signature()
     # a batch without images (cached features served without them) is refused in one line, before any encoder runs
     calls: list = []
     proxy.encode = lambda b: calls.append(b) or ToyProxy.encode(proxy, b)

@@ -117,10 +117,13 @@ def features_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict, mo
 
 def rater_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict, features: Any = None) -> StageResult:
     """Train the rater with its proxy on the pool: ``<cache>/rater/<fp>/rater.ckpt``."""
-    from lightning_alchemist.rater.recipe import device_kwargs, train_rater
+    from lightning_alchemist.rater.recipe import device_kwargs, image_check_versions, train_rater
 
     key = {"data": data_id, "batch_size": v.data.batch_size, "rater": rater_identity(v.rater),
            "proxy": as_container(v.rater_proxy), "seed": v.seed}
+    checks = image_check_versions(v.rater)
+    if checks:  # the checks' references are measured in this stage: a changed statistic must not reuse them
+        key["image_checks"] = checks
 
     def build(folder: Path) -> dict:
         path = train_rater(datamodule, v.rater_proxy, v.rater, folder, seed=v.seed, devices=device_kwargs(v.trainer),

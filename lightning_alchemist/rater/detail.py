@@ -6,9 +6,10 @@ clean ones (measured on ``shapes`` and ``glyphs``: mean last-scale cross-entropy
 vs 2.73; AUC clean-above-degraded 0.40–0.61 for every per-scale loss and caption gain;
 ``benchmarks/results/rater_detail.md``). An image has *detail at its own resolution* when a good
 share of its variance lives in its finest octave; an image that was blurred, or upscaled from a
-smaller one, has almost none. :func:`detail_share` measures that share:
+smaller one (smoothly or by pixel replication), has almost none. :func:`detail_share` measures that share:
 
-    d = ‖x − up₂(down₂(x))‖² / ‖x − mean(x)‖²   (grey level, 2× box down, bilinear up)
+    d = min(r_bilinear, 10 · r_nearest),  r_up = ‖x − up(down₂(x))‖² / ‖x − mean(x)‖²
+        (grey level, 2× box down; nearest up on each 2×2 pixel grid)
 
 and the rating subtracts a penalty for images whose ``log10 d`` lies far *below* what the clean
 reference split shows (robust z under ``−threshold``; :func:`detail_penalty`). Only the low side of
@@ -43,6 +44,7 @@ from torch import Tensor
 __all__ = [
     "CHECKS",
     "DetailReference",
+    "checks_version",
     "dataset_image_references",
     "detail_penalty",
     "detail_reference",
@@ -58,6 +60,9 @@ __all__ = [
 
 # Floor of the share before the log: a flat image (no variance) has no detail to speak of.
 _FLOOR = 1e-6
+# A pixel-replicated image leaves (next to) nothing inside its 2x2 cells; a sharp render whose edges happen to lie on
+# the cell grid leaves a few times less there than a smooth reconstruction does, and must not read as missing detail.
+_REPLICATION_MARGIN = 10.0
 # [-1, 1] images to 8-bit grey levels.
 _GREY_LEVELS = 127.5
 
@@ -82,17 +87,36 @@ def _even_grey(images: Tensor, name: str) -> Tensor:
     return g[..., :h, :w]
 
 
+def _octave_share(g: Tensor, mode: str) -> Tensor:
+    """``[B]``: the share of ``g``'s variance that its 2× box-down, ``mode``-up reconstruction leaves (0 for a flat ``g``)."""
+    low = F.interpolate(F.avg_pool2d(g, 2), size=g.shape[-2:], mode=mode,
+                        **({"align_corners": False} if mode == "bilinear" else {}))
+    resid = (g - low).pow(2).mean((1, 2, 3))
+    var = (g - g.mean((2, 3), keepdim=True)).pow(2).mean((1, 2, 3))
+    return torch.where(var > 1e-12, resid / var.clamp_min(1e-12), torch.zeros_like(var)).clamp(0.0, 1.0)
+
+
 def detail_share(images: Tensor) -> Tensor:
     """``[B]``: the share of each image's grey-level variance in its finest octave (0 = none, ~1 = noise).
 
+    What a smooth 2× reconstruction (box down, bilinear up) leaves, which a blurred image fits; or, when
+    smaller by a wide margin (10×), what a pixel-replicating one leaves (nearest up, on each of the four
+    2×2 pixel grids), which an image upscaled by pixel replication fits exactly: its blocks have sharp
+    edges, so the smooth one alone reads them as detail (version 2 of the check; version 1 had the smooth
+    one only).
     Scale-free (a contrast or brightness change leaves it unchanged); images of odd size lose their
     last row/column; a flat image gets 0.
     """
     g = _even_grey(images, "detail_share")
-    low = F.interpolate(F.avg_pool2d(g, 2), size=g.shape[-2:], mode="bilinear", align_corners=False)
-    resid = (g - low).pow(2).mean((1, 2, 3))
-    var = (g - g.mean((2, 3), keepdim=True)).pow(2).mean((1, 2, 3))
-    return torch.where(var > 1e-12, resid / var.clamp_min(1e-12), torch.zeros_like(var)).clamp(0.0, 1.0)
+    share = _octave_share(g, "bilinear")
+    h, w = g.shape[-2:]
+    for dy in (0, 1):
+        for dx in (0, 1):
+            # the grid shifted by one pixel loses the first row/column and, to stay even, the last
+            crop = g[..., dy : h - dy, dx : w - dx]
+            if crop.shape[-1] >= 2 and crop.shape[-2] >= 2:
+                share = torch.minimum(share, _REPLICATION_MARGIN * _octave_share(crop, "nearest"))
+    return share
 
 
 def log_detail(images: Tensor) -> Tensor:
@@ -118,11 +142,13 @@ def log_contrast(images: Tensor) -> Tensor:
 @dataclass(frozen=True)
 class DetailReference:
     """Where clean images' statistic lies (the ``log10`` detail share, or another check's): its median and
-    robust spread (1.4826·MAD, floored)."""
+    robust spread (1.4826·MAD, floored), and the version of the statistic it was measured with
+    (:attr:`Check.version`; 1 for a reference stored before versions)."""
 
     median: float
     spread: float
     n: int
+    version: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,16 +157,17 @@ class DetailReference:
     def from_dict(cls, d: Optional[dict]) -> Optional["DetailReference"]:
         if not d:
             return None
-        return cls(float(d["median"]), float(d["spread"]), int(d.get("n", 0)))
+        return cls(float(d["median"]), float(d["spread"]), int(d.get("n", 0)), int(d.get("version", 1)))
 
 
-def robust_reference(values: Iterable[Tensor], floor: float) -> DetailReference:
-    """The median and robust spread (1.4826·MAD, at least ``floor``) of the concatenated ``values``."""
+def robust_reference(values: Iterable[Tensor], floor: float, version: int = 1) -> DetailReference:
+    """The median and robust spread (1.4826·MAD, at least ``floor``) of the concatenated ``values``, measured with
+    version ``version`` of their statistic."""
     v = torch.cat(list(values)).double()
     med = float(v.median())
     mad = float((v - med).abs().median()) * 1.4826
     # a split of near-identical images has no spread: keep the z finite with the statistic's tolerance
-    return DetailReference(med, max(mad, floor), int(v.numel()))
+    return DetailReference(med, max(mad, floor), int(v.numel()), int(version))
 
 
 def detail_reference(batches: Iterable[Tensor]) -> DetailReference:
@@ -169,19 +196,26 @@ def detail_penalty(logd: Tensor, ref: DetailReference, threshold: float = 2.0, w
 
 @dataclass(frozen=True)
 class Check:
-    """One model-free image check: its statistic, which side of the reference is penalised, the spread's floor."""
+    """One model-free image check: its statistic, which side of the reference is penalised, the spread's floor, and
+    the statistic's version (bumped when its values change: a reference measured with another version is stale)."""
 
     statistic: Callable[[Tensor], Tensor]
     side: str
     floor: float
+    version: int = 1
 
 
 # name -> check; the names are the scorer's config prefixes (rater.<name>_weight, rater.<name>_threshold)
 CHECKS: dict[str, Check] = {
-    "detail": Check(log_detail, "low", 0.05),   # blurred / upscaled (0.05 dex)
+    "detail": Check(log_detail, "low", 0.05, 2),  # blurred / upscaled (0.05 dex); 2: pixel-replicated upscales
     "noise": Check(noise_level, "high", 1.0),   # heavy pixel noise (one grey level: quantisation)
     "empty": Check(log_contrast, "low", 0.05),  # near-empty images (0.05 dex)
 }
+
+
+def checks_version() -> dict[str, int]:
+    """``{check: version}`` of every check's statistic (part of what names a trained direct scorer)."""
+    return {name: check.version for name, check in CHECKS.items()}
 
 
 def image_statistics(images: Tensor, names: Iterable[str] = tuple(CHECKS)) -> dict[str, Tensor]:
@@ -200,7 +234,7 @@ def image_references(batches: Iterable[Tensor], names: Iterable[str] = tuple(CHE
             values[n].append(v)
     if not names or not values[names[0]]:
         raise ValueError("image_references: no images given; the references need the validation split's images")
-    return {n: robust_reference(values[n], CHECKS[n].floor) for n in names}
+    return {n: robust_reference(values[n], CHECKS[n].floor, CHECKS[n].version) for n in names}
 
 
 def _image_batches(dataset: Any, batch_size: int) -> Iterable[Tensor]:

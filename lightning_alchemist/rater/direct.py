@@ -13,6 +13,7 @@ the predict loader's batches are fixed (file order), so ratings are reproducible
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import zlib
 from pathlib import Path
@@ -36,6 +37,8 @@ def _trainable(proxy: T2IProxy) -> torch.nn.Module:
         return proxy
 
 __all__ = ["CHECKPOINT_KIND", "ProxyScorer", "is_scorer_checkpoint"]
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_KIND = "lightning_alchemist.proxy_scorer"
 
@@ -92,6 +95,11 @@ class ProxyScorer(pl.LightningModule):
             ref, weight = DetailReference.from_dict(refs.get(name)), float(getattr(self.cfg, f"{name}_weight"))
             if ref is not None and weight > 0:
                 self.checks[name] = (ref, float(getattr(self.cfg, f"{name}_threshold")), weight)
+                if ref.version != CHECKS[name].version:
+                    # still usable (the statistic of clean images moves little between versions), but not exact
+                    log.warning("rater checkpoint: the '%s' check's reference was measured with version %d of its "
+                                "statistic, this code computes version %d; retrain the rater for an exact reference",
+                                name, ref.version, CHECKS[name].version)
 
     @property
     def detail(self) -> Optional[DetailReference]:
@@ -148,7 +156,8 @@ class ProxyScorer(pl.LightningModule):
             sig.update(beta=self.cfg.contrast_beta, partners=self.cfg.contrast_partners, null=self.cfg.contrast_null,
                        draws="by_keys")
         for name, (ref, threshold, weight) in self.checks.items():
-            sig.update({name: ref.as_dict(), f"{name}_weight": weight, f"{name}_threshold": threshold})
+            sig.update({name: ref.as_dict(), f"{name}_weight": weight, f"{name}_threshold": threshold,
+                        f"{name}_version": CHECKS[name].version})
         return sig
 
     def _generators(self, batch_idx: int, keys: Optional[Sequence[str]] = None):

@@ -98,6 +98,14 @@ def _warmup_line(info: dict) -> str:
     return f"warm-up {w.get('steps_run')} steps, best {w.get('best_step')} (held-out loss {w.get('best_holdout_loss', float('nan')):.3f}), {how}"
 
 
+def image_check_versions(rcfg: Any) -> dict[str, int]:
+    """``{check: statistic version}`` of the image checks the direct scorer of ``rcfg`` applies (weight > 0;
+    none unless ``score_with=proxy``): part of what names a trained rater, so a changed statistic retrains it."""
+    if rcfg.score_with != "proxy":
+        return {}
+    return {name: check.version for name, check in CHECKS.items() if getattr(rcfg, f"{name}_weight") > 0}
+
+
 def warm_up_stage(rcfg: Any, model_cfg: Any, datamodule: Any, seed: int = 0, features: Any = None,
                   resume: str = "auto") -> tuple[Any, Any, dict]:
     """The proxy warmed up on the validation split (``rater.warmup``; cached), and for the penalty
@@ -123,8 +131,8 @@ def warm_up_stage(rcfg: Any, model_cfg: Any, datamodule: Any, seed: int = 0, fea
         info["warmup"] = warm_up_proxy(proxy, val, wcfg, vinfo["fingerprint"], role="val", resume=resume).as_dict()
         info["encodes_val"] = vinfo
         log.info("rater proxy: %s", _warmup_line(info))
-    checks = [name for name in CHECKS if getattr(rcfg, f"{name}_weight") > 0]
-    if rcfg.score_with == "proxy" and checks:
+    checks = list(image_check_versions(rcfg))
+    if checks:
         # where clean images' detail, noise level and contrast lie (the scorer penalises images far outside)
         refs = dataset_image_references(datamodule.val, checks)
         info["image_checks"] = {name: ref.as_dict() for name, ref in refs.items()}

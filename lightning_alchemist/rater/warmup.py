@@ -53,10 +53,13 @@ class WarmupConfig:
     """Warm-up of the proxy before rating (schema of ``rater.warmup``); ``steps: 0`` = none (official code).
 
     Measured on ``shapes`` (star_tiny): the caption gain grows 0.04 -> 0.12 -> 0.28 nats at
-    200/400/800 steps; held-out early stopping keeps a small split from being memorised.
+    200/400/800 steps; held-out early stopping keeps a small split from being memorised. ``steps`` is a
+    cap; early stopping ends the warm-up: with the 256-wide text encoder, shapes' held-out loss was still
+    falling at 800 (2.66) and stopped improving at 1150 (2.53; mismatch AUC 0.90 -> 0.93), glyphs' at 700
+    either way (``benchmarks/results/rater_signal_warmup1600.md``).
     """
 
-    steps: int = 800
+    steps: int = 2000
     lr: float = 2e-3
     batch_size: int = 32
     weight_decay: float = 0.05

@@ -232,6 +232,8 @@ def summarise(reports: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             row["copies_multi"] = mean_std(multi)
         row["auc_clean_above"] = {k: v["auc_clean_above"] for k, v in defects.items() if "auc_clean_above" in v}
         row["seconds"] = mean_std([r["wall_seconds"] for r in runs])
+        # the rating's build seconds over the target's training seconds (both from the run's report)
+        row["rating_over_target"] = mean_std([(r.get("cost") or {}).get("rating_over_target") for r in runs])
         rows[name] = row
     return rows
 
@@ -292,11 +294,15 @@ def markdown(rows: dict[str, Any], checks: list, meta: dict[str, Any]) -> str:
     metrics = [m for m in METRICS if any(m in r for r in rows.values())]
     lines = [f"# Data efficiency ({meta['date']}, {meta['machine']})", "", f"Command: `{meta['command']}`", "",
              f"Seeds: {meta['seeds']}. copies_multi: share of the dataset's copy groups with more than one member kept.", "",
-             "| run | " + " | ".join(metrics) + " | speed-up to full quality | seconds |",
-             "|---|" + "---:|" * (len(metrics) + 2)]
+             "rating / target: the rating stages' build seconds (rater with the proxy's warm-up, scoring) over the "
+             "target's training seconds, from each run's report.", "",
+             "| run | " + " | ".join(metrics) + " | speed-up to full quality | rating / target | seconds |",
+             "|---|" + "---:|" * (len(metrics) + 3)]
     for name, row in rows.items():
         speed = ", ".join("not reached" if s is None else f"{s:.2f}x" for s in row["speedup_to_full_quality"]) or "-"
-        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(m, "-")) for m in metrics) + f" | {speed} | {_fmt(row['seconds'])} |")
+        cost = _fmt(row.get("rating_over_target", "-"))
+        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(m, "-")) for m in metrics)
+                     + f" | {speed} | {cost} | {_fmt(row['seconds'])} |")
     lines += per_seed_lines(rows)
     kinds = sorted({k for r in rows.values() for k in r["kept_share"]})
     if kinds:

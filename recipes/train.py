@@ -35,7 +35,7 @@ log = logging.getLogger("lightning_alchemist.train")
 
 def train(cfg: Any) -> dict[str, Any]:
     """Run the pipeline for ``cfg``; print the metrics and where the report is; return ``metrics.json``'s content."""
-    from lightning_alchemist.pipeline.report import METRIC_MEANINGS, format_metric
+    from lightning_alchemist.pipeline.report import METRIC_MEANINGS, cost_line, format_metric
     from lightning_alchemist.pipeline.run import run_pipeline
 
     t0 = time.time()
@@ -56,6 +56,9 @@ def train(cfg: Any) -> dict[str, Any]:
     if "skipped" in data:  # a dataset layout: what its preparation left out, by reason
         skipped = ", ".join(f"{n} {reason}" for reason, n in data["skipped"].items()) or "nothing"
         print(f"data: {data['pool']} pool + {data['val']} validation samples; skipped while preparing: {skipped}")
+    cost = cost_line(report)
+    if cost:
+        print(cost)
     print(f"done in {time.time() - t0:.0f} s; report: {folder} (summary.md, metrics.json, PNGs)")
     return report
 

@@ -13,8 +13,9 @@ from helpers import compose
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _report(seed: int, val_loss: float, kept_mismatch: float) -> dict:
+def _report(seed: int, val_loss: float, kept_mismatch: float, rating_over_target: float | None = None) -> dict:
     return {"params": {"seed": seed}, "metrics": {"val_loss": val_loss}, "train": {"samples_seen": 100},
+            "cost": {} if rating_over_target is None else {"rating_over_target": rating_over_target},
             "wall_seconds": 1.0, "defects": {"clean": {"n": 10, "kept_share": 0.5},
                                             "mismatch": {"n": 10, "kept_share": kept_mismatch, "auc_clean_above": 0.8}}}
 
@@ -22,7 +23,7 @@ def _report(seed: int, val_loss: float, kept_mismatch: float) -> dict:
 def test_summary_pairs_each_seed_with_random():
     bench = runpy.run_path(str(ROOT / "benchmarks" / "data_efficiency.py"))
     reports = {"random@0.5": [_report(0, 2.0, 0.5), _report(1, 2.2, 0.5)],
-               "shift_gauss@0.5": [_report(0, 1.9, 0.1), _report(1, 2.25, 0.3)]}
+               "shift_gauss@0.5": [_report(0, 1.9, 0.1, 1.5), _report(1, 2.25, 0.3, 2.5)]}
     rows = bench["summarise"](reports)
     sg = rows["shift_gauss@0.5"]
     assert sg["val_loss"] == pytest.approx((2.075, 0.2474873734))
@@ -31,6 +32,11 @@ def test_summary_pairs_each_seed_with_random():
     text = bench["markdown"](rows, [], {"date": "d", "machine": "m", "command": "c", "seeds": [0, 1]})
     assert "| shift_gauss@0.5 | 1.900 (-0.100) | 2.250 (+0.050) |" in text
     assert "| random@0.5 | 2.000 | 2.200 |" in text
+    # the rating's cost beside the target's training: a mean over seeds where rated, a dash where nothing was
+    assert sg["rating_over_target"] == pytest.approx((2.0, 0.7071067812))
+    [sg_row] = [line for line in text.splitlines() if line.startswith("| shift_gauss@0.5 | 2.075")]
+    [random_row] = [line for line in text.splitlines() if line.startswith("| random@0.5 | 2.1")]
+    assert "| 2 ± 0.71 |" in sg_row and random_row.split(" | ")[-2] == "-"
 
 
 def test_reuse_needs_the_same_composed_config(tmp_path, monkeypatch):

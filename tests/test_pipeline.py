@@ -93,6 +93,13 @@ def test_pipeline_end_to_end_then_reuses_cached_ratings(tmp_path, monkeypatch):
     assert all("auc_clean_above" in row for kind, row in on_disk["defects"].items() if kind != "clean")
     assert abs(sum(r["n"] * r["kept_share"] for r in on_disk["defects"].values()) - 500) < 1e-6 * 1000 + 1
     assert "![rating_bands](rating_bands.png)" in (report / "summary.md").read_text()
+    # the rating's cost beside the target's training: the rater (with the proxy's warm-up) and the scoring stage
+    cost = on_disk["cost"]
+    assert set(cost["stages_s"]) == {"rater", "ratings"} and all(s > 0 for s in cost["stages_s"].values())
+    assert cost["rating_s"] == pytest.approx(sum(cost["stages_s"].values()), abs=0.1)
+    low, high = (cost["rating_s"] - 0.05) / (cost["target_s"] + 0.05), (cost["rating_s"] + 0.05) / (cost["target_s"] - 0.05)
+    assert low <= cost["rating_over_target"] <= high  # the ratio of the unrounded times
+    assert "Rating cost: " in (report / "summary.md").read_text()
 
     # A second run at another keep reuses the rater and the ratings (asserted by flag and by file times).
     times = [p.stat().st_mtime_ns for p in [rater_ckpt, *ratings]]
@@ -100,6 +107,7 @@ def test_pipeline_end_to_end_then_reuses_cached_ratings(tmp_path, monkeypatch):
     assert second["stages"]["rater"]["cached"] and second["stages"]["ratings"]["cached"] and second["stages"]["features"]["cached"]
     assert not second["stages"]["selection"]["cached"] and second["selection"]["num_kept"] == 200
     assert [p.stat().st_mtime_ns for p in [rater_ckpt, *ratings]] == times
+    assert second["cost"]["stages_s"] == cost["stages_s"]  # reused stages still cost what building them took
 
 
 def test_sweep_writes_one_comparison_table(tmp_path):
@@ -194,6 +202,8 @@ def test_cached_stage_reuses_finished_and_rebuilds_interrupted(tmp_path):
     a = cached_stage(tmp_path, "demo", {"b": 1, "a": [1, 2]}, build)
     b = cached_stage(tmp_path, "demo", {"a": [1, 2], "b": 1}, build)  # same key, other order
     assert not a.cached and b.cached and b.info == {"n": 1} and b.path == a.path and len(calls) == 1
+    # a reused stage reports what building it took, read from its marker, not the time of loading it
+    assert a.seconds is not None and a.seconds >= 0 and b.seconds == a.seconds
     assert cached_stage(tmp_path, "demo", {"a": [1, 3], "b": 1}, build).path != a.path
 
     def killed(folder: Path) -> dict:

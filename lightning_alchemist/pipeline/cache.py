@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 from lightning_alchemist.config import as_container
 from lightning_alchemist.paths import file_lock, write_atomic
@@ -37,19 +37,24 @@ def fingerprint(payload: Any) -> str:
 
 @dataclass(frozen=True)
 class StageResult:
-    """Where a stage's artifact lives, what its build returned, and whether it came from the cache."""
+    """Where a stage's artifact lives, what its build returned, whether it came from the cache, and what the build
+    took in wall seconds (read back from the marker on reuse: the cost of producing the artifact, not of loading it;
+    None where it was not measured, e.g. a DDP child's build)."""
 
     stage: str
     fingerprint: str
     path: Path
     info: dict[str, Any]
     cached: bool
+    seconds: Optional[float] = None
 
 
 def _reuse(stage: str, fp: str, folder: Path) -> StageResult:
     record = json.loads((folder / MARKER).read_text())
     log.info("%s: reusing %s (fingerprint %s)", stage, folder, fp)
-    return StageResult(stage, fp, folder, dict(record.get("info") or {}), cached=True)
+    seconds = record.get("seconds")
+    return StageResult(stage, fp, folder, dict(record.get("info") or {}), cached=True,
+                       seconds=float(seconds) if seconds is not None else None)
 
 
 def _is_rank_zero() -> bool:
@@ -90,8 +95,9 @@ def cached_stage(root: Path, stage: str, key: Mapping[str, Any], build: Callable
         _drop_stale_temps(folder)
         t0 = time.time()
         info = as_container(dict(build(folder)))
-        record = {"stage": stage, "fingerprint": fp, "seconds": round(time.time() - t0, 2), "key": as_container(key), "info": info}
+        seconds = round(time.time() - t0, 2)
+        record = {"stage": stage, "fingerprint": fp, "seconds": seconds, "key": as_container(key), "info": info}
         text = json.dumps(record, indent=2, sort_keys=True, default=str)
         # the marker appears only once the artifact is complete (and never half-written)
         write_atomic(marker, lambda tmp: tmp.write_text(text), tmp=marker.with_suffix(".json.tmp"))
-    return StageResult(stage, fp, folder, info, cached=False)
+    return StageResult(stage, fp, folder, info, cached=False, seconds=seconds)

@@ -306,7 +306,9 @@ def write_report(
         "data": _data_summary(datamodule),
         "defects": defects,
         "curation": curation,
-        "stages": {name: {"path": str(s.path), "fingerprint": s.fingerprint, "cached": s.cached} for name, s in stages.items()},
+        "stages": {name: {"path": str(s.path), "fingerprint": s.fingerprint, "cached": s.cached,
+                          "seconds": getattr(s, "seconds", None)} for name, s in stages.items()},
+        "cost": rating_cost(stages, target.seconds),
         "seconds": round(seconds, 1),
         "files": files,
     }
@@ -315,8 +317,46 @@ def write_report(
     return report
 
 
+# The stages whose work exists only to rate the pool (the encode stage is left out: the target reads it too when it
+# is the proxy's model, and a run without rating may build it as well).
+RATING_STAGES = ("rater", "ratings", "heuristic")
+
+
+def rating_cost(stages: Mapping[str, Any], target_seconds: float) -> dict[str, Any]:
+    """What rating the pool cost beside what training the target cost, in wall seconds of each stage's build.
+
+    ``rating_s`` sums the rating stages' build times (the rater stage includes the proxy's warm-up and the image
+    checks' references; ``ratings`` is the scoring), read from each stage's marker, so a reused stage reports what
+    producing it took. ``rating_over_target`` is ``rating_s / target_s``, the figure to weigh against the training a
+    selection saves. Empty when the run rated nothing; ``None`` entries where a build time was not measured.
+    """
+    present = {name: getattr(stages[name], "seconds", None) for name in RATING_STAGES if name in stages}
+    if not present:
+        return {}
+    measured = None if any(s is None for s in present.values()) else float(sum(present.values()))
+    target_s = float(target_seconds) if target_seconds else None
+    ratio = measured / target_s if measured is not None and target_s else None
+    return {"stages_s": present, "rating_s": None if measured is None else round(measured, 1),
+            "target_s": None if target_s is None else round(target_s, 1),
+            "rating_over_target": None if ratio is None else round(ratio, 3)}
+
+
+def cost_line(report: Mapping[str, Any]) -> Optional[str]:
+    """One sentence on the rating's cost beside the target's training (None when the run rated nothing or a time is missing)."""
+    cost = report.get("cost") or {}
+    if cost.get("rating_over_target") is None:
+        return None
+    parts = ", ".join(f"{name} {_seconds(s)} s" for name, s in cost["stages_s"].items())
+    return (f"Rating cost: {cost['rating_s']} s ({parts}) = {cost['rating_over_target']:.2f}x the target's training "
+            f"({cost['target_s']} s); build times, also for stages reused from the cache.")
+
+
 def _fmt(value: Any) -> str:
     return format_metric(value)
+
+
+def _seconds(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def summary_markdown(report: Mapping[str, Any]) -> str:
@@ -339,10 +379,13 @@ def summary_markdown(report: Mapping[str, Any]) -> str:
         lines += [f"| {k} | {n} |" for k, n in cur["counts"].items()]
         lines += ["", "| cluster sizes | clusters | min | median | max |", "|---|---:|---:|---:|---:|"]
         lines += [f"| {k} | {s['clusters']} | {s['min']} | {s['median']:.1f} | {s['max']} |" for k, s in cur["sizes"].items()]
-    lines += ["", "## Stages", "", "| stage | cached | path |", "|---|---|---|"]
-    lines += [f"| {k} | {v['cached']} | `{v['path']}` |" for k, v in report["stages"].items()]
+    lines += ["", "## Stages", "", "| stage | cached | build seconds | path |", "|---|---|---:|---|"]
+    lines += [f"| {k} | {v['cached']} | {_seconds(v.get('seconds'))} | `{v['path']}` |" for k, v in report["stages"].items()]
     lines += ["", f"Training: {report['train']['steps']} steps, {report['train']['samples_seen']} samples seen, "
                   f"{report['train']['seconds']} s; whole run {report['seconds']} s.", ""]
+    cost = cost_line(report)
+    if cost:
+        lines += [cost, ""]
     for name, file in report["files"].items():
         lines += [f"### {name}", "", f"![{name}]({file})", ""]
     return "\n".join(lines)

@@ -273,7 +273,7 @@ def target_stage(v: Validated, datamodule: Any, cache: Path, data_id: dict, sele
     if not v.trainer.enable_checkpointing:  # nothing to resume from or reuse: train in the run dir, as asked
         result = train_target(v.model, v.finetune, v.trainer, datamodule, run_dir, seed=v.seed, selection=selection,
                               mode=plan.mode, allow_partial_ratings=v.allow_partial_ratings, resume=v.resume)
-        return StageResult("train", fingerprint(key), Path(run_dir), {}, cached=False), result
+        return StageResult("train", fingerprint(key), Path(run_dir), {}, cached=False, seconds=result.seconds), result
 
     def build(folder: Path) -> dict:
         _link_train(run_dir, folder)  # visible in the run dir while it trains

@@ -87,3 +87,20 @@ def test_infinite_ratings_select_and_plot_without_a_traceback(tmp_path):
     values[[3, 7]] = np.inf, -np.inf
     paths = select_and_write(Ratings.from_arrays([f"k{i}" for i in range(100)], values), ShiftGaussian(), 0.5, 0, tmp_path)
     assert paths["histogram"].stat().st_size > 1000 and paths["selection"].is_file()
+
+
+def test_rating_cost_sums_the_rating_stages_and_says_nothing_when_a_time_is_missing():
+    from types import SimpleNamespace
+
+    from lightning_alchemist.pipeline.report import cost_line, rating_cost
+
+    stage = lambda seconds: SimpleNamespace(seconds=seconds)  # noqa: E731
+    cost = rating_cost({"features": stage(50.0), "rater": stage(90.0), "ratings": stage(30.0), "train": stage(60.0)}, 60.0)
+    # the encode stage serves the target too: not counted as rating
+    assert cost == {"stages_s": {"rater": 90.0, "ratings": 30.0}, "rating_s": 120.0, "target_s": 60.0, "rating_over_target": 2.0}
+    line = cost_line({"cost": cost})
+    assert line.startswith("Rating cost: 120.0 s (rater 90.0 s, ratings 30.0 s) = 2.00x the target's training (60.0 s)")
+    assert rating_cost({"selection": stage(1.0), "train": stage(60.0)}, 60.0) == {}  # random: nothing rated
+    unmeasured = rating_cost({"rater": stage(None), "ratings": stage(30.0)}, 60.0)
+    assert unmeasured["rating_s"] is None and unmeasured["rating_over_target"] is None and cost_line({"cost": unmeasured}) is None
+    assert "Rating cost" not in summary_markdown(fake_report())  # a report without a cost block (older runs) still renders

@@ -290,10 +290,21 @@ def per_seed_lines(rows: dict[str, Any]) -> list[str]:
     return lines
 
 
+def encoder_lines(ids: list[str]) -> list[str]:
+    """The target's frozen-encoder ids of the runs (losses are in their latent space); a warning when they differ."""
+    if not ids:
+        return []
+    if len(ids) == 1:
+        return [f"Target's frozen encoders: {ids[0]} (absolute losses compare only with runs under the same id).", ""]
+    return [f"**Warning: the runs trained under {len(ids)} different frozen encoders ({', '.join(ids)}); their "
+            "validation losses are in different latent spaces and do not compare.**", ""]
+
+
 def markdown(rows: dict[str, Any], checks: list, meta: dict[str, Any]) -> str:
     metrics = [m for m in METRICS if any(m in r for r in rows.values())]
     lines = [f"# Data efficiency ({meta['date']}, {meta['machine']})", "", f"Command: `{meta['command']}`", "",
              f"Seeds: {meta['seeds']}. copies_multi: share of the dataset's copy groups with more than one member kept.", "",
+             *encoder_lines(meta.get("encoders") or []),
              "rating / target: the rating stages' build seconds (rater with the proxy's warm-up, scoring) over the "
              "target's training seconds, from each run's report.", "",
              "| run | " + " | ".join(metrics) + " | speed-up to full quality | rating / target | seconds |",
@@ -360,7 +371,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     checks = claims(rows)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": "python " + " ".join(sys.argv),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}",
-            "seconds": round(time.time() - t0), "seeds": seeds}
+            "seconds": round(time.time() - t0), "seeds": seeds,
+            "encoders": sorted({r["train"]["encoders"] for runs in reports.values() for r in runs
+                                if (r.get("train") or {}).get("encoders")})}
     text = markdown(rows, checks, meta)
     print("\n" + text)
     out = Path(args.out)

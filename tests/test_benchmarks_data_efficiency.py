@@ -37,6 +37,10 @@ def test_summary_pairs_each_seed_with_random():
     [sg_row] = [line for line in text.splitlines() if line.startswith("| shift_gauss@0.5 | 2.075")]
     [random_row] = [line for line in text.splitlines() if line.startswith("| random@0.5 | 2.1")]
     assert "| 2 ± 0.71 |" in sg_row and random_row.split(" | ")[-2] == "-"
+    # the target's frozen encoders: named when the runs share them, a warning when they do not
+    meta = {"date": "d", "machine": "m", "command": "c", "seeds": [0, 1]}
+    assert "Target's frozen encoders: abc " in bench["markdown"](rows, [], {**meta, "encoders": ["abc"]})
+    assert "**Warning: the runs trained under 2 different" in bench["markdown"](rows, [], {**meta, "encoders": ["abc", "def"]})
 
 
 def test_reuse_needs_the_same_composed_config(tmp_path, monkeypatch):

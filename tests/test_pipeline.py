@@ -72,6 +72,11 @@ def test_pipeline_end_to_end_then_reuses_cached_ratings(tmp_path, monkeypatch):
     # encode once (the rater proxy is the target: one feature cache serves rating, scoring and training)
     assert set(stages) == {"features", "rater", "ratings", "selection", "train"} and not any(s["cached"] for s in stages.values())
     assert first["train"].get("features") is True
+    # the target's frozen encoders are named in the report: the ones the encode stage hashed (the proxy is the target)
+    from lightning_alchemist.pipeline.cache import MARKER
+
+    encode_key = json.loads((Path(stages["features"]["path"]) / MARKER).read_text())["key"]
+    assert first["train"]["encoders"] == encode_key["encoders"][:16] and len(first["train"]["encoders"]) == 16
     rater_ckpt = Path(stages["rater"]["path"]) / "rater.ckpt"
     ratings = sorted((Path(stages["ratings"]["path"]) / "ratings").glob("*.parquet"))
     manifest = Path(stages["selection"]["path"]) / "selection.parquet"

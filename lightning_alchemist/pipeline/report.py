@@ -301,7 +301,7 @@ def write_report(
         "train": {"steps": target.steps, "samples_seen": target.samples_seen, "seconds": round(target.seconds, 1),
                   "trainer_val_loss": target.val_loss,
                   "checkpoint": target.checkpoint, "log_dir": target.log_dir, "selection": as_container(target.selection_stats),
-                  "features": bool(getattr(target, "features", False))},
+                  "features": bool(getattr(target, "features", False)), "encoders": encoders_id(target.module)},
         "selection": as_container(selection_meta),
         "data": _data_summary(datamodule),
         "defects": defects,
@@ -315,6 +315,20 @@ def write_report(
     (out / "metrics.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
     (out / "summary.md").write_text(summary_markdown(report))
     return report
+
+
+def encoders_id(module: Any) -> Optional[str]:
+    """The first 16 hex digits of the sha256 of the target's frozen encoders (its tokenizer or VAE and text encoder).
+
+    The validation loss is measured in their latent space, and a tokenizer trained on first use differs from machine
+    to machine: two runs' absolute losses compare only under the same id. None for a model that names no frozen parts.
+    """
+    from lightning_alchemist.features.identity import encoder_digest
+
+    proxy = getattr(module, "proxy", None)
+    if proxy is None or not getattr(proxy, "frozen_attrs", ()):
+        return None
+    return encoder_digest(proxy)[:16]
 
 
 # The stages whose work exists only to rate the pool (the encode stage is left out: the target reads it too when it
@@ -381,8 +395,10 @@ def summary_markdown(report: Mapping[str, Any]) -> str:
         lines += [f"| {k} | {s['clusters']} | {s['min']} | {s['median']:.1f} | {s['max']} |" for k, s in cur["sizes"].items()]
     lines += ["", "## Stages", "", "| stage | cached | build seconds | path |", "|---|---|---:|---|"]
     lines += [f"| {k} | {v['cached']} | {_seconds(v.get('seconds'))} | `{v['path']}` |" for k, v in report["stages"].items()]
+    encoders = report["train"].get("encoders")
     lines += ["", f"Training: {report['train']['steps']} steps, {report['train']['samples_seen']} samples seen, "
-                  f"{report['train']['seconds']} s; whole run {report['seconds']} s.", ""]
+                  f"{report['train']['seconds']} s; whole run {report['seconds']} s."
+              + (f" Frozen encoders {encoders} (losses compare between runs with the same)." if encoders else ""), ""]
     cost = cost_line(report)
     if cost:
         lines += [cost, ""]

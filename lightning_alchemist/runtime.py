@@ -8,7 +8,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Optional
 
-__all__ = ["distributed_guard", "peer_failure", "progress_bar", "set_threads"]
+__all__ = ["distributed_guard", "fixed_threads", "peer_failure", "progress_bar", "set_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,26 @@ def set_threads(num_threads: Optional[int]) -> None:
     if torch.get_num_threads() != int(num_threads):
         torch.set_num_threads(int(num_threads))
         log.debug("torch threads: %d", num_threads)
+
+
+@contextmanager
+def fixed_threads(num_threads: int = 1) -> Iterator[None]:
+    """Run the block with ``num_threads`` torch CPU threads, then restore the caller's count.
+
+    For models trained on first use and cached under a key that does not name the thread count (the tiny
+    tokenizer, the shapes judge): CPU kernels reduce in a thread-dependent order, so 1 and 2 threads give
+    different weights, and whichever run trained the artifact first would define it for every later run.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if before != num_threads:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 class _LineProgress:

@@ -103,3 +103,29 @@ def test_tokenizer_training_caches_and_reloads(tmp_path):
     for (n, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
         assert torch.equal(a, b), n
     assert tokenizer_cache_path(VQConfig(vocab_size=64), tmp_path) != path  # the fingerprint follows the config
+
+
+def test_first_use_trainings_do_not_depend_on_the_thread_count():
+    """The tokenizer and the judge are cached under keys that do not name the thread count: a run with 2 threads must
+    train what a run with 1 trains (CPU kernels reduce in a thread-dependent order), and leave the caller's count."""
+    from lightning_alchemist.metrics.judge import JudgeConfig, train_judge
+    from lightning_alchemist.proxy.star.tokenizer import VQConfig
+    from lightning_alchemist.proxy.star.train_vq import train_tokenizer
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.nn.functional.avg_pool2d(torch.rand(64, 3, 32, 32, generator=g) * 2 - 1, 3, 1, 1)
+    judge_cfg = JudgeConfig(steps=10, train_images=64, eval_images=16, batch_size=16)
+    before = torch.get_num_threads()
+    weights = {}
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            tokenizer, _ = train_tokenizer(VQConfig(train_steps=30, train_batch_size=8), images, progress=False)
+            judge, _ = train_judge(judge_cfg)
+            assert torch.get_num_threads() == threads
+            weights[threads] = {**{f"tok.{k}": v for k, v in tokenizer.state_dict().items()},
+                                **{f"judge.{k}": v for k, v in judge.state_dict().items()}}
+    finally:
+        torch.set_num_threads(before)
+    for name, value in weights[1].items():
+        assert torch.equal(value, weights[2][name]), name

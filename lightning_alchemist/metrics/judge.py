@@ -327,7 +327,11 @@ def train_judge(cfg: JudgeConfig, progress: bool = False) -> tuple[ShapesJudge, 
     images = render_batch(scenes, cfg, jitter=np.random.default_rng([cfg.seed, 2]), jitter_share=cfg.jitter_share)
     targets = _stack_targets(scenes)
     render_s = time.time() - t0
-    with torch.random.fork_rng(devices=[]):  # seeded weights and batches without touching the caller's RNG
+    from lightning_alchemist.runtime import fixed_threads
+
+    # seeded weights and batches without touching the caller's RNG; one thread, so that the cached judge does not
+    # depend on the thread count of the run that trained it first
+    with torch.random.fork_rng(devices=[]), fixed_threads(1):
         torch.manual_seed(cfg.seed)
         judge = ShapesJudge(cfg)
         gen = torch.Generator().manual_seed(cfg.seed)

@@ -128,8 +128,11 @@ def _minibatches(images: Tensor, batch_size: int, generator: torch.Generator) ->
 
 def train_tokenizer(cfg: VQConfig, images: Tensor, steps: Optional[int] = None, progress: bool = True) -> tuple[MultiScaleVQVAE, dict]:
     """Train a :class:`MultiScaleVQVAE` on ``images`` (``[N,3,S,S]`` in [-1,1]); returns it (eval, frozen) and stats."""
+    from lightning_alchemist.runtime import fixed_threads
+
     steps = cfg.train_steps if steps is None else steps
-    with torch.random.fork_rng(devices=[]):
+    # one thread: the cached tokenizer must not depend on the thread count of the run that trained it first
+    with torch.random.fork_rng(devices=[]), fixed_threads(1):
         torch.manual_seed(cfg.seed)
         model = MultiScaleVQVAE(cfg)
         model.check_image(images)

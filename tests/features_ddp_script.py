@@ -47,6 +47,8 @@ def main() -> None:
     info = encode_features(proxy, dm, args.root, trainer_kwargs=kwargs, batch_size=50, callbacks=callbacks)
     store = FeatureStore(args.root, info["fingerprint"])
     print(f"rank-done rows={info['rows']} written={len(info['written'])} store={len(store)}", flush=True)
+    if torch.distributed.is_initialized():  # join gloo's threads now: one left to interpreter teardown can abort the exit
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

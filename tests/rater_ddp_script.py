@@ -41,6 +41,8 @@ def main() -> None:
                    enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     t.fit(m, datamodule=Data())
     torch.save({k: v.detach().cpu() for k, v in m.state_dict().items()}, os.path.join(out, f"rank{t.global_rank}.pt"))
+    if torch.distributed.is_initialized():  # join gloo's threads now: one left to interpreter teardown can abort the exit
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ def main(cfg_json: str, out: str) -> None:
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     with open(f"{out}/rank{rank}.json", "w") as fh:
         json.dump({"train": model.train_keys, "predict": model.predict_keys, "pool": dm.pool.keys}, fh)
+    if torch.distributed.is_initialized():  # join gloo's threads now: one left to interpreter teardown can abort the exit
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

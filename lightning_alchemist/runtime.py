@@ -39,13 +39,11 @@ def fixed_threads(num_threads: int = 1) -> Iterator[None]:
     import torch
 
     before = torch.get_num_threads()
-    if before != num_threads:
-        torch.set_num_threads(num_threads)
+    set_threads(num_threads)
     try:
         yield
     finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
+        set_threads(before)
 
 
 class _LineProgress:

@@ -307,7 +307,7 @@ def write_report(
         "defects": defects,
         "curation": curation,
         "stages": {name: {"path": str(s.path), "fingerprint": s.fingerprint, "cached": s.cached,
-                          "seconds": getattr(s, "seconds", None)} for name, s in stages.items()},
+                          "seconds": s.seconds} for name, s in stages.items()},
         "cost": rating_cost(stages, target.seconds),
         "seconds": round(seconds, 1),
         "files": files,
@@ -344,7 +344,7 @@ def rating_cost(stages: Mapping[str, Any], target_seconds: float) -> dict[str, A
     producing it took. ``rating_over_target`` is ``rating_s / target_s``, the figure to weigh against the training a
     selection saves. Empty when the run rated nothing; ``None`` entries where a build time was not measured.
     """
-    present = {name: getattr(stages[name], "seconds", None) for name in RATING_STAGES if name in stages}
+    present = {name: stages[name].seconds for name in RATING_STAGES if name in stages}
     if not present:
         return {}
     measured = None if any(s is None for s in present.values()) else float(sum(present.values()))

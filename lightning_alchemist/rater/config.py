@@ -232,7 +232,8 @@ def validate_rater_config(cfg: RaterConfig) -> RaterConfig:
     if not 0.0 <= cfg.warmup.holdout < 1.0 or cfg.warmup.steps < 0:
         raise ConfigError("config 'rater.warmup': holdout must be in [0, 1) and steps >= 0")
     if cfg.score_with == "proxy" and cfg.warmup.steps == 0:
-        raise ConfigError("config 'rater.score_with=proxy' scores with the warmed-up proxy: set rater.warmup.steps > 0 (the default is 2000)")
+        raise ConfigError("config 'rater.score_with=proxy' scores with the warmed-up proxy: set rater.warmup.steps > 0 "
+                          f"(the default is {WarmupConfig.steps})")
     if cfg.network.width % cfg.network.heads:
         raise ConfigError(
             f"config 'rater.network.width' ({cfg.network.width}) must be divisible by 'rater.network.heads' ({cfg.network.heads})"

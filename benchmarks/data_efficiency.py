@@ -5,12 +5,17 @@
     python benchmarks/data_efficiency.py --data "/d/{000..099}.tar" --image-size 32
     python benchmarks/data_efficiency.py --variants      # also the meta-gradient variants at shift_gauss@0.5
     python benchmarks/data_efficiency.py --runs random@0.5 shift_gauss@0.5 dedup+shift_gauss@0.5 dbp+shift_gauss@0.5
+    python benchmarks/data_efficiency.py --data "$CACHE/shapes/*/pool-*.tar" --clean-val shapes   # no clean split
 
 A run named ``CURATION+SELECTION@KEEP`` (``dedup+shift_gauss@0.5``, ``dbp+random@0.5``) runs that curation
 group (``curation=dedup|dbp``) around the selection, ``CURATION:KEY=VALUE,...+SELECTION@KEEP`` with those
 ``curation.KEY`` overrides (``dedup:keep_of=survivors+shift_gauss@0.5``); any ``SELECTION@KEEP`` is accepted.
 ``--ratings SEED=DIR`` (repeatable) takes a seed's ratings from DIR (e.g. a cached ``<work>/cache/ratings/<fp>/ratings``)
 instead of training its rater; ``--reuse`` reads a finished run's report instead of training it again.
+``--data`` shards without ``data.val_urls`` hold a seeded ``data.val_fraction`` of the pool out as the validation split
+(dirty, as the paper does): the proxy warms up on it and the image checks take their references from it.
+``--clean-val NAME`` then also measures every run's target on embedded dataset NAME's clean validation split
+(``val_loss_clean``), the loss a team cares about, which the dirty split's loss only approximates.
 
 Every run goes through the real pipeline (``lightning_alchemist.pipeline.run.run_pipeline``): the rater
 is trained and the pool scored once per seed (cached), each selection trains the same target for the
@@ -48,7 +53,7 @@ RUNS: tuple[tuple[str, str, float], ...] = (
     ("shift_gauss@0.2", "shift_gauss", 0.2),
 )
 VARIANTS = ("penalty", "unrolled")  # first_order is the default run shift_gauss@0.5
-METRICS = ("val_loss", "fid_judge", "alignment", "defect_share", "copies_multi")
+METRICS = ("val_loss", "val_loss_clean", "fid_judge", "alignment", "defect_share", "copies_multi")
 
 
 def parse_run(name: str) -> tuple[str, str, float]:
@@ -86,6 +91,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--runs", nargs="+", default=None,
                    help=f"runs [CURATION+]SELECTION@KEEP or full (default {[r[0] for r in RUNS]})")
     p.add_argument("--ratings", action="append", default=[], help="SEED=DIR: that seed's ratings (no rater training); repeatable")
+    p.add_argument("--clean-val", default=None, metavar="NAME",
+                   help="also each target's loss on embedded dataset NAME's clean validation split (with --data)")
     p.add_argument("--reuse", action="store_true", help="read a run's report from a previous invocation when it finished")
     p.add_argument("--variants", action="store_true", help="also penalty and unrolled raters at shift_gauss@0.5 (first seed)")
     p.add_argument("--work", default=str(ROOT / "outputs" / "data_efficiency"), help="artifacts (cached between runs)")
@@ -135,6 +142,19 @@ def run_one(name: str, overrides: list[str], work: Path, reuse: bool = False) ->
     report["composed"] = key
     saved.write_text(json.dumps(report, default=str))
     return report
+
+
+def clean_val_loss(report: dict[str, Any], name: str, seed: int, overrides: list[str],
+                   batches: Optional[int] = None) -> float:
+    """The run's trained target on embedded dataset ``name``'s clean validation split (``eval.val_batches`` batches,
+    the draws of the training's ``val/loss``): the clean loss of a run whose own validation split is dirty."""
+    from curation import datamodule
+    from lightning_alchemist.metrics.evaluate import EvalConfig, heldout_loss, load_target
+
+    module = load_target(report["train"]["checkpoint"])
+    dm = datamodule(name, seed, [o for o in overrides if o.startswith("data.") and not o.startswith(("data.urls", "data.image_size"))])
+    loss, _ = heldout_loss(module, dm, EvalConfig.val_batches if batches is None else batches)
+    return loss
 
 
 def copy_groups_of(args: argparse.Namespace) -> Optional[tuple[list[str], dict[str, int]]]:
@@ -214,7 +234,10 @@ def summarise(reports: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                 reached = samples_to_reach(r, full_final[seed])
                 speedups.append(full_samples[seed] / reached if reached else None)
         row["speedup_to_full_quality"] = speedups
-        row["val_loss_by_seed"] = {r["params"]["seed"]: r["metrics"]["val_loss"] for r in runs if "val_loss" in r["metrics"]}
+        for m in ("val_loss", "val_loss_clean"):
+            by_seed = {r["params"]["seed"]: r["metrics"][m] for r in runs if r["metrics"].get(m) is not None}
+            if by_seed:
+                row[f"{m}_by_seed"] = by_seed
         defects = runs[0].get("defects") or {}
         # each kind's kept share: the mean over seeds (the selections differ per seed)
         row["kept_share"] = {k: statistics.fmean(r["defects"][k]["kept_share"] for r in runs
@@ -271,19 +294,21 @@ def _fmt(pair: Any) -> str:
     return str(pair)
 
 
-def per_seed_lines(rows: dict[str, Any]) -> list[str]:
-    """Validation loss per seed, and each run's difference to random@0.5 in the same seed (the selections of a seed
+def per_seed_lines(rows: dict[str, Any], metric: str = "val_loss") -> list[str]:
+    """``metric`` per seed, and each run's difference to random@0.5 in the same seed (the selections of a seed
     share its rater and its target's initialisation, so the paired difference is the comparison that counts)."""
-    seeds = sorted({s for r in rows.values() for s in r.get("val_loss_by_seed", {})})
+    field = f"{metric}_by_seed"
+    seeds = sorted({s for r in rows.values() for s in r.get(field, {})})
     if not seeds:
         return []
-    base = rows.get("random@0.5", {}).get("val_loss_by_seed", {})
-    lines = ["", "Validation loss per seed" + (" (in brackets: minus random@0.5 of the same seed)" if base else "") + ":", "",
+    base = rows.get("random@0.5", {}).get(field, {})
+    title = {"val_loss": "Validation loss", "val_loss_clean": "Loss on the clean validation split"}.get(metric, metric)
+    lines = ["", f"{title} per seed" + (" (in brackets: minus random@0.5 of the same seed)" if base else "") + ":", "",
              "| run | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|" + "---:|" * len(seeds)]
     for name, row in rows.items():
         cells = []
         for s in seeds:
-            v = row.get("val_loss_by_seed", {}).get(s)
+            v = row.get(field, {}).get(s)
             paired = f" ({v - base[s]:+.3f})" if v is not None and s in base and name != "random@0.5" else ""
             cells.append("-" if v is None else f"{v:.3f}{paired}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -314,7 +339,7 @@ def markdown(rows: dict[str, Any], checks: list, meta: dict[str, Any]) -> str:
         cost = _fmt(row.get("rating_over_target", "-"))
         lines.append(f"| {name} | " + " | ".join(_fmt(row.get(m, "-")) for m in metrics)
                      + f" | {speed} | {cost} | {_fmt(row['seconds'])} |")
-    lines += per_seed_lines(rows)
+    lines += per_seed_lines(rows) + per_seed_lines(rows, "val_loss_clean")
     kinds = sorted({k for r in rows.values() for k in r["kept_share"]})
     if kinds:
         lines += ["", "Share of each defect kind kept by each selection, mean over seeds (the generator's labels; evaluation only):", "",
@@ -366,6 +391,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                              work, args.reuse)
             if groups is not None:
                 report["copies_multi"] = copies_multi(report, groups[1])
+            if args.clean_val:
+                report["metrics"]["val_loss_clean"] = clean_val_loss(report, args.clean_val, seed, list(args.overrides))
             reports.setdefault(name, []).append(report)
     rows = summarise(reports)
     checks = claims(rows)

@@ -60,3 +60,24 @@ def test_reuse_needs_the_same_composed_config(tmp_path, monkeypatch):
     saved.write_text(json.dumps({**first, "composed": other}))  # made under another default, same overrides
     bench["run_one"]("sg-s0", overrides, tmp_path, reuse=True)
     assert calls == ["shift_gauss", "shift_gauss"]  # not reused
+
+
+def test_clean_split_loss_is_summarised_and_paired_per_seed():
+    """Runs whose own validation split is held out of the (dirty) pool also carry the loss on the clean split."""
+    bench = runpy.run_path(str(ROOT / "benchmarks" / "data_efficiency.py"))
+    reports = {"random@0.5": [_report(0, 2.0, 0.5), _report(1, 2.2, 0.5)],
+               "shift_gauss@0.5": [_report(0, 2.1, 0.1), _report(1, 2.3, 0.3)]}
+    for runs, clean in ((reports["random@0.5"], (1.5, 1.7)), (reports["shift_gauss@0.5"], (1.2, 1.6))):
+        for r, v in zip(runs, clean):
+            r["metrics"]["val_loss_clean"] = v
+    rows = bench["summarise"](reports)
+    assert rows["shift_gauss@0.5"]["val_loss_clean"][0] == pytest.approx(1.4)
+    assert rows["shift_gauss@0.5"]["val_loss_clean_by_seed"] == {0: 1.2, 1: 1.6}
+    text = bench["markdown"](rows, [], {"date": "d", "machine": "m", "command": "c", "seeds": [0, 1]})
+    clean = text.split("Loss on the clean validation split per seed")[1]
+    assert "| shift_gauss@0.5 | 1.200 (-0.300) | 1.600 (-0.100) |" in clean
+    assert "| shift_gauss@0.5 | 2.100 (+0.100) | 2.300 (+0.100) |" in text.split("Loss on the clean")[0]
+    # without the clean loss, no such table
+    del rows["shift_gauss@0.5"]["val_loss_clean_by_seed"], rows["random@0.5"]["val_loss_clean_by_seed"]
+    assert "clean validation split per seed" not in bench["markdown"](rows, [], {"date": "d", "machine": "m",
+                                                                              "command": "c", "seeds": [0, 1]})

@@ -80,7 +80,6 @@ def test_default_rater_warms_up_then_scores_directly(tmp_path, small_shapes, sma
     # the image checks' references of the validation split, which the scorer's penalties read
     assert set(scorer.checks) == {"detail", "noise", "empty"}
     assert all(ref.n == len(small_shapes.val) and ref.spread > 0 for ref, _, _ in scorer.checks.values())
-    assert "warmup_screen" not in scorer.info  # a curated split (data.val_urls) is warmed up on as given
     # the warm-up curve (held-out loss at steps 3 and 6) where the report reads rater curves
     rows = list(csv.DictReader(open(out / "rater_logs" / "version_0" / "metrics.csv")))
     assert [r["step"] for r in rows] == ["3", "6"] and all(float(r["warmup/holdout_loss"]) > 0 for r in rows)
@@ -149,65 +148,3 @@ def test_rater_presets_compose_and_validate():
     assert official.proxy_optim.lr == official.rater_optim.lr == 1e-4 and official.entropy_weight == 0.0
     assert official.rater_optim.warmup_epochs == official.proxy_optim.warmup_epochs == 0.2 and official.steps_per_epoch is None
     assert official.proxy_optim.weight_decay == 0.05 and official.alpha_decay == 0.03  # the rest stays the default
-
-
-def test_screen_split_drops_what_the_checks_flag():
-    """The warm-up split without the images an image check penalises; its fingerprint names what was dropped."""
-    from lightning_alchemist.errors import DataError
-    from lightning_alchemist.rater.detail import references_of
-    from lightning_alchemist.rater.encodes import EncodedSet
-    from lightning_alchemist.rater.recipe import screen_split
-
-    keys = [f"k{i}" for i in range(10)]
-    data = EncodedSet(keys, {"x": torch.arange(10.0)[:, None]})
-    # noise: one image far above the rest; empty (log contrast): one far below; k9 was not measured (kept)
-    noise = torch.tensor([1.0, 1.2, 0.9, 1.1, 1.0, 50.0, 1.05, 0.95, 1.0])
-    empty = torch.tensor([1.3, 1.31, 1.29, -2.0, 1.3, 1.32, 1.28, 1.3, 1.31])
-    stats = {"noise": noise, "empty": empty}
-    refs = references_of(stats)
-    kept, fp, counts = screen_split(data, "fp", keys[:9], stats, refs, {"noise": 3.0, "empty": 3.0})
-    assert kept.keys == ["k0", "k1", "k2", "k4", "k6", "k7", "k8", "k9"]
-    assert kept.tensors["x"][:, 0].tolist() == [0, 1, 2, 4, 6, 7, 8, 9]
-    assert counts == {"kept": 8, "dropped": 2, "by_check": {"noise": 1, "empty": 1}}
-    assert fp.startswith("fp-screened-") and fp != screen_split(data, "fp", keys[:9], {"noise": noise}, refs,
-                                                                {"noise": 3.0})[1]
-    # nothing flagged: same rows, but still a screened fingerprint (the config asked for a screen)
-    assert len(screen_split(data, "fp", keys[:9], stats, refs, {"noise": 1e9, "empty": 1e9})[0]) == 10
-    with pytest.raises(DataError, match="flag all 2 samples"):
-        screen_split(EncodedSet(["a", "b"], {"x": torch.zeros(2, 1)}), "fp", ["a", "b"], {"noise": torch.tensor([9.0, 9.0])},
-                     {"noise": refs["noise"]}, {"noise": 0.0})
-
-
-def test_screen_auto_follows_where_the_validation_split_comes_from():
-    from types import SimpleNamespace
-
-    from lightning_alchemist.rater.recipe import _screens
-
-    held_out = SimpleNamespace(source=SimpleNamespace(val_urls=[]))
-    curated = SimpleNamespace(source=SimpleNamespace(val_urls=["val-000000.tar"]))
-    assert _screens("auto", held_out) and not _screens("auto", curated) and not _screens("auto", object())
-    assert _screens("on", curated) and not _screens("off", held_out)
-    with pytest.raises(ConfigError, match="rater.warmup.screen"):
-        compose("config", ["rater.warmup.screen=maybe"])
-    with pytest.raises(ConfigError, match="every check is off"):
-        from lightning_alchemist.rater.config import rater_config
-
-        rater_config({"warmup": {"screen": "on"}, "detail_weight": 0, "noise_weight": 0, "empty_weight": 0})
-
-
-def test_warmup_on_a_split_held_out_of_the_pool_is_screened(tmp_path, small_shapes):
-    """No curated split (data.urls only): the validation split is a dirty part of the pool, and the warm-up trains on
-    it without the images the checks flag; the references still come from the whole split."""
-    from lightning_alchemist.rater.scoring import load_rater
-
-    data = {"name": "wds", "urls": [s.path for s in small_shapes.pool_shards()], "val_fraction": 0.25, "image_size": 32,
-            "batch_size": 16, "num_workers": 0}
-    cfg = compose_with("config", [f"out={tmp_path / 'run'}", "rater.proxy=null", "rater.warmup.steps=2",
-                                  "rater.warmup.eval_every=2", "rater.warmup.batch_size=8", "rater.contrast_partners=1"],
-                       data=data, model=TOY, trainer=TRAINER)
-    scorer = load_rater(run_train_rater(cfg))
-    screen = scorer.info["warmup_screen"]
-    assert screen["dropped"] > 0 and sum(screen["by_check"].values()) >= screen["dropped"]
-    assert screen["kept"] + screen["dropped"] == scorer.info["image_checks"]["noise"]["n"]
-    cfg.rater.warmup.screen = "off"
-    assert "warmup_screen" not in load_rater(run_train_rater(cfg)).info

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightning_alchemist.config import Choice, to_dataclass
 from lightning_alchemist.errors import ConfigError
-from lightning_alchemist.rater.warmup import WARMUP_CONTINUATIONS, WARMUP_SCREENS, WarmupConfig
+from lightning_alchemist.rater.warmup import WARMUP_CONTINUATIONS, WarmupConfig
 
 __all__ = [
     "GROUP_HEADS",
@@ -219,11 +219,6 @@ def validate_rater_config(cfg: RaterConfig) -> RaterConfig:
         raise ConfigError(
             f"config 'rater.warmup.continuation': got '{cfg.warmup.continuation}', expected one of {', '.join(WARMUP_CONTINUATIONS)}"
         )
-    if cfg.warmup.screen not in WARMUP_SCREENS:
-        raise ConfigError(f"config 'rater.warmup.screen': got '{cfg.warmup.screen}', expected one of {', '.join(WARMUP_SCREENS)}")
-    if cfg.warmup.screen == "on" and not any(getattr(cfg, f"{check}_weight") > 0 for check in IMAGE_CHECKS):
-        raise ConfigError("config 'rater.warmup.screen=on' screens with the image checks, but every check is off: "
-                          f"set one of {', '.join(f'rater.{c}_weight' for c in IMAGE_CHECKS)} > 0, or screen=off")
     for check in IMAGE_CHECKS:
         weight, threshold = getattr(cfg, f"{check}_weight"), getattr(cfg, f"{check}_threshold")
         if weight < 0 or threshold < 0:

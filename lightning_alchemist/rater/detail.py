@@ -46,11 +46,8 @@ __all__ = [
     "DetailReference",
     "checks_version",
     "dataset_image_references",
-    "dataset_image_statistics",
-    "flagged_by_checks",
     "detail_penalty",
     "detail_reference",
-    "references_of",
     "detail_share",
     "image_references",
     "image_statistics",
@@ -240,41 +237,16 @@ def image_references(batches: Iterable[Tensor], names: Iterable[str] = tuple(CHE
     return {n: robust_reference(values[n], CHECKS[n].floor, CHECKS[n].version) for n in names}
 
 
-def dataset_image_statistics(dataset: Any, names: Iterable[str] = tuple(CHECKS),
-                             batch_size: int = 256) -> tuple[list[str], dict[str, Tensor]]:
-    """``(keys, {name: [N]})``: the checks' statistics of every decodable image of a map-style dataset, in its order
-    (one decoding pass; undecodable samples are skipped by the collate and have no row)."""
+def _image_batches(dataset: Any, batch_size: int) -> Iterable[Tensor]:
     from torch.utils.data import DataLoader
 
     from lightning_alchemist.data.sample import collate_samples
 
-    names = list(names)
-    keys: list[str] = []
-    values: dict[str, list[Tensor]] = {n: [] for n in names}
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=collate_samples)
-    for batch in loader:
-        if not len(batch.get("key") or []):
-            continue
-        keys += list(batch["key"])
-        for n, v in image_statistics(batch["image"], names).items():
-            values[n].append(v)
-    return keys, {n: torch.cat(v) if v else torch.empty(0) for n, v in values.items()}
-
-
-def references_of(stats: dict[str, Tensor]) -> dict[str, DetailReference]:
-    """``{name: reference}`` of :func:`dataset_image_statistics`' values (what :func:`image_references` measures)."""
-    if not stats or not all(v.numel() for v in stats.values()):
-        raise ValueError("references_of: no images given; the references need the validation split's images")
-    return {n: robust_reference([v], CHECKS[n].floor, CHECKS[n].version) for n, v in stats.items()}
-
-
-def flagged_by_checks(stats: dict[str, Tensor], refs: dict[str, DetailReference],
-                      thresholds: dict[str, float]) -> dict[str, Tensor]:
-    """``{name: [N] bool}``: the images each check penalises (robust z beyond its threshold on its side)."""
-    return {n: robust_penalty(v, refs[n], CHECKS[n].side, thresholds[n], 1.0) > 0 for n, v in stats.items()}
+    return (b["image"] for b in loader if len(b.get("key") or []))
 
 
 def dataset_image_references(dataset: Any, names: Iterable[str] = tuple(CHECKS), batch_size: int = 256) -> dict[str, DetailReference]:
     """:func:`image_references` of a map-style dataset's images, one decoding pass (undecodable samples are
     skipped by the collate)."""
-    return references_of(dataset_image_statistics(dataset, names, batch_size)[1])
+    return image_references(_image_batches(dataset, batch_size), names)

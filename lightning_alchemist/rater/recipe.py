@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from lightning_alchemist.errors import ConfigError
 from lightning_alchemist.paths import resume_checkpoint
 from lightning_alchemist.runtime import distributed_guard, set_threads
 from lightning_alchemist.rater.config import RaterConfig, rater_config
-from lightning_alchemist.rater.detail import CHECKS, dataset_image_statistics, flagged_by_checks, references_of
+from lightning_alchemist.rater.detail import CHECKS, dataset_image_references
 
 __all__ = [
     "ScoreRecipeConfig",
@@ -107,40 +106,6 @@ def image_check_versions(rcfg: Any) -> dict[str, int]:
     return {name: check.version for name, check in CHECKS.items() if getattr(rcfg, f"{name}_weight") > 0}
 
 
-def _screens(screen: str, datamodule: Any) -> bool:
-    """Whether ``rater.warmup.screen`` screens this datamodule's validation split: ``auto`` when the split is held out
-    of the pool (no curated ``data.val_urls``; a datamodule that does not say is taken as curated)."""
-    if screen != "auto":
-        return screen == "on"
-    source = getattr(datamodule, "source", None)
-    return source is not None and not getattr(source, "val_urls", True)
-
-
-def screen_split(data: Any, data_fp: str, keys: list[str], stats: dict[str, Any], refs: dict[str, Any],
-                 thresholds: dict[str, float]) -> tuple[Any, str, dict[str, Any]]:
-    """The warm-up split without the images the checks penalise: ``(encodes kept, their fingerprint, counts)``.
-
-    ``keys``/``stats``: :func:`~lightning_alchemist.rater.detail.dataset_image_statistics` of the split; an encoded
-    sample whose image was not measured is kept. Raises ``DataError`` when the checks would leave nothing to train on.
-    """
-    from lightning_alchemist.errors import DataError
-
-    flags = flagged_by_checks(stats, refs, thresholds)
-    dropped: set[str] = set()
-    by_check = {}
-    for name, mask in flags.items():
-        hit = {k for k, f in zip(keys, mask.tolist()) if f}
-        by_check[name] = len(hit)
-        dropped |= hit
-    rows = [i for i, k in enumerate(data.keys) if k not in dropped]
-    if not rows:
-        raise DataError(f"rater warm-up: the image checks flag all {len(data)} samples of the validation split; "
-                        "give a clean split (data.val_urls) or set rater.warmup.screen=off")
-    digest = hashlib.sha256("\n".join(sorted(dropped)).encode()).hexdigest()[:16]
-    counts = {"kept": len(rows), "dropped": len(data) - len(rows), "by_check": by_check}
-    return data.subset(rows), f"{data_fp}-screened-{digest}", counts
-
-
 def warm_up_stage(rcfg: Any, model_cfg: Any, datamodule: Any, seed: int = 0, features: Any = None,
                   resume: str = "auto") -> tuple[Any, Any, dict]:
     """The proxy warmed up on the validation split (``rater.warmup``; cached), and for the penalty
@@ -161,24 +126,17 @@ def warm_up_stage(rcfg: Any, model_cfg: Any, datamodule: Any, seed: int = 0, fea
     if rcfg.warmup.steps > 0 or rcfg.objective == "penalty":
         datamodule.prepare_data()
         datamodule.setup("fit")
-    checks = list(image_check_versions(rcfg))
-    keys, stats, refs = [], {}, {}
-    if checks:
-        # where clean images' detail, noise level and contrast lie (the scorer penalises images far outside)
-        keys, stats = dataset_image_statistics(datamodule.val, checks)
-        refs = references_of(stats)
-        info["image_checks"] = {name: ref.as_dict() for name, ref in refs.items()}
-        log.info("rater image-check references (validation split): %s", info["image_checks"])
     if rcfg.warmup.steps > 0:
         val, vinfo = cached_encodes(proxy, datamodule.val, features=features)
-        data_fp = vinfo["fingerprint"]
-        if _screens(rcfg.warmup.screen, datamodule) and checks:
-            thresholds = {name: float(getattr(rcfg, f"{name}_threshold")) for name in checks}
-            val, data_fp, info["warmup_screen"] = screen_split(val, data_fp, keys, stats, refs, thresholds)
-            log.info("rater warm-up split screened by the image checks: %s", info["warmup_screen"])
-        info["warmup"] = warm_up_proxy(proxy, val, wcfg, data_fp, role="val", resume=resume).as_dict()
+        info["warmup"] = warm_up_proxy(proxy, val, wcfg, vinfo["fingerprint"], role="val", resume=resume).as_dict()
         info["encodes_val"] = vinfo
         log.info("rater proxy: %s", _warmup_line(info))
+    checks = list(image_check_versions(rcfg))
+    if checks:
+        # where clean images' detail, noise level and contrast lie (the scorer penalises images far outside)
+        refs = dataset_image_references(datamodule.val, checks)
+        info["image_checks"] = {name: ref.as_dict() for name, ref in refs.items()}
+        log.info("rater image-check references (validation split): %s", info["image_checks"])
     if rcfg.objective == "penalty":
         if rcfg.warmup.steps <= 0:
             raise ConfigError("config 'rater.objective=penalty' warms a reference up on the pool: set rater.warmup.steps > 0")

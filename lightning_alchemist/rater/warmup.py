@@ -31,7 +31,7 @@ from lightning_alchemist.proxy.base import T2IProxy
 from lightning_alchemist.rater.encodes import EncodedSet
 from lightning_alchemist.rater.fingerprint import module_digest
 
-__all__ = ["WARMUP_CONTINUATIONS", "WARMUP_SCREENS", "WarmupConfig", "WarmupContinuation", "WarmupScreen", "warmup_lr_factor", "WarmupResult", "held_out_split", "warm_up_proxy", "write_warmup_metrics"]
+__all__ = ["WARMUP_CONTINUATIONS", "WarmupConfig", "WarmupContinuation", "warmup_lr_factor", "WarmupResult", "held_out_split", "warm_up_proxy", "write_warmup_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +46,6 @@ class WarmupContinuation(Choice):
 
 
 WARMUP_CONTINUATIONS = WarmupContinuation.values()
-
-
-class WarmupScreen(Choice):
-    """Whether the rater's image checks screen the warm-up split before the proxy trains on it."""
-
-    auto = "auto"  # when the validation split is held out of the pool (no curated split given)
-    on = "on"
-    off = "off"
-
-
-WARMUP_SCREENS = WarmupScreen.values()
 
 
 @dataclass
@@ -96,11 +85,6 @@ class WarmupConfig:
     # After the warm-up: ``frozen`` = the proxy does not train further (direct scoring; rater-only
     # training, official fixVar); ``joint`` = it keeps training with the rater (paper Eq. 5).
     continuation: WarmupContinuation = WarmupContinuation.frozen
-    # Drop the split's samples that the rater's image checks penalise (pixel noise, near-empty, blurred) before
-    # warming up on it; ``auto``: only when the split is a held-out part of the pool, which carries the pool's
-    # defects (a curated ``data.val_urls`` split is trained on as given). Its effect is part of the data's
-    # fingerprint, not of this config's.
-    screen: WarmupScreen = WarmupScreen.auto
 
 
 @dataclass
@@ -140,7 +124,7 @@ def held_out_split(n: int, holdout: float, seed: int) -> tuple[torch.Tensor, tor
 
 
 def _fingerprint(proxy: T2IProxy, data_fp: str, cfg: WarmupConfig, role: str) -> str:
-    conf = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("continuation", "checkpoint_every", "screen")}
+    conf = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("continuation", "checkpoint_every")}
     payload = {"v": WARMUP_VERSION, "proxy": type(proxy).__qualname__, "weights": module_digest(proxy), "data": data_fp,
                "cfg": conf, "role": role}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

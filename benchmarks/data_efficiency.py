@@ -152,7 +152,7 @@ def clean_val_loss(report: dict[str, Any], name: str, seed: int, overrides: list
     from lightning_alchemist.metrics.evaluate import EvalConfig, heldout_loss, load_target
 
     module = load_target(report["train"]["checkpoint"])
-    dm = datamodule(name, seed, [o for o in overrides if o.startswith("data.") and not o.startswith(("data.urls", "data.image_size"))])
+    dm = datamodule(name, seed, [o for o in overrides if o.startswith("data.") and not o.startswith("data.urls")])
     loss, _ = heldout_loss(module, dm, EvalConfig.val_batches if batches is None else batches)
     return loss
 
@@ -368,6 +368,10 @@ def markdown(rows: dict[str, Any], checks: list, meta: dict[str, Any]) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
+    from lightning_alchemist.config import EMBEDDED_DATASETS
+
+    if args.clean_val is not None and args.clean_val not in EMBEDDED_DATASETS:
+        raise SystemExit(f"--clean-val: got '{args.clean_val}', expected an embedded dataset: {', '.join(EMBEDDED_DATASETS)}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     seeds = args.seeds or ([0] if args.quick else [0, 1])
     wanted = list(RUNS) if args.runs is None else [parse_run(r) for r in args.runs]
@@ -392,7 +396,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             if groups is not None:
                 report["copies_multi"] = copies_multi(report, groups[1])
             if args.clean_val:
-                report["metrics"]["val_loss_clean"] = clean_val_loss(report, args.clean_val, seed, list(args.overrides))
+                report["metrics"]["val_loss_clean"] = clean_val_loss(
+                    report, args.clean_val, seed, [f"data.image_size={args.image_size}", *args.overrides])
             reports.setdefault(name, []).append(report)
     rows = summarise(reports)
     checks = claims(rows)

@@ -81,3 +81,9 @@ def test_clean_split_loss_is_summarised_and_paired_per_seed():
     del rows["shift_gauss@0.5"]["val_loss_clean_by_seed"], rows["random@0.5"]["val_loss_clean_by_seed"]
     assert "clean validation split per seed" not in bench["markdown"](rows, [], {"date": "d", "machine": "m",
                                                                               "command": "c", "seeds": [0, 1]})
+
+
+def test_clean_val_names_an_embedded_dataset_before_any_run():
+    bench = runpy.run_path(str(ROOT / "benchmarks" / "data_efficiency.py"))
+    with pytest.raises(SystemExit, match="--clean-val: got 'laion', expected an embedded dataset: shapes, glyphs"):
+        bench["main"](["--data", "/nowhere/*.tar", "--clean-val", "laion"])

@@ -144,16 +144,21 @@ def run_one(name: str, overrides: list[str], work: Path, reuse: bool = False) ->
     return report
 
 
-def clean_val_loss(report: dict[str, Any], name: str, seed: int, overrides: list[str],
-                   batches: Optional[int] = None) -> float:
-    """The run's trained target on embedded dataset ``name``'s clean validation split (``eval.val_batches`` batches,
-    the draws of the training's ``val/loss``): the clean loss of a run whose own validation split is dirty."""
+def clean_split(name: str, overrides: list[str]) -> Any:
+    """The prepared datamodule of embedded dataset ``name`` whose clean validation split :func:`clean_val_loss` reads
+    (an embedded dataset's validation split does not depend on the seed, so one serves every run)."""
     from curation import datamodule
+
+    return datamodule(name, 0, [o for o in overrides if o.startswith("data.") and not o.startswith("data.urls")])
+
+
+def clean_val_loss(report: dict[str, Any], clean: Any, batches: Optional[int] = None) -> float:
+    """The run's trained target on ``clean``'s validation split (:func:`clean_split`; ``eval.val_batches`` batches,
+    the draws of the training's ``val/loss``): the clean loss of a run whose own validation split is dirty."""
     from lightning_alchemist.metrics.evaluate import EvalConfig, heldout_loss, load_target
 
     module = load_target(report["train"]["checkpoint"])
-    dm = datamodule(name, seed, [o for o in overrides if o.startswith("data.") and not o.startswith("data.urls")])
-    loss, _ = heldout_loss(module, dm, EvalConfig.val_batches if batches is None else batches)
+    loss, _ = heldout_loss(module, clean, EvalConfig.val_batches if batches is None else batches)
     return loss
 
 
@@ -382,6 +387,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     base = base_overrides(args)
     reports: dict[str, list[dict[str, Any]]] = {}
     groups = copy_groups_of(args)
+    clean = clean_split(args.clean_val, [f"data.image_size={args.image_size}", *args.overrides]) if args.clean_val else None
     t0 = time.time()
     for i, seed in enumerate(seeds):
         for name, selection, keep in wanted:
@@ -395,9 +401,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                              work, args.reuse)
             if groups is not None:
                 report["copies_multi"] = copies_multi(report, groups[1])
-            if args.clean_val:
-                report["metrics"]["val_loss_clean"] = clean_val_loss(
-                    report, args.clean_val, seed, [f"data.image_size={args.image_size}", *args.overrides])
+            if clean is not None:
+                report["metrics"]["val_loss_clean"] = clean_val_loss(report, clean)
             reports.setdefault(name, []).append(report)
     rows = summarise(reports)
     checks = claims(rows)
